@@ -1,0 +1,42 @@
+/** One or more `<number><unit>` parts, e.g. `250ms`, `1.5s`, `1m30s`. Shared with the JSON schema. */
+export const DURATION_PATTERN = '^(?:\\d+(?:\\.\\d+)?(?:ms|s|m|h))+$';
+
+const DURATION = new RegExp(DURATION_PATTERN);
+const PART = /(\d+(?:\.\d+)?)(ms|s|m|h)/g;
+const UNIT_MS: Readonly<Record<string, number>> = { ms: 1, s: 1_000, m: 60_000, h: 3_600_000 };
+
+const EXPECTED = 'expected a duration like "250ms", "2s", "5m" or integer milliseconds';
+
+/**
+ * A config duration in milliseconds: a string with units (`250ms`, `2s`, `1m30s`, `1.5h`) or a
+ * non-negative integer, which counts milliseconds. Throws an Error whose message says what was
+ * expected, ready to show to the person editing the file.
+ */
+export function parseDuration(value: unknown): number {
+  if (typeof value === 'number') {
+    if (Number.isSafeInteger(value) && value >= 0) return value;
+    throw new Error(`${EXPECTED}, got ${value}`);
+  }
+  if (typeof value !== 'string') {
+    throw new Error(`${EXPECTED}, got ${value === null || value === undefined ? 'nothing' : typeof value === 'object' ? 'a map or list' : String(value)}`);
+  }
+  if (!DURATION.test(value)) {
+    // A quoted bare number is the likeliest slip; say how to write what was probably meant.
+    const hint = /^\d+$/.test(value) ? ` (add a unit, e.g. "${value}ms")` : '';
+    throw new Error(`${EXPECTED}, got ${JSON.stringify(value)}${hint}`);
+  }
+  let ms = 0;
+  for (const [, amount, unit] of value.matchAll(PART)) ms += Number(amount) * (UNIT_MS[unit as string] as number);
+  // Timers have millisecond resolution, so fractions like "1.0005s" round to whole milliseconds.
+  const rounded = Math.round(ms);
+  if (!Number.isSafeInteger(rounded)) throw new Error(`duration ${JSON.stringify(value)} is too large`);
+  return rounded;
+}
+
+/** Milliseconds the way a person writes them in the config: `1500` → `"1.5s"`, `90000` → `"90s"`. */
+export function formatDuration(ms: number): string {
+  for (const [unit, size] of [['h', 3_600_000], ['m', 60_000], ['s', 1_000]] as const) {
+    if (ms >= size && ms % (size / 10) === 0) return `${ms / size}${unit}`;
+  }
+  return `${ms}ms`;
+}

@@ -1,0 +1,339 @@
+import { accessSync, constants } from 'node:fs';
+import { readFile } from 'node:fs/promises';
+import { dirname, resolve } from 'node:path';
+import { isMap, isScalar, isSeq, LineCounter, parseDocument, type Document, type YAMLError } from 'yaml';
+import type { z } from 'zod';
+import { configSchema, type LimpetConfig } from './schema.js';
+
+export type { LimpetConfig } from './schema.js';
+
+/** One mistake in a config file, located to the character so an editor can jump to it. */
+export interface ConfigIssue {
+  file: string;
+  /** 1-based; 0 when the file itself could not be read. */
+  line: number;
+  column: number;
+  /** Key path such as `backends[1].url` or `healthCheck.interval`; `""` for the whole document. */
+  path: string;
+  message: string;
+}
+
+/** A config that cannot be used, carrying every mistake found in it, not just the first. */
+export class ConfigError extends Error {
+  constructor(readonly issues: ConfigIssue[]) {
+    super(formatConfigIssues(issues));
+    this.name = 'ConfigError';
+  }
+}
+
+/** One `file:line:column: path: message` line per issue (the path is left out for the whole document). */
+export function formatConfigIssues(issues: readonly ConfigIssue[]): string {
+  return issues.map((i) => `${i.file}:${i.line}:${i.column}: ${i.path === '' ? '' : `${i.path}: `}${i.message}`).join('\n');
+}
+
+/** Reads, parses and validates a config file; throws ConfigError (line 0 when it cannot be read). */
+export async function loadConfigFile(file: string, env: NodeJS.ProcessEnv = process.env): Promise<LimpetConfig> {
+  let text: string;
+  try {
+    text = await readFile(file, 'utf8');
+  } catch (error) {
+    throw new ConfigError([{ file, line: 0, column: 0, path: '', message: `cannot read the config file: ${(error as Error).message}` }]);
+  }
+  return parseConfig(text, file, env);
+}
+
+type PathSegment = string | number;
+type Report = (offset: number, path: readonly PathSegment[], message: string) => void;
+
+/**
+ * Parses and validates config text. Everything wrong with it — YAML syntax, `${VAR}` substitution,
+ * schema and cross-key checks — is collected and thrown together as one ConfigError, sorted by
+ * position. `file` names the text in messages and anchors relative tls paths.
+ */
+export function parseConfig(text: string, file: string, env: NodeJS.ProcessEnv = process.env): LimpetConfig {
+  const lines = new LineCounter();
+  const doc = parseDocument(text, { lineCounter: lines, prettyErrors: false, uniqueKeys: true });
+  const issues: ConfigIssue[] = [];
+  const report: Report = (offset, path, message) => {
+    const { line, col } = lines.linePos(offset);
+    issues.push({ file, line, column: col, path: formatPath(path), message });
+  };
+  const fail = (): never => {
+    issues.sort((a, b) => a.line - b.line || a.column - b.column);
+    throw new ConfigError(issues.filter((issue, i) => i === issues.findIndex((o) => sameIssue(o, issue))));
+  };
+
+  let lost = false;
+  for (const error of doc.errors) {
+    // After one unexpected token the parser has lost its place; the tokens after it are noise.
+    if (error.code === 'UNEXPECTED_TOKEN' && lost) continue;
+    lost ||= error.code === 'UNEXPECTED_TOKEN';
+    report(error.pos[0], [], syntaxMessage(error, text));
+  }
+  const substitution = substituteEnv(doc, env, report);
+  // A document with syntax errors is only partly read; schema errors on it would mostly be noise.
+  if (doc.errors.length > 0) fail();
+
+  let raw: unknown;
+  try {
+    raw = doc.toJS() ?? {};
+  } catch (error) {
+    report(0, [], (error as Error).message);
+    return fail();
+  }
+
+  let result = configSchema.safeParse(raw);
+  if (!result.success && retypeSubstituted(raw, result.error.issues, substitution.replaced)) result = configSchema.safeParse(raw);
+  if (!result.success) {
+    for (const issue of result.error.issues) {
+      const path = issue.path.filter((p): p is PathSegment => typeof p !== 'symbol');
+      // The substitution error already explains this value.
+      if (substitution.failed.some((failed) => startsWith(path, failed))) continue;
+      reportSchemaIssue(doc, path, issue, report);
+    }
+  }
+  const base = dirname(resolve(file));
+  checkReadable(doc, raw, base, report);
+  if (issues.length > 0 || !result.success) return fail();
+
+  const config = result.data;
+  if (config.tls !== null) config.tls = { cert: resolve(base, config.tls.cert), key: resolve(base, config.tls.key) };
+  return config;
+}
+
+function syntaxMessage(error: YAMLError, text: string): string {
+  if (error.code === 'MULTIPLE_DOCS') return 'expected one YAML document, found more (remove the "---" separator)';
+  // `{ secret: ${S} }`: in a flow map the braces of an unquoted placeholder are YAML syntax.
+  if (error.code === 'UNEXPECTED_TOKEN' && text[error.pos[0] - 1] === '$') return `${error.message} (quote values that use \${...} inside { } or [ ], e.g. "\${NAME}")`;
+  return error.message;
+}
+
+interface Substitution {
+  /** Values that came out of `${...}`, with their text after substitution. */
+  replaced: Map<string, { path: PathSegment[]; text: string }>;
+  /** Values whose substitution failed. */
+  failed: PathSegment[][];
+}
+
+/**
+ * Replaces `${NAME}` and `${NAME:-default}` in every scalar value. It runs on the parsed document,
+ * so positions stay exact and a variable's text can never add YAML structure. As in the shell,
+ * `:-` also applies when NAME is set but empty; `$${` stands for a literal `${`.
+ */
+function substituteEnv(doc: Document, env: NodeJS.ProcessEnv, report: Report): Substitution {
+  const result: Substitution = { replaced: new Map(), failed: [] };
+  const visit = (node: unknown, path: PathSegment[]): void => {
+    if (isMap(node)) {
+      for (const pair of node.items) visit(pair.value, [...path, isScalar(pair.key) ? String(pair.key.value) : String(pair.key)]);
+    } else if (isSeq(node)) {
+      node.items.forEach((item, index) => visit(item, [...path, index]));
+    } else if (isScalar(node) && typeof node.value === 'string' && node.value.includes('$')) {
+      const { text, errors } = substitute(node.value, env);
+      for (const message of errors) report(offsetOf(node), path, message);
+      if (errors.length > 0) result.failed.push(path);
+      else if (text !== node.value) {
+        node.value = text;
+        result.replaced.set(JSON.stringify(path), { path, text });
+      }
+    }
+  };
+  visit(doc.contents, []);
+  return result;
+}
+
+const PLACEHOLDER_BODY = /^([A-Za-z_][A-Za-z0-9_]*)(?::-(.*))?$/s;
+
+function substitute(source: string, env: NodeJS.ProcessEnv): { text: string; errors: string[] } {
+  let text = '';
+  const errors: string[] = [];
+  let at = 0;
+  while (at < source.length) {
+    const dollar = source.indexOf('$', at);
+    if (dollar < 0) {
+      text += source.slice(at);
+      break;
+    }
+    text += source.slice(at, dollar);
+    if (source.startsWith('$${', dollar)) {
+      text += '${';
+      at = dollar + 3;
+      continue;
+    }
+    if (source[dollar + 1] !== '{') {
+      text += '$';
+      at = dollar + 1;
+      continue;
+    }
+    const close = source.indexOf('}', dollar + 2);
+    if (close < 0) {
+      errors.push('unterminated "${": expected ${NAME} or ${NAME:-default} (write $${ for a literal "${")');
+      break;
+    }
+    const body = source.slice(dollar + 2, close);
+    const match = PLACEHOLDER_BODY.exec(body);
+    if (match === null) {
+      errors.push(`expected \${NAME} or \${NAME:-default} with NAME made of letters, digits and "_", got "\${${body}}"`);
+    } else {
+      const [, name = '', fallback] = match;
+      const value = env[name];
+      if (value !== undefined && (value !== '' || fallback === undefined)) text += value;
+      else if (fallback !== undefined) text += fallback;
+      else errors.push(`environment variable ${name} is not set (write \${${name}:-default} to give a default)`);
+    }
+    at = close + 1;
+  }
+  return { text, errors };
+}
+
+/**
+ * Environment variables are text, so `retries: ${RETRIES}` would always fail as "expected an
+ * integer". A substituted value the schema rejected is retried as the integer or boolean it
+ * spells; values the schema accepts as text (a secret of digits, say) stay text. Returns whether
+ * anything changed.
+ */
+function retypeSubstituted(raw: unknown, issues: readonly z.core.$ZodIssue[], replaced: Substitution['replaced']): boolean {
+  let changed = false;
+  for (const issue of issues) {
+    const entry = replaced.get(JSON.stringify(issue.path));
+    if (entry === undefined) continue;
+    const typed = /^-?\d+$/.test(entry.text) ? Number(entry.text) : entry.text === 'true' ? true : entry.text === 'false' ? false : undefined;
+    if (typed === undefined || !setIn(raw, entry.path, typed)) continue;
+    replaced.delete(JSON.stringify(issue.path));
+    changed = true;
+  }
+  return changed;
+}
+
+function setIn(root: unknown, path: readonly PathSegment[], value: unknown): boolean {
+  let parent: unknown = root;
+  for (const segment of path.slice(0, -1)) {
+    if (typeof parent !== 'object' || parent === null) return false;
+    parent = (parent as Record<PathSegment, unknown>)[segment];
+  }
+  if (typeof parent !== 'object' || parent === null) return false;
+  (parent as Record<PathSegment, unknown>)[path[path.length - 1] as PathSegment] = value;
+  return true;
+}
+
+function reportSchemaIssue(doc: Document, path: PathSegment[], issue: z.core.$ZodIssue, report: Report): void {
+  if (issue.code === 'unrecognized_keys') {
+    const map = doc.getIn(path, true);
+    for (const key of issue.keys) {
+      const pair = isMap(map) ? map.items.find((item) => isScalar(item.key) && String(item.key.value) === key) : undefined;
+      const offset = pair !== undefined && isScalar(pair.key) ? offsetOf(pair.key) : nodeOffset(doc, path);
+      const suggestion = closestKey(key, keysAt(path));
+      report(offset, [...path, key], `unknown key "${key}"${suggestion === null ? '' : ` (did you mean "${suggestion}"?)`}`);
+    }
+    return;
+  }
+  const key = path[path.length - 1];
+  const missing = typeof key === 'string' && issue.code === 'invalid_type' && !doc.hasIn(path);
+  // A missing key has no node of its own: point at the map that should hold it.
+  const message = missing ? `missing required key "${key}": ${issue.message.replace(/, got nothing$/, '')}` : issue.message;
+  report(nodeOffset(doc, path), path, message);
+}
+
+/** Where a path's node starts; for a missing key, where its nearest existing parent starts. */
+function nodeOffset(doc: Document, path: readonly PathSegment[]): number {
+  for (let depth = path.length; depth > 0; depth--) {
+    const node = doc.getIn(path.slice(0, depth), true);
+    if (isMap(node) || isSeq(node) || isScalar(node)) return offsetOf(node);
+  }
+  return doc.contents === null ? 0 : offsetOf(doc.contents);
+}
+
+function offsetOf(node: { range?: readonly [number, number, number] | null }): number {
+  return node.range?.[0] ?? 0;
+}
+
+/**
+ * The tls files must be readable when the config is checked, not only when the listener starts,
+ * so `limpet --check` and a reload catch a wrong path with its line.
+ */
+function checkReadable(doc: Document, raw: unknown, base: string, report: Report): void {
+  const tls = typeof raw === 'object' && raw !== null ? (raw as { tls?: unknown }).tls : undefined;
+  if (typeof tls !== 'object' || tls === null) return;
+  for (const key of ['cert', 'key'] as const) {
+    const path = (tls as Record<string, unknown>)[key];
+    if (typeof path !== 'string' || path === '') continue;
+    const file = resolve(base, path);
+    try {
+      accessSync(file, constants.R_OK);
+    } catch (error) {
+      const reason = (error as NodeJS.ErrnoException).code === 'ENOENT' ? 'no such file' : (error as Error).message;
+      report(nodeOffset(doc, ['tls', key]), ['tls', key], `cannot read ${JSON.stringify(file)}: ${reason}`);
+    }
+  }
+}
+
+/** Keys the schema allows at a path, for "did you mean" hints. */
+function keysAt(path: readonly PathSegment[]): string[] {
+  let schemas = structural(configSchema);
+  for (const segment of path) {
+    schemas = schemas.flatMap((schema) => {
+      const def = defOf(schema);
+      if (def.type === 'object' && typeof segment === 'string' && def.shape?.[segment] !== undefined) return structural(def.shape[segment]);
+      if (def.type === 'array' && typeof segment === 'number' && def.element !== undefined) return structural(def.element);
+      return [];
+    });
+  }
+  return schemas.flatMap((schema) => Object.keys(defOf(schema).shape ?? {}));
+}
+
+interface SchemaDef {
+  type: string;
+  shape?: Record<string, z.core.$ZodType>;
+  element?: z.core.$ZodType;
+  innerType?: z.core.$ZodType;
+  in?: z.core.$ZodType;
+  options?: readonly z.core.$ZodType[];
+}
+
+function defOf(schema: z.core.$ZodType): SchemaDef {
+  return schema._zod.def as unknown as SchemaDef;
+}
+
+/** Looks through defaults, nullables, transforms and unions to the objects and arrays underneath. */
+function structural(schema: z.core.$ZodType): z.core.$ZodType[] {
+  const def = defOf(schema);
+  if (def.type === 'object' || def.type === 'array') return [schema];
+  if (def.type === 'union') return (def.options ?? []).flatMap(structural);
+  const inner = def.innerType ?? def.in;
+  return inner === undefined ? [] : structural(inner);
+}
+
+function closestKey(key: string, candidates: readonly string[]): string | null {
+  let best: string | null = null;
+  let bestDistance = Math.max(2, Math.floor(key.length / 3)) + 1;
+  for (const candidate of candidates) {
+    const distance = candidate.toLowerCase() === key.toLowerCase() ? 0 : editDistance(key, candidate);
+    if (distance < bestDistance) [best, bestDistance] = [candidate, distance];
+  }
+  return best;
+}
+
+function editDistance(a: string, b: string): number {
+  let previous = Array.from({ length: b.length + 1 }, (_, j) => j);
+  for (let i = 1; i <= a.length; i++) {
+    const current = [i];
+    for (let j = 1; j <= b.length; j++) {
+      current[j] = Math.min((previous[j] as number) + 1, (current[j - 1] as number) + 1, (previous[j - 1] as number) + (a[i - 1] === b[j - 1] ? 0 : 1));
+    }
+    previous = current;
+  }
+  return previous[b.length] as number;
+}
+
+function startsWith(path: readonly PathSegment[], prefix: readonly PathSegment[]): boolean {
+  return prefix.length <= path.length && prefix.every((segment, i) => segment === path[i]);
+}
+
+function sameIssue(a: ConfigIssue, b: ConfigIssue): boolean {
+  return a.line === b.line && a.column === b.column && a.path === b.path && a.message === b.message;
+}
+
+function formatPath(path: readonly PathSegment[]): string {
+  let text = '';
+  for (const segment of path) text += typeof segment === 'number' ? `[${segment}]` : text === '' ? segment : `.${segment}`;
+  return text;
+}

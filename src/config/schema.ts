@@ -1,0 +1,319 @@
+import { isIP } from 'node:net';
+import { z } from 'zod';
+import { DURATION_PATTERN, formatDuration, parseDuration } from './duration.js';
+
+/** How a config value reads in an error message: strings quoted, YAML maps and lists named. */
+function show(value: unknown): string {
+  if (value === undefined || value === null) return 'nothing';
+  if (typeof value === 'string') return JSON.stringify(value);
+  if (Array.isArray(value)) return 'a list';
+  if (typeof value === 'object') return 'a map';
+  return String(value);
+}
+
+const expected = (what: string) => (issue: { input?: unknown }) => `expected ${what}, got ${show(issue.input)}`;
+
+/** Raises a custom issue from inside a transform and yields nothing. */
+function fail(ctx: z.RefinementCtx, message: string): never {
+  ctx.addIssue({ code: 'custom', message });
+  return z.NEVER;
+}
+
+function integer(min: number, max: number) {
+  const error = expected(`an integer from ${min} to ${max}`);
+  return z.number({ error }).int({ error }).min(min, { error }).max(max, { error });
+}
+
+function oneOf<const T extends readonly [string, ...string[]]>(values: T) {
+  return z.enum(values, { error: expected(values.map((v) => `"${v}"`).join(', ').replace(/, ([^,]*)$/, ' or $1')) });
+}
+
+function text(what = 'a string') {
+  return z.string({ error: expected(what) });
+}
+
+function pattern(what: string, regex: RegExp) {
+  return text(what).regex(regex, { error: expected(what) });
+}
+
+const bool = () => z.boolean({ error: expected('true or false') });
+
+/**
+ * An optional section of the file. Absent, or present but empty (`healthCheck:` with every key
+ * commented out, which YAML reads as null), it takes all its defaults.
+ */
+function section<S extends z.core.$ZodLooseShape>(shape: S) {
+  const object = z.strictObject(shape, { error: expected('a map of keys') });
+  return object.nullish().transform((value) => value ?? object.parse({}));
+}
+
+/** Node fires timers longer than 2^31-1 ms after 1 ms, which would turn a typo into a busy loop. */
+const MAX_TIMER_MS = 596 * 3_600_000;
+
+function duration(min = 0, max = MAX_TIMER_MS) {
+  const error = (issue: { input?: unknown }) => {
+    try {
+      parseDuration(issue.input);
+      return `expected a duration, got ${show(issue.input)}`;
+    } catch (problem) {
+      return (problem as Error).message;
+    }
+  };
+  // The union is what the JSON schema shows editors; parseDuration is the one grammar behind it.
+  return z
+    .union([text().regex(new RegExp(DURATION_PATTERN), { error }), z.number({ error }).int({ error }).min(0, { error })])
+    .transform((value, ctx) => {
+      let ms: number;
+      try {
+        ms = parseDuration(value);
+      } catch (problem) {
+        return fail(ctx, (problem as Error).message);
+      }
+      if (ms < min) return fail(ctx, `must be at least ${formatDuration(min)}, got ${show(value)}`);
+      if (ms > max) return fail(ctx, `must be at most ${formatDuration(max)}, got ${show(value)}`);
+      return ms;
+    });
+}
+
+/** Where a listener binds. */
+export interface HostPort {
+  host: string;
+  port: number;
+}
+
+const HOSTNAME = /^[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?)*$/;
+const LISTEN_TEXT = 'an address like "0.0.0.0:8080", "[::1]:9090" or ":8080"';
+
+const LISTEN = /^(?:\[([^\]]*)\]|([^:[\]]*)):(\d{1,5})$/;
+
+const listenError = (issue: { input?: unknown }) => {
+  const { input } = issue;
+  const hint =
+    typeof input === 'number' ? ` (write ":${input}" to listen on every address)` : isIP(String(input)) === 6 ? ' (put IPv6 addresses in brackets, e.g. "[::1]:9090")' : '';
+  return `expected ${LISTEN_TEXT}, got ${show(input)}${hint}`;
+};
+
+const listen = z
+  .string({ error: listenError })
+  .regex(LISTEN, { error: listenError })
+  .transform((value, ctx): HostPort => {
+    const [, bracketed, plain = '', digits] = LISTEN.exec(value) ?? [];
+    const port = Number(digits);
+    if (port > 65535) return fail(ctx, `port must be from 0 to 65535, got ${show(value)}`);
+    if (bracketed !== undefined) {
+      if (isIP(bracketed) !== 6) return fail(ctx, `expected an IPv6 address inside the brackets, got ${show(value)}`);
+      return { host: bracketed, port };
+    }
+    if (plain !== '' && isIP(plain) === 0 && !HOSTNAME.test(plain)) return fail(ctx, `expected ${LISTEN_TEXT}, got ${show(value)}`);
+    return { host: plain === '' ? '0.0.0.0' : plain, port };
+  });
+
+const CIDR_TEXT = 'an IP address or CIDR like "10.0.0.0/8" or "::1/128"';
+
+const cidr = text(CIDR_TEXT).transform((value, ctx) => {
+  const [address = '', prefix, extra] = value.split('/');
+  const family = isIP(address);
+  if (family === 0 || extra !== undefined) return fail(ctx, `expected ${CIDR_TEXT}, got ${show(value)}`);
+  const limit = family === 4 ? 32 : 128;
+  if (prefix !== undefined && !(/^\d{1,3}$/.test(prefix) && Number(prefix) <= limit)) {
+    return fail(ctx, `expected a prefix length from 0 to ${limit} after "/", got ${show(value)}`);
+  }
+  return value;
+});
+
+const URL_TEXT = 'an http:// or https:// origin like "http://10.0.0.11:3000"';
+
+const backendUrl = pattern(URL_TEXT, /^https?:\/\//i).transform((value, ctx) => {
+  let url: URL;
+  try {
+    url = new URL(value);
+  } catch {
+    return fail(ctx, `expected ${URL_TEXT}, got ${show(value)}`);
+  }
+  if ((url.protocol !== 'http:' && url.protocol !== 'https:') || url.hostname === '') {
+    return fail(ctx, `expected ${URL_TEXT}, got ${show(value)}`);
+  }
+  // limpet forwards the client's path unchanged, so a path here would be silently ignored.
+  if (url.pathname !== '/' || url.search !== '' || url.hash !== '' || url.username !== '' || url.password !== '') {
+    return fail(ctx, `expected ${URL_TEXT} with no path, query or credentials, got ${show(value)}`);
+  }
+  return url.origin;
+});
+
+const STATUS_TEXT = 'a status code or range like "200-399"';
+
+const statusRange = z
+  .union([text(STATUS_TEXT), z.number({ error: expected(STATUS_TEXT) }).int({ error: expected(STATUS_TEXT) })])
+  .transform((value, ctx) => {
+    const match = /^(\d{3})(?:-(\d{3}))?$/.exec(String(value));
+    if (match === null) return fail(ctx, `expected ${STATUS_TEXT}, got ${show(value)}`);
+    const min = Number(match[1]);
+    const max = Number(match[2] ?? match[1]);
+    if (min < 100 || max > 599) return fail(ctx, `expected status codes from 100 to 599, got ${show(value)}`);
+    if (min > max) return fail(ctx, `status range ${show(value)} is out of order: write the lower code first, like "${max}-${min}"`);
+    return { min, max };
+  });
+
+/** RFC 7230 token: what a header name, and an RFC 6265 cookie name, may contain. */
+const TOKEN = /^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$/;
+const TOKEN_CHARS = "letters, digits and !#$%&'*+-.^_`|~";
+const URL_PATH = /^\/[^\s;]*$/;
+const BACKEND_ID = /^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$/;
+
+const backend = z
+  .strictObject(
+    {
+      id: pattern('an id of letters, digits, ".", "_" or "-", starting with a letter or digit, at most 64 long', BACKEND_ID).describe(
+        'Stable name, used in metrics, cookies and the admin API.',
+      ),
+      url: backendUrl.describe('http:// or https:// origin of the backend, no path.'),
+      weight: integer(1, 1000).default(1).describe('Relative share of new clients, 1-1000.'),
+      drain: bool().default(false).describe('Keep the clients pinned here but send it no new ones.'),
+      healthPath: pattern('a path starting with "/"', URL_PATH)
+        .nullable()
+        .default(null)
+        .describe('Health check path for this backend; null uses healthCheck.path.'),
+    },
+    { error: expected('a map with id and url') },
+  );
+
+const backends = z
+  .array(backend, { error: expected('a list of backends') })
+  .min(1, { error: 'expected at least one backend' })
+  // Runs even when some entries have other mistakes, so a duplicate is reported alongside them.
+  .superRefine(
+    (entries, ctx) => {
+      const firstIndex = new Map<string, number>();
+      entries.forEach((entry: unknown, index) => {
+        const id = typeof entry === 'object' && entry !== null ? (entry as { id?: unknown }).id : undefined;
+        if (typeof id !== 'string') return;
+        const first = firstIndex.get(id);
+        if (first === undefined) firstIndex.set(id, index);
+        else ctx.addIssue({ code: 'custom', path: [index, 'id'], message: `duplicate backend id ${show(id)} (also used by backends[${first}])` });
+      });
+    },
+    { when: (payload) => Array.isArray(payload.value) },
+  );
+
+/**
+ * The whole config file: every key, its type and its default. It is the single source for
+ * validation, for the `LimpetConfig` type the proxy reads, and for config/limpet.schema.json, so
+ * the three cannot drift apart.
+ */
+export const configSchema = z
+  .strictObject(
+    {
+      listen: listen.prefault('0.0.0.0:8080').describe('host:port the proxy listens on. Default "0.0.0.0:8080".'),
+      workers: z
+        .union([integer(1, 256), z.literal('auto')], { error: expected('an integer from 1 to 256 or "auto"') })
+        .default(1)
+        .describe('Processes sharing the listener: 1-256, or "auto" for one per CPU core. Default 1.'),
+      log: section({
+        level: oneOf(['debug', 'info', 'warn', 'error']).default('info').describe('Least severe level logged. Default "info".'),
+        access: bool().default(false).describe('Log one JSON line per request. Default false.'),
+      }).describe('Logging: JSON lines on stdout.'),
+      tls: z
+        .strictObject(
+          {
+            cert: text('a file path').min(1, { error: expected('a file path') }).describe('PEM certificate chain, relative to this file.'),
+            key: text('a file path').min(1, { error: expected('a file path') }).describe('PEM private key, relative to this file.'),
+          },
+          { error: expected('a map with cert and key') },
+        )
+        .nullable()
+        .default(null)
+        .describe('Serve HTTPS instead of HTTP. Default: plain HTTP.'),
+      admin: section({
+        listen: listen.prefault('127.0.0.1:9090').describe('host:port of /metrics, /healthz, /readyz, /backends and the status page. Default "127.0.0.1:9090".'),
+        token: text().default('').describe('When not empty, mutating admin calls need "Authorization: Bearer <token>". Default "" (no token).'),
+      }).describe('Admin and metrics listener.'),
+      affinity: section({
+        by: oneOf(['ip', 'cookie', 'header']).default('cookie').describe('What pins a client to a backend. Default "cookie".'),
+        cookie: section({
+          name: pattern(`a cookie name (${TOKEN_CHARS})`, TOKEN).default('limpet').describe('Name of the affinity cookie. Default "limpet".'),
+          secret: text()
+            .default('')
+            .describe('HMAC key signing the cookie; every replica must share it. Default "": a random key per process, with a warning.'),
+          maxAge: duration(1_000, Number.MAX_SAFE_INTEGER)
+            .nullable()
+            .default(null)
+            .describe('Cookie lifetime, at least 1s. Default null: a browser-session cookie.'),
+          path: pattern('a path starting with "/"', URL_PATH).default('/').describe('Cookie Path. Default "/".'),
+          domain: pattern('a domain like "example.com"', /^\.?[A-Za-z0-9](?:[A-Za-z0-9.-]*[A-Za-z0-9])?$/)
+            .nullable()
+            .default(null)
+            .describe('Cookie Domain. Default null: host-only.'),
+          httpOnly: bool().default(true).describe('Hide the cookie from page scripts. Default true.'),
+          secure: bool().nullable().default(null).describe('Send the cookie over HTTPS only. Default null: true on a TLS listener, else false.'),
+          sameSite: oneOf(['lax', 'strict', 'none']).default('lax').describe('Cookie SameSite; "none" needs secure: true. Default "lax".'),
+        }).describe('The affinity cookie (by: cookie).'),
+        header: pattern(`a header name (${TOKEN_CHARS})`, TOKEN)
+          .default('X-Session-Id')
+          .describe('Request header keying clients for by: header; requests without it fall back to the client IP. Default "X-Session-Id".'),
+        sessionTtl: duration(1_000, Number.MAX_SAFE_INTEGER)
+          .prefault('30m')
+          .describe('How long an idle client\'s pin is remembered (ip/header modes), at least 1s. Default "30m".'),
+        maxSessions: integer(1, 100_000_000).default(100_000).describe('Most pins remembered at once (ip/header modes). Default 100000.'),
+        onRecovery: oneOf(['stay', 'return'])
+          .default('stay')
+          .describe('Where moved clients go when their backend heals: stay on the new one, or return. Default "stay".'),
+      }).describe('How clients are pinned to backends.'),
+      trustedProxies: z
+        .array(cidr, { error: expected('a list of addresses or CIDRs') })
+        .default([])
+        .describe('Addresses or CIDRs whose X-Forwarded-For is believed. Default [].'),
+      healthCheck: section({
+        path: pattern('a path starting with "/"', URL_PATH).default('/health').describe('Path probed with GET on each backend. Default "/health".'),
+        interval: duration(100).prefault('2s').describe('Time between checks, at least 100ms. Default "2s".'),
+        timeout: duration(1).prefault('1s').describe('A check not answered within this fails. Default "1s".'),
+        rise: integer(1, 100).default(2).describe('Consecutive passes that mark a backend up. Default 2.'),
+        fall: integer(1, 100).default(3).describe('Consecutive failures that mark a backend down. Default 3.'),
+        expectStatus: statusRange.prefault('200-399').describe('Status code or range that passes, e.g. "200-399" or 204. Default "200-399".'),
+      }).describe('Active health checks.'),
+      passive: section({
+        maxFails: integer(1, 1000).default(3).describe('Connection failures or timeouts within window that eject a backend. Default 3.'),
+        window: duration(1).prefault('10s').describe('Sliding window for maxFails. Default "10s".'),
+        cooldown: duration().prefault('10s').describe('An ejected backend takes no new traffic until an active check passes after this. Default "10s".'),
+      }).describe('Failure detection on real traffic.'),
+      timeouts: section({
+        connect: duration(1).prefault('2s').describe('TCP connect to a backend. Default "2s".'),
+        response: duration(1).prefault('30s').describe('Until the backend\'s response headers; then 504. Default "30s".'),
+        clientIdle: duration(1).prefault('60s').describe('Keep-alive idle time of client connections. Default "60s".'),
+        tunnel: duration(1).prefault('1h').describe('Idle time of a WebSocket tunnel. Default "1h".'),
+        shutdown: duration().prefault('10s').describe('How long SIGTERM waits for in-flight requests. Default "10s".'),
+      }).describe('Timeouts.'),
+      retries: integer(0, 10)
+        .default(2)
+        .describe('Times a request that never reached a backend is sent to the next backend in the client\'s order. Default 2.'),
+      backends: backends.describe('The backends, at least one.'),
+    },
+    { error: expected('a map of keys') },
+  )
+  .superRefine(
+    (config, ctx) => {
+      const { cookie } = config.affinity;
+      if (cookie.sameSite !== 'none' || (cookie.secure ?? config.tls !== null)) return;
+      // Browsers drop SameSite=None cookies that are not Secure, so affinity would silently fail.
+      const why = cookie.secure === false ? 'secure is false' : 'secure defaults to false without tls';
+      ctx.addIssue({
+        code: 'custom',
+        path: ['affinity', 'cookie', 'sameSite'],
+        message: `sameSite: none needs secure: true, but ${why} (browsers drop SameSite=None cookies that are not Secure)`,
+      });
+    },
+    // Checked even when other keys are wrong, as long as the keys it reads parsed.
+    { when: (payload) => cookieSettingsParsed(payload.value) },
+  );
+
+function cookieSettingsParsed(value: unknown): boolean {
+  if (typeof value !== 'object' || value === null) return false;
+  const { affinity, tls } = value as { affinity?: unknown; tls?: unknown };
+  if (typeof affinity !== 'object' || affinity === null || (tls !== null && typeof tls !== 'object')) return false;
+  const cookie = (affinity as { cookie?: unknown }).cookie;
+  if (typeof cookie !== 'object' || cookie === null) return false;
+  const { sameSite, secure } = cookie as { sameSite?: unknown; secure?: unknown };
+  return typeof sameSite === 'string' && (secure === null || typeof secure === 'boolean');
+}
+
+/** The validated config with every default filled in; what the proxy runs on. */
+export type LimpetConfig = z.output<typeof configSchema>;
