@@ -1,0 +1,179 @@
+import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
+import type { AddressInfo } from 'node:net';
+import { timingSafeEqual } from 'node:crypto';
+import type { Backend } from '../upstream/backend.js';
+import type { Logger } from '../log.js';
+import { STATUS_PAGE_HTML } from './status-page.js';
+
+/** What the admin API reads and changes in the running proxy. */
+export interface AdminTarget {
+  backends(): readonly Backend[];
+  sessionsByBackend(): Map<Backend, number>;
+  /** Totals per backend for the status page: requests answered, 5xx among them, clients moved in. */
+  totals(backend: Backend): { requests: number; errors: number; remapsIn: number };
+  setDraining(id: string, draining: boolean): Backend | undefined;
+  metricsContentType(): string;
+  metrics(): Promise<string>;
+}
+
+export interface BackendView {
+  id: string;
+  url: string;
+  weight: number;
+  state: 'up' | 'down' | 'draining';
+  sessions: number;
+  inflight: number;
+  websockets: number;
+  requests: number;
+  errors: number;
+  remapsIn: number;
+  lastCheck: Backend['lastCheck'];
+  lastError: string | null;
+}
+
+const DRAIN_ROUTE = /^\/backends\/([^/]+)\/(drain|undrain)$/;
+
+/**
+ * The admin listener: metrics, liveness and readiness, the backend list, runtime drain, and a status
+ * page. Binds loopback unless configured otherwise; mutating calls need the bearer token when one is set.
+ */
+export class AdminServer {
+  readonly server: Server;
+  private token: Buffer | null;
+
+  constructor(
+    private readonly target: AdminTarget,
+    token: string,
+    private readonly logger: Logger,
+  ) {
+    this.token = token === '' ? null : Buffer.from(token);
+    this.server = createServer((req, res) => {
+      this.route(req, res).catch((error: unknown) => {
+        this.logger.error({ msg: 'admin request failed', error: String(error) });
+        if (!res.headersSent) send(res, 500, 'text/plain; charset=utf-8', 'internal error\n');
+        else res.destroy();
+      });
+    });
+  }
+
+  setToken(token: string): void {
+    this.token = token === '' ? null : Buffer.from(token);
+  }
+
+  async listen(host: string, port: number): Promise<AddressInfo> {
+    await new Promise<void>((resolve, reject) => {
+      this.server.once('error', reject);
+      this.server.listen(port, host, () => {
+        this.server.off('error', reject);
+        resolve();
+      });
+    });
+    return this.server.address() as AddressInfo;
+  }
+
+  async close(): Promise<void> {
+    await new Promise<void>((resolve) => {
+      this.server.close(() => resolve());
+      this.server.closeAllConnections();
+    });
+  }
+
+  backendViews(): BackendView[] {
+    const sessions = this.target.sessionsByBackend();
+    return this.target.backends().map((backend) => {
+      const totals = this.target.totals(backend);
+      return {
+        id: backend.id,
+        url: backend.url,
+        weight: backend.weight,
+        state: backend.status,
+        sessions: sessions.get(backend) ?? 0,
+        inflight: backend.inflight,
+        websockets: backend.tunnels,
+        requests: totals.requests,
+        errors: totals.errors,
+        remapsIn: totals.remapsIn,
+        lastCheck: backend.lastCheck,
+        lastError: backend.lastError,
+      };
+    });
+  }
+
+  private async route(req: IncomingMessage, res: ServerResponse): Promise<void> {
+    const path = (req.url ?? '/').split('?')[0] as string;
+    const method = req.method ?? 'GET';
+    if (path === '/metrics') {
+      if (!allow(req, res, 'GET')) return;
+      send(res, 200, this.target.metricsContentType(), await this.target.metrics());
+      return;
+    }
+    if (path === '/healthz') {
+      if (!allow(req, res, 'GET')) return;
+      send(res, 200, 'text/plain; charset=utf-8', 'ok\n');
+      return;
+    }
+    if (path === '/readyz') {
+      if (!allow(req, res, 'GET')) return;
+      const ready = this.target.backends().some((backend) => backend.available);
+      send(res, ready ? 200 : 503, 'text/plain; charset=utf-8', ready ? 'ready\n' : 'no backend is up\n');
+      return;
+    }
+    if (path === '/backends') {
+      if (!allow(req, res, 'GET')) return;
+      sendJson(res, 200, this.backendViews());
+      return;
+    }
+    if (path === '/') {
+      if (!allow(req, res, 'GET')) return;
+      send(res, 200, 'text/html; charset=utf-8', STATUS_PAGE_HTML);
+      return;
+    }
+    const drain = DRAIN_ROUTE.exec(path);
+    if (drain !== null) {
+      if (method !== 'POST') {
+        res.setHeader('Allow', 'POST');
+        sendJson(res, 405, { error: 'use POST' });
+        return;
+      }
+      if (!this.authorized(req)) {
+        res.setHeader('WWW-Authenticate', 'Bearer realm="limpet-admin"');
+        sendJson(res, 401, { error: 'a valid bearer token is required' });
+        return;
+      }
+      const id = decodeURIComponent(drain[1] as string);
+      const backend = this.target.setDraining(id, drain[2] === 'drain');
+      if (backend === undefined) {
+        sendJson(res, 404, { error: `no backend with id "${id}"` });
+        return;
+      }
+      this.logger.info({ msg: `admin ${drain[2]}`, backend: id, from: req.socket.remoteAddress });
+      sendJson(res, 200, this.backendViews().find((view) => view.id === id));
+      return;
+    }
+    sendJson(res, 404, { error: 'not found' });
+  }
+
+  private authorized(req: IncomingMessage): boolean {
+    if (this.token === null) return true;
+    const header = req.headers.authorization ?? '';
+    if (!header.startsWith('Bearer ')) return false;
+    const given = Buffer.from(header.slice(7).trim());
+    return given.length === this.token.length && timingSafeEqual(given, this.token);
+  }
+}
+
+function allow(req: IncomingMessage, res: ServerResponse, method: 'GET'): boolean {
+  if (req.method === method || (method === 'GET' && req.method === 'HEAD')) return true;
+  res.setHeader('Allow', 'GET, HEAD');
+  sendJson(res, 405, { error: `use ${method}` });
+  return false;
+}
+
+function send(res: ServerResponse, status: number, type: string, body: string): void {
+  res.writeHead(status, { 'Content-Type': type, 'Content-Length': Buffer.byteLength(body), 'Cache-Control': 'no-store' });
+  res.end(body);
+}
+
+function sendJson(res: ServerResponse, status: number, value: unknown): void {
+  send(res, status, 'application/json; charset=utf-8', `${JSON.stringify(value)}\n`);
+}

@@ -1,0 +1,111 @@
+/**
+ * The admin status page: one static HTML document with inline CSS and script, no build step.
+ * It polls /backends every two seconds and derives rates from the totals it sees change.
+ */
+export const STATUS_PAGE_HTML = `<!doctype html>
+<html lang="en">
+<head>
+<meta charset="utf-8">
+<meta name="viewport" content="width=device-width, initial-scale=1">
+<title>limpet status</title>
+<style>
+  :root { font-family: system-ui, sans-serif; color: #1d2330; background: #f6f7f9; }
+  body { margin: 0 auto; max-width: 1100px; padding: 1.5rem; }
+  h1 { font-size: 1.3rem; margin: 0 0 .25rem; }
+  .sub { color: #667; margin-bottom: 1rem; font-size: .9rem; }
+  table { width: 100%; border-collapse: collapse; background: #fff; box-shadow: 0 1px 2px #0002; }
+  th, td { padding: .5rem .7rem; text-align: right; border-bottom: 1px solid #eceef2; font-variant-numeric: tabular-nums; }
+  th:first-child, td:first-child, th:nth-child(2), td:nth-child(2) { text-align: left; }
+  th { font-size: .75rem; text-transform: uppercase; letter-spacing: .04em; color: #667; }
+  .state { display: inline-block; padding: .1rem .5rem; border-radius: 1rem; font-size: .8rem; font-weight: 600; }
+  .state-up { background: #dcf5e3; color: #126b2e; }
+  .state-down { background: #fde0de; color: #9b1c14; }
+  .state-draining { background: #fff0cc; color: #7a5300; }
+  .err { color: #9b1c14; font-size: .8rem; text-align: left; max-width: 18rem; overflow: hidden; text-overflow: ellipsis; white-space: nowrap; }
+  .chart { margin-top: 1.2rem; background: #fff; box-shadow: 0 1px 2px #0002; padding: .8rem; }
+  .legend span { margin-right: 1rem; font-size: .85rem; }
+  .legend i { display: inline-block; width: .8rem; height: .8rem; border-radius: 2px; margin-right: .3rem; vertical-align: -1px; }
+  #status { font-size: .85rem; }
+</style>
+</head>
+<body>
+<h1>limpet</h1>
+<div class="sub"><span id="summary">loading…</span> · <span id="status"></span></div>
+<table>
+  <thead><tr><th>Backend</th><th>State</th><th>Weight</th><th>Pinned clients</th><th>In flight</th><th>WebSockets</th><th>Req/s</th><th>5xx/s</th><th>Remaps in</th><th>Last check</th></tr></thead>
+  <tbody id="rows"></tbody>
+</table>
+<div class="chart">
+  <div class="legend" id="legend"></div>
+  <svg id="chart" viewBox="0 0 1000 200" preserveAspectRatio="none" width="100%" height="200" role="img" aria-label="requests per second per backend, last 5 minutes"></svg>
+  <div class="sub">requests per second per backend, last 5 minutes</div>
+</div>
+<script>
+const COLORS = ['#2f6fdb', '#e0702a', '#2a9d5c', '#9b3fc0', '#c23b55', '#1b9aaa', '#8a6d1c', '#555'];
+const WINDOW = 150; // samples at 2 s = 5 minutes
+const history = new Map(); // id -> [req/s]
+let previous = null;
+
+function esc(text) { return String(text).replace(/[&<>"']/g, (c) => '&#' + c.charCodeAt(0) + ';'); }
+
+function render(backends, rates) {
+  const rows = backends.map((b) => {
+    const rate = rates.get(b.id) || { req: 0, err: 0 };
+    const check = b.lastCheck ? (b.lastCheck.ok ? 'pass' : 'fail') + ' · ' + Math.round((Date.now() - b.lastCheck.at) / 1000) + ' s ago' : '–';
+    return '<tr data-backend="' + esc(b.id) + '">' +
+      '<td>' + esc(b.id) + '<div class="err" title="' + esc(b.url) + '">' + esc(b.url) + '</div></td>' +
+      '<td><span class="state state-' + esc(b.state) + '">' + esc(b.state) + '</span>' + (b.state === 'down' && b.lastError ? '<div class="err" title="' + esc(b.lastError) + '">' + esc(b.lastError) + '</div>' : '') + '</td>' +
+      '<td>' + b.weight + '</td><td>' + b.sessions + '</td><td>' + b.inflight + '</td><td>' + b.websockets + '</td>' +
+      '<td>' + rate.req.toFixed(1) + '</td><td>' + rate.err.toFixed(1) + '</td><td>' + b.remapsIn + '</td><td>' + esc(check) + '</td></tr>';
+  });
+  document.getElementById('rows').innerHTML = rows.join('');
+  const up = backends.filter((b) => b.state !== 'down').length;
+  document.getElementById('summary').textContent = up + ' of ' + backends.length + ' backends serving';
+  drawChart(backends);
+}
+
+function drawChart(backends) {
+  let max = 1;
+  for (const series of history.values()) for (const v of series) max = Math.max(max, v);
+  const svg = document.getElementById('chart');
+  const lines = backends.map((b, i) => {
+    const series = history.get(b.id) || [];
+    const points = series.map((v, j) => ((WINDOW - series.length + j) * 1000 / (WINDOW - 1)).toFixed(1) + ',' + (195 - (v / max) * 185).toFixed(1)).join(' ');
+    return '<polyline fill="none" stroke-width="2" stroke="' + COLORS[i % COLORS.length] + '" points="' + points + '"/>';
+  });
+  svg.innerHTML = lines.join('');
+  document.getElementById('legend').innerHTML = backends.map((b, i) => '<span><i style="background:' + COLORS[i % COLORS.length] + '"></i>' + esc(b.id) + '</span>').join('') + '<span>peak ' + max.toFixed(1) + ' req/s</span>';
+}
+
+async function poll() {
+  try {
+    const response = await fetch('backends', { cache: 'no-store' });
+    const backends = await response.json();
+    const now = performance.now();
+    const rates = new Map();
+    for (const b of backends) {
+      let rate = { req: 0, err: 0 };
+      if (previous && previous.byId.has(b.id)) {
+        const before = previous.byId.get(b.id);
+        const seconds = (now - previous.at) / 1000;
+        rate = { req: Math.max(0, b.requests - before.requests) / seconds, err: Math.max(0, b.errors - before.errors) / seconds };
+      }
+      rates.set(b.id, rate);
+      const series = history.get(b.id) || [];
+      series.push(rate.req);
+      if (series.length > WINDOW) series.shift();
+      history.set(b.id, series);
+    }
+    previous = { at: now, byId: new Map(backends.map((b) => [b.id, b])) };
+    render(backends, rates);
+    document.getElementById('status').textContent = 'updated ' + new Date().toLocaleTimeString();
+  } catch (error) {
+    document.getElementById('status').textContent = 'cannot reach limpet: ' + error;
+  }
+}
+poll();
+setInterval(poll, 2000);
+</script>
+</body>
+</html>
+`;

@@ -1,0 +1,106 @@
+import { BlockList, isIP } from 'node:net';
+import type { Socket } from 'node:net';
+
+const peerCache = Symbol('limpet.peer');
+
+interface PeerInfo {
+  resolver: ClientAddressResolver;
+  address: string;
+  trusted: boolean;
+}
+
+/** Strips the IPv4-mapped IPv6 prefix so one client has one key whichever stack it came in on. */
+export function normaliseAddress(address: string): string {
+  if (address.length > 7 && address.charCodeAt(0) === 58 /* : */ && address.startsWith('::ffff:') && address.includes('.')) {
+    return address.slice(7);
+  }
+  return address.toLowerCase();
+}
+
+/** Parses one X-Forwarded-For hop: a bare address, "[v6]:port" or "v4:port". Returns null when it is not an address. */
+export function parseForwardedHop(hop: string): string | null {
+  let text = hop.trim();
+  if (text.length === 0) return null;
+  if (text.charCodeAt(0) === 91 /* [ */) {
+    const end = text.indexOf(']');
+    if (end < 0) return null;
+    text = text.slice(1, end);
+  } else if (text.indexOf(':') !== text.lastIndexOf(':')) {
+    // several colons and no brackets: a bare IPv6 address
+  } else if (text.includes(':')) {
+    text = text.slice(0, text.indexOf(':'));
+  }
+  return isIP(text) === 0 ? null : normaliseAddress(text);
+}
+
+/**
+ * Works out who the client is. The socket's peer is the client unless the peer is a trusted proxy,
+ * in which case X-Forwarded-For is walked from the right and the first untrusted hop is the client —
+ * a client can prepend anything it likes to that header, so only hops added by trusted peers count.
+ */
+export class ClientAddressResolver {
+  private readonly trusted: BlockList | null;
+
+  constructor(trustedProxies: readonly string[]) {
+    this.trusted = trustedProxies.length > 0 ? buildBlockList(trustedProxies) : null;
+  }
+
+  /** Whether anything from this peer (X-Forwarded-*) may be believed. */
+  peerIsTrusted(socket: Socket): boolean {
+    return this.peer(socket).trusted;
+  }
+
+  /** The socket peer's normalised address, cached on the socket: keep-alive connections ask once. */
+  peerAddress(socket: Socket): string {
+    return this.peer(socket).address;
+  }
+
+  /** The client's address given the request's X-Forwarded-For value (undefined when absent). */
+  resolve(socket: Socket, forwardedFor: string | undefined): string {
+    const peer = this.peer(socket);
+    if (!peer.trusted || forwardedFor === undefined) return peer.address;
+    return this.walkForwardedFor(forwardedFor, peer.address);
+  }
+
+  private walkForwardedFor(header: string, peerAddress: string): string {
+    const trusted = this.trusted as BlockList;
+    let client = peerAddress;
+    let end = header.length;
+    while (end > 0) {
+      const start = header.lastIndexOf(',', end - 1);
+      const hop = parseForwardedHop(header.slice(start + 1, end));
+      // A hop that is not an address cannot be vouched for: stop at the last one we could check.
+      if (hop === null) return client;
+      client = hop;
+      if (!trusted.check(hop, hop.includes(':') ? 'ipv6' : 'ipv4')) return hop;
+      end = start;
+    }
+    return client;
+  }
+
+  private peer(socket: Socket): PeerInfo {
+    const holder = socket as Socket & { [peerCache]?: PeerInfo };
+    let info = holder[peerCache];
+    // A reload may bring a new trusted list, so a cached verdict counts only for the resolver that made it.
+    if (info === undefined || info.resolver !== this) {
+      const address = normaliseAddress(socket.remoteAddress ?? '');
+      const trusted =
+        this.trusted !== null && address !== '' && this.trusted.check(address, address.includes(':') ? 'ipv6' : 'ipv4');
+      info = { resolver: this, address, trusted };
+      holder[peerCache] = info;
+    }
+    return info;
+  }
+}
+
+function buildBlockList(entries: readonly string[]): BlockList {
+  const list = new BlockList();
+  for (const entry of entries) {
+    const slash = entry.indexOf('/');
+    const address = normaliseAddress(slash < 0 ? entry : entry.slice(0, slash));
+    const family = isIP(address) === 6 ? 'ipv6' : 'ipv4';
+    if (slash < 0) list.addAddress(address, family);
+    else list.addSubnet(address, Number(entry.slice(slash + 1)), family);
+  }
+  return list;
+}

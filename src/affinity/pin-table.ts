@@ -1,0 +1,83 @@
+import type { Backend } from '../upstream/backend.js';
+
+/** Room for a backend serial in a packed entry: entry = seenSecond * SERIAL_SPACE + serial. */
+const SERIAL_SPACE = 2 ** 20;
+
+/**
+ * Remembered pins for ip and header affinity: client key → backend, with idle expiry and a size cap.
+ * One number per entry (last-seen second and backend serial packed together) keeps memory to the key
+ * and the map slot. Entries are re-inserted when touched, at most once per refresh period, so map
+ * order is last-seen order: expiry and eviction work from the front and stop at the first live entry.
+ */
+export class PinTable {
+  private readonly entries = new Map<string, number>();
+  private readonly backendsBySerial: (Backend | undefined)[] = [];
+  private readonly ttlSeconds: number;
+  private readonly refreshSeconds: number;
+
+  constructor(
+    ttlMs: number,
+    private readonly maxEntries: number,
+  ) {
+    this.ttlSeconds = Math.max(1, Math.ceil(ttlMs / 1000));
+    this.refreshSeconds = Math.max(1, Math.floor(this.ttlSeconds / 8));
+  }
+
+  get size(): number {
+    return this.entries.size;
+  }
+
+  /** The backend `key` is pinned to, if the pin has not idled out; touching it keeps it alive. */
+  get(key: string, nowSeconds: number): Backend | undefined {
+    const packed = this.entries.get(key);
+    if (packed === undefined) return undefined;
+    const seen = Math.floor(packed / SERIAL_SPACE);
+    const serial = packed - seen * SERIAL_SPACE;
+    if (nowSeconds - seen >= this.ttlSeconds) {
+      this.entries.delete(key);
+      return undefined;
+    }
+    if (nowSeconds - seen >= this.refreshSeconds) {
+      this.entries.delete(key);
+      this.entries.set(key, nowSeconds * SERIAL_SPACE + serial);
+    }
+    return this.backendsBySerial[serial];
+  }
+
+  set(key: string, backend: Backend, nowSeconds: number): void {
+    this.backendsBySerial[backend.serial % SERIAL_SPACE] = backend;
+    if (this.entries.has(key)) this.entries.delete(key);
+    else if (this.entries.size >= this.maxEntries) this.evictOldest();
+    this.entries.set(key, nowSeconds * SERIAL_SPACE + (backend.serial % SERIAL_SPACE));
+  }
+
+  delete(key: string): void {
+    this.entries.delete(key);
+  }
+
+  /** Drops idle entries; cheap because the oldest are at the front. Returns how many were dropped. */
+  sweep(nowSeconds: number): number {
+    let dropped = 0;
+    for (const [key, packed] of this.entries) {
+      if (nowSeconds - Math.floor(packed / SERIAL_SPACE) < this.ttlSeconds) break;
+      this.entries.delete(key);
+      dropped++;
+    }
+    return dropped;
+  }
+
+  /** Pins per backend id, for the sessions gauge and the admin API. */
+  countByBackend(): Map<Backend, number> {
+    const counts = new Map<Backend, number>();
+    for (const packed of this.entries.values()) {
+      const backend = this.backendsBySerial[packed % SERIAL_SPACE];
+      if (backend !== undefined) counts.set(backend, (counts.get(backend) ?? 0) + 1);
+    }
+    return counts;
+  }
+
+  private evictOldest(): void {
+    const oldest = this.entries.keys().next();
+    if (!oldest.done) this.entries.delete(oldest.value);
+  }
+}

@@ -1,0 +1,100 @@
+#!/usr/bin/env node
+import { parseArgs } from 'node:util';
+import { readFileSync } from 'node:fs';
+import { ConfigError, formatConfigIssues, loadConfigFile } from './config/load.js';
+import { createLogger } from './log.js';
+import { Limpet } from './limpet.js';
+import { runDemo } from './demo.js';
+
+const USAGE = `Usage:
+  limpet [--config FILE]          run the proxy (default config: config/limpet.yaml)
+  limpet --check [--config FILE]  validate a config file: exit 0, or 1 with every error listed
+  limpet demo [--port PORT]       three demo backends behind the proxy, with commands to try
+  limpet --help | --version`;
+
+async function main(argv: string[]): Promise<number> {
+  let parsed;
+  try {
+    parsed = parseArgs({
+      args: argv,
+      allowPositionals: true,
+      options: {
+        config: { type: 'string', short: 'c', default: 'config/limpet.yaml' },
+        check: { type: 'boolean', default: false },
+        port: { type: 'string' },
+        help: { type: 'boolean', short: 'h', default: false },
+        version: { type: 'boolean', short: 'v', default: false },
+      },
+    });
+  } catch (error) {
+    process.stderr.write(`limpet: ${(error as Error).message}\n${USAGE}\n`);
+    return 2;
+  }
+  const { values, positionals } = parsed;
+  if (values.help) {
+    process.stdout.write(`${USAGE}\n`);
+    return 0;
+  }
+  if (values.version) {
+    process.stdout.write(`${packageVersion()}\n`);
+    return 0;
+  }
+  if (positionals[0] === 'demo') {
+    const port = values.port === undefined ? 8080 : Number(values.port);
+    if (!Number.isInteger(port) || port < 0 || port > 65535) {
+      process.stderr.write(`limpet: --port must be a port number, got "${values.port}"\n`);
+      return 2;
+    }
+    await runDemo(port);
+    return -1;
+  }
+  if (positionals.length > 0) {
+    process.stderr.write(`limpet: unknown command "${positionals[0]}"\n${USAGE}\n`);
+    return 2;
+  }
+  const file = values.config as string;
+  let config;
+  try {
+    config = await loadConfigFile(file);
+  } catch (error) {
+    if (error instanceof ConfigError) {
+      process.stderr.write(`${formatConfigIssues(error.issues)}\n`);
+      process.stderr.write(`limpet: ${file}: ${error.issues.length} error${error.issues.length === 1 ? '' : 's'}\n`);
+      return 1;
+    }
+    throw error;
+  }
+  if (values.check) {
+    process.stdout.write(`limpet: ${file}: ok (${config.backends.length} backend${config.backends.length === 1 ? '' : 's'}, affinity by ${config.affinity.by})\n`);
+    return 0;
+  }
+  const logger = createLogger(config.log.level);
+  const limpet = await Limpet.start(config, { logger });
+  const stop = (signal: string) => {
+    logger.info({ msg: 'shutting down', signal });
+    const deadline = setTimeout(() => {
+      logger.warn({ msg: 'shutdown timeout reached; closing remaining connections' });
+      limpet.closeAllConnections();
+    }, config.timeouts.shutdown);
+    deadline.unref();
+    void limpet.close().then(() => process.exit(0));
+  };
+  process.once('SIGTERM', () => stop('SIGTERM'));
+  process.once('SIGINT', () => stop('SIGINT'));
+  return -1;
+}
+
+function packageVersion(): string {
+  const pkg = JSON.parse(readFileSync(new URL('../../package.json', import.meta.url), 'utf8')) as { version: string };
+  return pkg.version;
+}
+
+main(process.argv.slice(2)).then(
+  (code) => {
+    if (code >= 0) process.exitCode = code;
+  },
+  (error: unknown) => {
+    process.stderr.write(`limpet: ${error instanceof Error ? (error.stack ?? error.message) : String(error)}\n`);
+    process.exitCode = 1;
+  },
+);

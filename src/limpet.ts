@@ -1,0 +1,278 @@
+import { createServer, type Server, type IncomingMessage, type ServerResponse } from 'node:http';
+import type { AddressInfo, Socket } from 'node:net';
+import type { Duplex } from 'node:stream';
+import type { LimpetConfig } from './config/schema.js';
+import type { Logger } from './log.js';
+import { ClientAddressResolver } from './affinity/client-address.js';
+import { AffinityRouter, type AffinitySettings, type RemapReason } from './affinity/router.js';
+import { randomSecret } from './affinity/cookie.js';
+import { ActiveHealthChecker, type HealthCheckSettings } from './health/active-checks.js';
+import { PassiveEjector } from './health/passive-ejection.js';
+import { Backend, type PoolSettings } from './upstream/backend.js';
+import { BackendSet } from './upstream/backend-set.js';
+import { Exchange, type ExchangeObserver, type ForwardingContext } from './proxy/exchange.js';
+import { UpgradeForwarder } from './proxy/websocket.js';
+import { ProxyMetrics } from './metrics.js';
+import { AdminServer } from './admin/admin-server.js';
+
+export interface LimpetOptions {
+  logger: Logger;
+}
+
+/**
+ * A running proxy: the listener, the backends with their live state, health checking, and the
+ * router. Everything a request needs is reached through `context`, replaced whole on reload.
+ */
+export class Limpet {
+  readonly server: Server;
+  private context: ForwardingContext;
+  private readonly backendsById = new Map<string, Backend>();
+  private readonly health: ActiveHealthChecker;
+  private readonly passive: PassiveEjector;
+  private readonly upgrades: UpgradeForwarder;
+  readonly metrics: ProxyMetrics;
+  readonly admin: AdminServer;
+  private readonly sweepTimer: NodeJS.Timeout;
+  private closing = false;
+
+  private constructor(
+    private config: LimpetConfig,
+    private readonly logger: Logger,
+  ) {
+    this.metrics = new ProxyMetrics({
+      backends: () => this.backends,
+      sessionsByBackend: () => this.context.router.pins.countByBackend(),
+    });
+    const set = this.buildBackendSet(config);
+    const clients = new ClientAddressResolver(config.trustedProxies);
+    const router = new AffinityRouter(affinitySettings(config), this.cookieSecret(config), clients, set, this.onRemap);
+    this.context = this.buildContext(config, router, clients);
+    this.passive = new PassiveEjector(config.passive, (backend) => {
+      this.logger.warn({ msg: 'backend ejected', backend: backend.id, reason: backend.lastError, failures: config.passive.maxFails });
+      this.backendStateChanged(backend);
+    });
+    this.health = new ActiveHealthChecker(healthSettings(config), {
+      checked: (backend, ok) => this.metrics.healthChecks.inc({ backend: backend.id, result: ok ? 'pass' : 'fail' }),
+      changed: (backend) => {
+        this.logger.warn({ msg: backend.available ? 'backend up' : 'backend down', backend: backend.id, lastCheck: backend.lastCheck });
+        this.backendStateChanged(backend);
+      },
+    });
+    this.health.track(set.backends);
+    this.upgrades = new UpgradeForwarder(
+      { opened: () => {}, closed: () => {} }, // the websocket gauge reads backend.tunnels at scrape time
+      () => this.context,
+      () => ({ connectTimeout: this.config.timeouts.connect, tunnelIdle: this.config.timeouts.tunnel }),
+    );
+    this.server = createServer(
+      {
+        keepAliveTimeout: config.timeouts.clientIdle,
+        requestTimeout: Math.max(config.timeouts.response, 30_000) + 10_000,
+        noDelay: true,
+      },
+      this.handleRequest,
+    );
+    this.server.on('upgrade', this.handleUpgrade);
+    this.server.on('clientError', onClientError);
+    this.admin = new AdminServer(
+      {
+        backends: () => this.backends,
+        sessionsByBackend: () => this.context.router.pins.countByBackend(),
+        totals: (backend) => this.metrics.backend(backend),
+        setDraining: (id, draining) => this.setDraining(id, draining),
+        metricsContentType: () => this.metrics.contentType(),
+        metrics: () => this.metrics.exposition(),
+      },
+      config.admin.token,
+      logger,
+    );
+    const sweepEvery = Math.min(10_000, Math.max(1_000, Math.floor(config.affinity.sessionTtl / 4)));
+    this.sweepTimer = setInterval(() => this.context.router.pins.sweep(Math.floor(Date.now() / 1000)), sweepEvery).unref();
+  }
+
+  static async start(config: LimpetConfig, options: LimpetOptions): Promise<Limpet> {
+    const limpet = new Limpet(config, options.logger);
+    await limpet.listen();
+    return limpet;
+  }
+
+  get address(): AddressInfo {
+    return this.server.address() as AddressInfo;
+  }
+
+  get adminAddress(): AddressInfo {
+    return this.admin.server.address() as AddressInfo;
+  }
+
+  get router(): AffinityRouter {
+    return this.context.router;
+  }
+
+  get backends(): readonly Backend[] {
+    return this.context.router.backends.backends;
+  }
+
+  backend(id: string): Backend | undefined {
+    return this.backendsById.get(id);
+  }
+
+  /** Drains or undrains a backend at run time: its pinned clients stay, new clients go elsewhere. */
+  setDraining(id: string, draining: boolean): Backend | undefined {
+    const backend = this.context.router.backends.get(id);
+    if (backend === undefined || backend.draining === draining) return backend;
+    backend.draining = draining;
+    this.logger.info({ msg: draining ? 'backend draining' : 'backend undrained', backend: id });
+    this.backendStateChanged(backend);
+    return backend;
+  }
+
+  /** Stops accepting, lets in-flight requests finish, closes tunnels with 1001, then the pools. */
+  async close(): Promise<void> {
+    if (this.closing) return;
+    this.closing = true;
+    clearInterval(this.sweepTimer);
+    this.health.stop();
+    const closed = new Promise<void>((resolve) => this.server.close(() => resolve()));
+    this.server.closeIdleConnections();
+    this.upgrades.closeAll();
+    await Promise.all([closed, this.admin.close()]);
+    await Promise.all([...this.backendsById.values()].map((backend) => backend.dispatcher.close()));
+  }
+
+  /** Cuts every remaining client connection (shutdown deadline passed). */
+  closeAllConnections(): void {
+    this.server.closeAllConnections();
+  }
+
+  private readonly handleRequest = (req: IncomingMessage, res: ServerResponse): void => {
+    if (this.closing) res.shouldKeepAlive = false;
+    new Exchange(this.context, req, res).start();
+  };
+
+  private readonly handleUpgrade = (req: IncomingMessage, socket: Duplex, head: Buffer): void => {
+    this.upgrades.handle(req, socket, head);
+  };
+
+  private readonly onRemap = (from: string, to: Backend, reason: RemapReason): void => {
+    this.metrics.remapped(from, to, reason);
+    this.logger.debug({ msg: 'client remapped', from, to: to.id, reason });
+  };
+
+  /** One place reacts to any backend state change: selection flags, tunnels of a dead backend. */
+  private backendStateChanged(backend: Backend): void {
+    this.context.router.backends.refresh();
+    if (!backend.available) this.upgrades.closeBackend(backend);
+  }
+
+  private async listen(): Promise<void> {
+    const { host, port } = this.config.listen;
+    await new Promise<void>((resolve, reject) => {
+      this.server.once('error', reject);
+      this.server.listen(port, host, () => {
+        this.server.off('error', reject);
+        resolve();
+      });
+    });
+    const address = this.address;
+    const admin = await this.admin.listen(this.config.admin.listen.host, this.config.admin.listen.port);
+    this.logger.info({
+      msg: 'listening',
+      address: `${address.address}:${address.port}`,
+      admin: `${admin.address}:${admin.port}`,
+      affinity: this.config.affinity.by,
+      backends: this.backends.map((backend) => backend.id),
+    });
+  }
+
+  private buildBackendSet(config: LimpetConfig): BackendSet {
+    const pool = poolSettings(config);
+    const backends = config.backends.map((entry) => {
+      let backend = this.backendsById.get(entry.id);
+      if (backend === undefined) {
+        backend = new Backend(entry, pool);
+        this.backendsById.set(entry.id, backend);
+        this.metrics.backend(backend);
+      } else {
+        const retired = backend.reconfigure(entry, pool);
+        if (retired !== null) void retired.close();
+      }
+      return backend;
+    });
+    return new BackendSet(backends);
+  }
+
+  private cookieSecret(config: LimpetConfig): string | Buffer {
+    if (config.affinity.cookie.secret !== '') return config.affinity.cookie.secret;
+    if (config.affinity.by === 'cookie') {
+      this.logger.warn({
+        msg: 'affinity.cookie.secret is not set: using a random secret, so affinity cookies will not survive a restart and are not shared with other replicas',
+      });
+    }
+    return randomSecret();
+  }
+
+  private buildContext(config: LimpetConfig, router: AffinityRouter, clients: ClientAddressResolver): ForwardingContext {
+    return {
+      router,
+      clients,
+      responseTimeout: config.timeouts.response,
+      retries: config.retries,
+      protocol: config.tls === null ? 'http' : 'https',
+      affinityHeader: config.affinity.by === 'header' ? config.affinity.header.toLowerCase() : null,
+      accessLog: config.log.access ? this.logger : null,
+      observer: this.observer,
+    };
+  }
+
+  private readonly observer: ExchangeObserver = {
+    upstreamFailed: (backend, error) => {
+      backend.lastError = error.message;
+      this.passive.recordFailure(backend, Date.now());
+    },
+    retried: (failed) => this.metrics.backend(failed).retries.inc(),
+    completed: (backend, status, seconds) => this.metrics.requestCompleted(backend, status, seconds),
+  };
+}
+
+function affinitySettings(config: LimpetConfig): AffinitySettings {
+  const { affinity } = config;
+  return {
+    by: affinity.by,
+    cookie: {
+      name: affinity.cookie.name,
+      maxAge: affinity.cookie.maxAge,
+      path: affinity.cookie.path,
+      domain: affinity.cookie.domain,
+      httpOnly: affinity.cookie.httpOnly,
+      secure: affinity.cookie.secure ?? config.tls !== null,
+      sameSite: affinity.cookie.sameSite,
+    },
+    headerName: affinity.header.toLowerCase(),
+    onRecovery: affinity.onRecovery,
+    sessionTtl: affinity.sessionTtl,
+    maxSessions: affinity.maxSessions,
+  };
+}
+
+function healthSettings(config: LimpetConfig): HealthCheckSettings {
+  return { ...config.healthCheck, cooldown: config.passive.cooldown };
+}
+
+function poolSettings(config: LimpetConfig): PoolSettings {
+  return { connectTimeout: config.timeouts.connect, keepAliveTimeout: 60_000 };
+}
+
+/** A request Node could not parse: answer 400 (431 for oversized heads, 408 for slow ones) and close; never crash. */
+function onClientError(error: NodeJS.ErrnoException, socket: Duplex): void {
+  if (!socket.writable || (socket as Socket).bytesWritten > 0) {
+    socket.destroy();
+    return;
+  }
+  const status =
+    error.code === 'HPE_HEADER_OVERFLOW'
+      ? '431 Request Header Fields Too Large'
+      : error.code === 'ERR_HTTP_REQUEST_TIMEOUT'
+        ? '408 Request Timeout'
+        : '400 Bad Request';
+  socket.end(`HTTP/1.1 ${status}\r\nConnection: close\r\nContent-Length: 0\r\n\r\n`);
+}

@@ -1,0 +1,253 @@
+import type { IncomingMessage, ServerResponse } from 'node:http';
+import type { Dispatcher } from 'undici';
+import type { Logger } from '../log.js';
+import type { AffinityRouter } from '../affinity/router.js';
+import { Placement } from '../affinity/router.js';
+import type { ClientAddressResolver } from '../affinity/client-address.js';
+import type { Backend } from '../upstream/backend.js';
+import { connectionListedHeaders, isHopByHop, removeHeaders } from './headers.js';
+import { originFormPath, RequestHead } from './request-head.js';
+import { sendProxyError, sendUnavailable } from './responses.js';
+
+/** What forwarding needs from the running proxy; swapped whole on reload. */
+export interface ForwardingContext {
+  readonly router: AffinityRouter;
+  readonly clients: ClientAddressResolver;
+  /** Time allowed for response headers, and between body chunks, before a 504 / cut. */
+  readonly responseTimeout: number;
+  readonly retries: number;
+  readonly protocol: 'http' | 'https';
+  /** Lower-case name of the affinity header in header mode, else null. */
+  readonly affinityHeader: string | null;
+  readonly accessLog: Logger | null;
+  readonly observer: ExchangeObserver;
+}
+
+/** Hooks for what the data path learns: passive health and metrics listen here. */
+export interface ExchangeObserver {
+  /** A request met a connection failure or timeout at `backend`: passive detection counts these. */
+  upstreamFailed(backend: Backend, error: Error): void;
+  /** A request that never reached `failed` is being sent again. */
+  retried(failed: Backend): void;
+  /** A response (or proxy error) was sent for a request placed on `backend`; duration in seconds. */
+  completed(backend: Backend | null, status: number, seconds: number): void;
+}
+
+const kExchange = Symbol('limpet.exchange');
+type ResponseWithExchange = ServerResponse & { [kExchange]?: Exchange };
+
+/** Errors that prove the request never reached the backend, so sending it elsewhere is safe. */
+const NOT_SENT_CODES = new Set(['ECONNREFUSED', 'UND_ERR_CONNECT_TIMEOUT', 'EHOSTUNREACH', 'ENETUNREACH', 'ENOTFOUND', 'EAI_AGAIN', 'EADDRNOTAVAIL']);
+/** A pooled keep-alive socket the backend had closed: the request died on the wire, unanswered. */
+const STALE_SOCKET_CODES = new Set(['UND_ERR_SOCKET', 'ECONNRESET', 'EPIPE']);
+/** Methods that may be sent twice without changing the outcome (RFC 9110 §9.2.2). */
+const IDEMPOTENT_METHODS = new Set(['GET', 'HEAD', 'OPTIONS', 'PUT', 'DELETE', 'TRACE']);
+
+/**
+ * One client request on its way through the proxy: placement, the forwarded request, and the
+ * streamed response. It is its own undici dispatch handler, so forwarding allocates no closures.
+ */
+export class Exchange implements Dispatcher.DispatchHandler {
+  private readonly placement = new Placement();
+  private readonly head = new RequestHead();
+  private options: Dispatcher.DispatchOptions | null = null;
+  private abortUpstream: ((error?: Error) => void) | null = null;
+  private resumeUpstream: (() => void) | null = null;
+  /** Set once undici starts writing the request to a socket: from then on it may have reached the backend. */
+  private sent = false;
+  private responded = false;
+  private finished = false;
+  private clientGone = false;
+  private readonly startedAt = performance.now();
+  private attempts = 0;
+
+  constructor(
+    private readonly context: ForwardingContext,
+    private readonly req: IncomingMessage,
+    private readonly res: ServerResponse,
+  ) {}
+
+  start(): void {
+    const { req, res, context } = this;
+    const path = originFormPath(req.url ?? '');
+    if (path === null) {
+      this.finish(null, 400);
+      sendProxyError(res, 400, 'Bad request target');
+      return;
+    }
+    const head = this.head;
+    head.copy(req, context.affinityHeader);
+    context.router.place(this.placement, req.socket, head, Date.now());
+    const backend = this.placement.backend;
+    if (backend === null) {
+      this.finish(null, 503);
+      sendUnavailable(res);
+      return;
+    }
+    head.appendForwarding(req, context.clients, context.protocol, this.placement.remappedFrom);
+    this.remapHeaderSent = this.placement.remappedFrom !== null;
+    (res as ResponseWithExchange)[kExchange] = this;
+    res.on('close', onClientClose);
+    this.options = {
+      path,
+      method: req.method as Dispatcher.HttpMethod,
+      headers: head.headers,
+      body: head.hasBody ? req : null,
+      headersTimeout: context.responseTimeout,
+      bodyTimeout: context.responseTimeout,
+    };
+    this.dispatch(backend);
+  }
+
+  // --- undici dispatch handler ---------------------------------------------------------------
+
+  onConnect(abort: (error?: Error) => void): void {
+    this.sent = true;
+    this.abortUpstream = abort;
+    if (this.clientGone) abort();
+  }
+
+  onHeaders(statusCode: number, rawHeaders: Buffer[], resume: () => void, statusText: string): boolean {
+    if (statusCode < 200) return true; // 1xx: the client side sends its own 100 Continue
+    this.responded = true;
+    this.resumeUpstream = resume;
+    const flat: string[] = [];
+    let connectionValue: string | undefined;
+    for (let i = 0; i < rawHeaders.length; i += 2) {
+      const name = (rawHeaders[i] as Buffer).toString('latin1');
+      const lower = name.toLowerCase();
+      if (isHopByHop(lower)) {
+        if (lower === 'connection') connectionValue = (rawHeaders[i + 1] as Buffer).toString('latin1');
+        continue;
+      }
+      flat.push(name, (rawHeaders[i + 1] as Buffer).toString('latin1'));
+    }
+    if (connectionValue !== undefined) {
+      const listed = connectionListedHeaders(connectionValue);
+      if (listed !== null) removeHeaders(flat, listed);
+    }
+    const setCookie = this.context.router.setCookieFor(this.placement, Date.now());
+    if (setCookie !== null) flat.push('Set-Cookie', setCookie);
+    const res = this.res;
+    if (statusText) res.writeHead(statusCode, statusText, flat);
+    else res.writeHead(statusCode, flat);
+    this.status = statusCode;
+    return true;
+  }
+
+  onData(chunk: Buffer): boolean {
+    if (this.res.write(chunk)) return true;
+    this.res.once('drain', onClientDrain);
+    return false;
+  }
+
+  onComplete(): void {
+    this.res.end();
+    this.finish(this.placement.backend, this.status);
+  }
+
+  onError(error: Error): void {
+    const backend = this.placement.backend as Backend;
+    if (this.clientGone) {
+      this.finish(backend, 499);
+      return;
+    }
+    if (this.responded) {
+      // Mid-response: the client must see a cut response, not a complete-looking one.
+      this.finish(backend, this.status);
+      this.res.destroy(error);
+      return;
+    }
+    const code = (error as NodeJS.ErrnoException).code;
+    const notSent = !this.sent || (code !== undefined && NOT_SENT_CODES.has(code));
+    // A stale keep-alive socket is no sign of a sick backend: resend once to the same backend (the
+    // client keeps its pin), when sending twice is harmless and the body was never read.
+    const staleSocket =
+      !notSent && !this.resentStale && code !== undefined && STALE_SOCKET_CODES.has(code) &&
+      this.options?.body === null && IDEMPOTENT_METHODS.has(this.req.method ?? '');
+    if (!staleSocket) this.context.observer.upstreamFailed(backend, error);
+    if ((notSent || staleSocket) && this.attempts <= this.context.retries) {
+      const next = staleSocket ? backend : this.context.router.retry(this.placement);
+      if (next !== null) {
+        this.resentStale ||= staleSocket;
+        this.context.observer.retried(backend);
+        backend.inflight--;
+        if (next !== backend && this.placement.remappedFrom !== null && !this.remapHeaderSent) {
+          (this.options as { headers: string[] }).headers.push('X-Limpet-Remapped-From', this.placement.remappedFrom);
+          this.remapHeaderSent = true;
+        }
+        // Let undici finish tearing down the failed connection first, or the resend joins its fate.
+        setImmediate(resendExchange, this, next);
+        return;
+      }
+    }
+    const status = code === 'UND_ERR_HEADERS_TIMEOUT' ? 504 : 502;
+    backend.lastError = error.message;
+    this.finish(backend, status);
+    sendProxyError(this.res, status, status === 504 ? 'Gateway timeout' : 'Bad gateway');
+  }
+
+  // --- internals ----------------------------------------------------------------------------
+
+  private status = 0;
+  private resentStale = false;
+  private remapHeaderSent = false;
+
+  /** A retry's second dispatch, unless the client left while it waited. */
+  resend(backend: Backend): void {
+    if (this.clientGone) this.finish(null, 499);
+    else this.dispatch(backend);
+  }
+
+  private dispatch(backend: Backend): void {
+    this.attempts++;
+    this.sent = false;
+    backend.inflight++;
+    this.placement.backend = backend;
+    backend.dispatcher.dispatch(this.options as Dispatcher.DispatchOptions, this);
+  }
+
+  private finish(backend: Backend | null, status: number): void {
+    if (this.finished) return;
+    this.finished = true;
+    if (backend !== null && this.attempts > 0) backend.inflight--;
+    const seconds = (performance.now() - this.startedAt) / 1000;
+    this.context.observer.completed(backend, status, seconds);
+    const log = this.context.accessLog;
+    if (log !== null) {
+      log.info({
+        msg: 'request',
+        method: this.req.method,
+        path: this.req.url,
+        status,
+        backend: backend?.id ?? null,
+        remappedFrom: this.placement.remappedFrom,
+        ms: Math.round(seconds * 1e4) / 10,
+        client: this.req.socket.remoteAddress,
+      });
+    }
+  }
+
+  /** The client went away: stop the upstream request and free its socket. */
+  onClientClose(): void {
+    if (this.finished) return;
+    this.clientGone = true;
+    if (this.abortUpstream !== null) this.abortUpstream();
+  }
+
+  onClientDrain(): void {
+    this.resumeUpstream?.();
+  }
+}
+
+function resendExchange(exchange: Exchange, backend: Backend): void {
+  exchange.resend(backend);
+}
+
+function onClientClose(this: ResponseWithExchange): void {
+  this[kExchange]?.onClientClose();
+}
+
+function onClientDrain(this: ResponseWithExchange): void {
+  this[kExchange]?.onClientDrain();
+}

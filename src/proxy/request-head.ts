@@ -1,0 +1,103 @@
+import type { IncomingMessage } from 'node:http';
+import type { ClientAddressResolver } from '../affinity/client-address.js';
+import type { ClientHints } from '../affinity/router.js';
+import { connectionListedHeaders, isHopByHop, removeHeaders } from './headers.js';
+
+/**
+ * The request head as it will go to the backend, built in one pass over the client's raw headers:
+ * hop-by-hop and proxy-owned headers dropped, and what placement and forwarding need noted on the way.
+ */
+export class RequestHead implements ClientHints {
+  headers: string[] = [];
+  forwardedFor: string | undefined = undefined;
+  cookieHeader: string | undefined = undefined;
+  affinityHeader: string | undefined = undefined;
+  host: string | undefined = undefined;
+  contentLength: string | undefined = undefined;
+  chunked = false;
+  private forwardedProto: string | undefined = undefined;
+  private forwardedHost: string | undefined = undefined;
+  private via: string | undefined = undefined;
+
+  /** `affinityHeaderName`: lower-case name of the header that keys clients in header mode, else null. */
+  copy(req: IncomingMessage, affinityHeaderName: string | null): void {
+    const raw = req.rawHeaders;
+    const out = this.headers;
+    let connectionValue: string | undefined;
+    for (let i = 0; i < raw.length; i += 2) {
+      const name = raw[i] as string;
+      const value = raw[i + 1] as string;
+      const lower = name.toLowerCase();
+      switch (lower) {
+        case 'host':
+          this.host = value;
+          break;
+        case 'cookie':
+          this.cookieHeader = this.cookieHeader === undefined ? value : `${this.cookieHeader}; ${value}`;
+          break;
+        case 'content-length':
+          this.contentLength = value;
+          break;
+        case 'x-forwarded-for':
+          this.forwardedFor = this.forwardedFor === undefined ? value : `${this.forwardedFor}, ${value}`;
+          continue;
+        case 'x-forwarded-proto':
+          this.forwardedProto = value;
+          continue;
+        case 'x-forwarded-host':
+          this.forwardedHost = value;
+          continue;
+        case 'via':
+          this.via = this.via === undefined ? value : `${this.via}, ${value}`;
+          continue;
+        case 'transfer-encoding':
+          this.chunked = true;
+          continue;
+        case 'connection':
+          connectionValue = connectionValue === undefined ? value : `${connectionValue}, ${value}`;
+          continue;
+        case 'expect': // answered by this proxy; the backend gets the body straight away
+        case 'x-limpet-remapped-from': // only the proxy may say this
+          continue;
+        default:
+          if (isHopByHop(lower)) continue;
+          if (lower === affinityHeaderName) this.affinityHeader = value;
+      }
+      out.push(name, value);
+    }
+    if (connectionValue !== undefined) {
+      const listed = connectionListedHeaders(connectionValue);
+      if (listed !== null) removeHeaders(out, listed);
+    }
+  }
+
+  get hasBody(): boolean {
+    return this.chunked || (this.contentLength !== undefined && this.contentLength !== '0');
+  }
+
+  /**
+   * X-Forwarded-* from a trusted proxy are extended; from anyone else they are replaced, so a client
+   * cannot make the backend believe a forged address, scheme or host.
+   */
+  appendForwarding(req: IncomingMessage, clients: ClientAddressResolver, protocol: string, remappedFrom: string | null): void {
+    const out = this.headers;
+    const socket = req.socket;
+    const peer = clients.peerAddress(socket);
+    const trusted = clients.peerIsTrusted(socket);
+    out.push('X-Forwarded-For', trusted && this.forwardedFor !== undefined ? `${this.forwardedFor}, ${peer}` : peer);
+    out.push('X-Forwarded-Proto', trusted && this.forwardedProto !== undefined ? this.forwardedProto : protocol);
+    const host = trusted && this.forwardedHost !== undefined ? this.forwardedHost : this.host;
+    if (host !== undefined) out.push('X-Forwarded-Host', host);
+    out.push('Via', this.via === undefined ? '1.1 limpet' : `${this.via}, 1.1 limpet`);
+    if (remappedFrom !== null) out.push('X-Limpet-Remapped-From', remappedFrom);
+  }
+}
+
+/** The path to send upstream: origin-form as is, absolute-form reduced to its path; anything else is refused. */
+export function originFormPath(target: string): string | null {
+  if (target.charCodeAt(0) === 47 /* / */) return target;
+  const scheme = target.startsWith('http://') ? 7 : target.startsWith('https://') ? 8 : -1;
+  if (scheme < 0) return null;
+  const slash = target.indexOf('/', scheme);
+  return slash < 0 ? '/' : target.slice(slash);
+}

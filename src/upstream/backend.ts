@@ -1,0 +1,99 @@
+import { Pool } from 'undici';
+
+export type BackendStatus = 'up' | 'down' | 'draining';
+
+export interface BackendSettings {
+  id: string;
+  url: string;
+  weight: number;
+  drain: boolean;
+  healthPath: string | null;
+}
+
+export interface PoolSettings {
+  connectTimeout: number;
+  /** Upper bound on pooled keep-alive idle time; undici also honours the backend's own Keep-Alive hint. */
+  keepAliveTimeout: number;
+}
+
+export interface HealthCheckResult {
+  at: number; // epoch ms
+  ok: boolean;
+  status: number | null;
+  error: string | null;
+  durationMs: number;
+}
+
+let nextSerial = 1;
+
+/**
+ * One backend's live state. It is keyed by id and outlives config reloads: a reload updates its
+ * url, weight and drain flag but keeps health, counters and the pins that point at it.
+ * `available` is the one question selection asks; health checks and passive ejection feed it.
+ */
+export class Backend {
+  /** Small process-unique number, so pin tables can refer to a backend without holding strings. */
+  readonly serial = nextSerial++;
+  readonly id: string;
+  url: string;
+  /** The parsed url, for connections made outside the pool (WebSocket tunnels). */
+  target: URL;
+  weight: number;
+  healthPath: string | null;
+  dispatcher: Pool;
+  /** Draining: keeps its pinned clients, takes no new ones. */
+  draining: boolean;
+  /** Verdict of the active checks. Starts up so a fresh proxy serves at once. */
+  healthy = true;
+  /** Ejected by passive detection; cleared only by a passing active check after the cooldown. */
+  ejected = false;
+  ejectedAt = 0;
+  /** Position in the current backend set; -1 once removed from the config. */
+  index = -1;
+  inflight = 0;
+  /** Open WebSocket (and other upgraded) tunnels to this backend. */
+  tunnels = 0;
+  lastCheck: HealthCheckResult | null = null;
+  lastError: string | null = null;
+
+  constructor(settings: BackendSettings, pool: PoolSettings) {
+    this.id = settings.id;
+    this.url = settings.url;
+    this.target = new URL(settings.url);
+    this.weight = settings.weight;
+    this.healthPath = settings.healthPath;
+    this.draining = settings.drain;
+    this.dispatcher = createPool(settings.url, pool);
+  }
+
+  get available(): boolean {
+    return this.healthy && !this.ejected && this.index >= 0;
+  }
+
+  get status(): BackendStatus {
+    if (!this.healthy || this.ejected) return 'down';
+    return this.draining ? 'draining' : 'up';
+  }
+
+  /** Applies a reloaded config entry; a new URL gets a new pool while the old one finishes its requests. */
+  reconfigure(settings: BackendSettings, pool: PoolSettings): Pool | null {
+    this.weight = settings.weight;
+    this.healthPath = settings.healthPath;
+    if (settings.url === this.url) return null;
+    const old = this.dispatcher;
+    this.url = settings.url;
+    this.target = new URL(settings.url);
+    this.dispatcher = createPool(settings.url, pool);
+    return old;
+  }
+}
+
+function createPool(url: string, settings: PoolSettings): Pool {
+  return new Pool(url, {
+    connectTimeout: settings.connectTimeout,
+    keepAliveTimeout: Math.min(4_000, settings.keepAliveTimeout),
+    keepAliveMaxTimeout: settings.keepAliveTimeout,
+    // The proxy frames every request itself and sends one at a time per connection.
+    pipelining: 1,
+  });
+}
