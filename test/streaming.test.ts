@@ -1,0 +1,175 @@
+import { afterEach, describe, expect, it } from 'vitest';
+import { createHash } from 'node:crypto';
+import { request as httpRequest, type IncomingMessage, type ServerResponse } from 'node:http';
+import { startBackend, type TestBackend } from './support/backends.js';
+import { waitFor } from './support/client.js';
+import { startProxy } from './support/proxy.js';
+import type { Limpet } from '../src/limpet.js';
+
+const SIZE = 50 * 1024 * 1024;
+const CHUNK = Buffer.alloc(64 * 1024, 'limpet-stream-');
+/** What may sit in socket buffers and stream queues along the way: far less than the 50 MB body. */
+const BUFFER_BOUND = 16 * 1024 * 1024;
+
+let backend: TestBackend | null = null;
+let proxy: Limpet | null = null;
+
+afterEach(async () => {
+  await proxy?.close();
+  proxy = null;
+  await backend?.close();
+  backend = null;
+});
+
+/** Writes `size` bytes with backpressure; resolves when all is written. */
+function pump(stream: NodeJS.WritableStream, size: number, done: () => void): void {
+  let sent = 0;
+  const next = () => {
+    while (sent < size) {
+      sent += CHUNK.length;
+      if (!stream.write(CHUNK)) return void stream.once('drain', next);
+    }
+    done();
+  };
+  next();
+}
+
+function expectedDigest(): string {
+  const hash = createHash('sha256');
+  for (let sent = 0; sent < SIZE; sent += CHUNK.length) hash.update(CHUNK);
+  return hash.digest('hex');
+}
+
+async function start(handler: (req: IncomingMessage, res: ServerResponse) => void): Promise<number> {
+  backend = await startBackend('big', (req, res) => {
+    if (req.url === '/health') res.end('ok');
+    else handler(req, res);
+  });
+  const started = await startProxy(`affinity: { by: ip }\ntimeouts: { response: 60s }\nbackends: [{ id: big, url: "${backend.url}" }]`);
+  proxy = started.limpet;
+  return started.port;
+}
+
+describe('streaming', () => {
+  it('streams a 50 MB upload and a 50 MB download intact', async () => {
+    const port = await start((req, res) => {
+      if (req.method === 'POST') {
+        const hash = createHash('sha256');
+        let length = 0;
+        req.on('data', (c: Buffer) => {
+          hash.update(c);
+          length += c.length;
+        });
+        req.on('end', () => res.end(JSON.stringify({ length, sha256: hash.digest('hex') })));
+        return;
+      }
+      res.writeHead(200, { 'content-length': SIZE });
+      pump(res, SIZE, () => res.end());
+    });
+    const digest = expectedDigest();
+    const upload = await new Promise<string>((resolve, reject) => {
+      const req = httpRequest({ host: '127.0.0.1', port, method: 'POST', path: '/upload', headers: { 'content-length': SIZE } }, (res) => {
+        let body = '';
+        res.on('data', (c: Buffer) => (body += c.toString()));
+        res.on('end', () => resolve(body));
+      });
+      req.on('error', reject);
+      pump(req, SIZE, () => req.end());
+    });
+    expect(JSON.parse(upload)).toEqual({ length: SIZE, sha256: digest });
+
+    const download = await new Promise<{ length: number; sha256: string }>((resolve, reject) => {
+      httpRequest({ host: '127.0.0.1', port, path: '/download' }, (res) => {
+        const hash = createHash('sha256');
+        let length = 0;
+        res.on('data', (c: Buffer) => {
+          hash.update(c);
+          length += c.length;
+        });
+        res.on('end', () => resolve({ length, sha256: hash.digest('hex') }));
+        res.on('error', reject);
+      })
+        .on('error', reject)
+        .end();
+    });
+    expect(download).toEqual({ length: SIZE, sha256: digest });
+  });
+
+  it('holds back an upload while the backend reads nothing: memory stays bounded, the body is not buffered', async () => {
+    let received = 0;
+    let held = false;
+    let backendReq: IncomingMessage | null = null;
+    const port = await start((req, res) => {
+      backendReq = req;
+      req.on('data', (c: Buffer) => {
+        received += c.length;
+        if (!held && received >= 1024 * 1024) {
+          held = true; // the backend stops reading after 1 MB
+          req.pause();
+        }
+      });
+      req.on('end', () => res.end(`${received}`));
+    });
+    let accepted = 0;
+    const req = httpRequest({ host: '127.0.0.1', port, method: 'POST', path: '/', headers: { 'content-length': SIZE } });
+    const response = new Promise<string>((resolve) => req.on('response', (res) => {
+      let body = '';
+      res.on('data', (c: Buffer) => (body += c));
+      res.on('end', () => resolve(body));
+    }));
+    const write = () => {
+      while (accepted < SIZE) {
+        accepted += CHUNK.length;
+        if (!req.write(CHUNK)) return void req.once('drain', write);
+      }
+      req.end();
+    };
+    write();
+    // The backend has stopped reading; wait until the sender is blocked too.
+    await waitFor(() => backendReq !== null && received >= 1024 * 1024, 10_000, 'backend to read its first megabyte');
+    let previous = -1;
+    await waitFor(async () => {
+      const stalled = accepted === previous;
+      previous = accepted;
+      await new Promise((r) => setTimeout(r, 200));
+      return stalled;
+    }, 15_000, 'the sender to be held back');
+    console.log(`upload held back: the client could send ${(accepted / 1048576).toFixed(1)} MB while the backend read nothing`);
+    expect(accepted).toBeLessThan(BUFFER_BOUND + 1024 * 1024);
+    (backendReq as unknown as IncomingMessage).resume();
+    expect(Number(await response)).toBe(SIZE);
+  });
+
+  it('holds back a download while the client reads nothing', async () => {
+    let written = 0;
+    let finished = false;
+    const port = await start((_req, res) => {
+      res.writeHead(200, { 'content-length': SIZE });
+      const next = () => {
+        while (written < SIZE) {
+          written += CHUNK.length;
+          if (!res.write(CHUNK)) return void res.once('drain', next);
+        }
+        res.end(() => (finished = true));
+      };
+      next();
+    });
+    let received = 0;
+    const res = await new Promise<IncomingMessage>((resolve) => httpRequest({ host: '127.0.0.1', port, path: '/' }, resolve).end());
+    res.pause();
+    let previous = -1;
+    await waitFor(async () => {
+      const stalled = written === previous && written > 0;
+      previous = written;
+      await new Promise((r) => setTimeout(r, 200));
+      return stalled;
+    }, 15_000, 'the backend to be held back');
+    console.log(`download held back: the backend could write ${(written / 1048576).toFixed(1)} MB while the client read nothing`);
+    expect(written).toBeLessThan(BUFFER_BOUND);
+    expect(finished).toBe(false);
+    res.on('data', (c: Buffer) => (received += c.length));
+    res.resume();
+    await new Promise((r) => res.on('end', r));
+    expect(received).toBe(SIZE);
+  });
+});

@@ -1,0 +1,59 @@
+import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
+import type { AddressInfo } from 'node:net';
+
+export interface SeenRequest {
+  method: string;
+  url: string;
+  headers: IncomingMessage['headers'];
+  rawHeaders: string[];
+}
+
+/** A real backend on an ephemeral loopback port that records what reached it. */
+export interface TestBackend {
+  readonly id: string;
+  readonly server: Server;
+  readonly url: string;
+  readonly port: number;
+  readonly seen: SeenRequest[];
+  close(): Promise<void>;
+}
+
+export type BackendHandler = (req: IncomingMessage, res: ServerResponse, id: string) => void;
+
+/** Answers with its id as the body and in `x-backend`, like the demo backends. */
+export const answerWithId: BackendHandler = (req, res, id) => {
+  const body = `${id}\n`;
+  res.writeHead(200, { 'content-type': 'text/plain', 'content-length': Buffer.byteLength(body), 'x-backend': id });
+  res.end(body);
+};
+
+export async function startBackend(id: string, handler: BackendHandler = answerWithId, port = 0): Promise<TestBackend> {
+  const seen: SeenRequest[] = [];
+  const server = createServer((req, res) => {
+    seen.push({ method: req.method ?? '', url: req.url ?? '', headers: req.headers, rawHeaders: req.rawHeaders });
+    handler(req, res, id);
+  });
+  await new Promise<void>((resolve) => server.listen(port, '127.0.0.1', resolve));
+  const actual = (server.address() as AddressInfo).port;
+  return {
+    id,
+    server,
+    url: `http://127.0.0.1:${actual}`,
+    port: actual,
+    seen,
+    close: () =>
+      new Promise<void>((resolve) => {
+        server.close(() => resolve());
+        server.closeAllConnections();
+      }),
+  };
+}
+
+export async function startBackends(count: number, handler?: BackendHandler): Promise<TestBackend[]> {
+  return Promise.all(Array.from({ length: count }, (_, i) => startBackend(`app-${i + 1}`, handler)));
+}
+
+/** A YAML backends list for the given test backends. */
+export function backendsYaml(backends: readonly { id: string; url: string }[], extra = ''): string {
+  return ['backends:', ...backends.map((b) => `  - { id: ${b.id}, url: "${b.url}"${extra ? `, ${extra}` : ''} }`)].join('\n');
+}
