@@ -1,4 +1,6 @@
-import { createServer, type Server, type IncomingMessage, type ServerResponse } from 'node:http';
+import { createServer, type Server, type IncomingMessage, type ServerResponse, type ServerOptions } from 'node:http';
+import { createServer as createTlsServer } from 'node:https';
+import { readFileSync } from 'node:fs';
 import type { AddressInfo, Socket } from 'node:net';
 import type { Duplex } from 'node:stream';
 import type { LimpetConfig } from './config/schema.js';
@@ -64,14 +66,15 @@ export class Limpet {
       () => this.context,
       () => ({ connectTimeout: this.config.timeouts.connect, tunnelIdle: this.config.timeouts.tunnel }),
     );
-    this.server = createServer(
-      {
-        keepAliveTimeout: config.timeouts.clientIdle,
-        requestTimeout: Math.max(config.timeouts.response, 30_000) + 10_000,
-        noDelay: true,
-      },
-      this.handleRequest,
-    );
+    const serverOptions: ServerOptions = {
+      keepAliveTimeout: config.timeouts.clientIdle,
+      requestTimeout: Math.max(config.timeouts.response, 30_000) + 10_000,
+      noDelay: true,
+    };
+    this.server =
+      config.tls === null
+        ? createServer(serverOptions, this.handleRequest)
+        : createTlsServer({ ...serverOptions, ...readTlsFiles(config.tls) }, this.handleRequest);
     this.server.on('upgrade', this.handleUpgrade);
     this.server.on('clientError', onClientError);
     this.admin = new AdminServer(
@@ -252,6 +255,10 @@ function affinitySettings(config: LimpetConfig): AffinitySettings {
     sessionTtl: affinity.sessionTtl,
     maxSessions: affinity.maxSessions,
   };
+}
+
+function readTlsFiles(tls: { cert: string; key: string }): { cert: Buffer; key: Buffer } {
+  return { cert: readFileSync(tls.cert), key: readFileSync(tls.key) };
 }
 
 function healthSettings(config: LimpetConfig): HealthCheckSettings {
