@@ -1,7 +1,8 @@
 #!/usr/bin/env node
 import { parseArgs } from 'node:util';
 import { readFileSync } from 'node:fs';
-import { ConfigError, formatConfigIssues, loadConfigFile } from './config/load.js';
+import { ConfigError, formatConfigIssues, parseConfig } from './config/load.js';
+import { ConfigReloader } from './config-reloader.js';
 import { createLogger } from './log.js';
 import { Limpet } from './limpet.js';
 import { runDemo } from './demo.js';
@@ -54,9 +55,15 @@ async function main(argv: string[]): Promise<number> {
   }
   const file = values.config as string;
   let config;
+  let text = '';
   try {
-    config = await loadConfigFile(file);
+    text = readFileSync(file, 'utf8');
+    config = parseConfig(text, file);
   } catch (error) {
+    if ((error as NodeJS.ErrnoException).code !== undefined && !(error instanceof ConfigError)) {
+      process.stderr.write(`limpet: cannot read ${file}: ${(error as Error).message}\n`);
+      return 1;
+    }
     if (error instanceof ConfigError) {
       process.stderr.write(`${formatConfigIssues(error.issues)}\n`);
       process.stderr.write(`limpet: ${file}: ${error.issues.length} error${error.issues.length === 1 ? '' : 's'}\n`);
@@ -70,14 +77,21 @@ async function main(argv: string[]): Promise<number> {
   }
   const logger = createLogger(config.log.level);
   const limpet = await Limpet.start(config, { logger });
+  const reloader = new ConfigReloader(file, limpet, logger, limpet.metrics.configReloads);
+  reloader.start(text);
+  process.on('SIGHUP', () => void reloader.reload('signal'));
   const stop = (signal: string) => {
-    logger.info({ msg: 'shutting down', signal });
+    logger.info({ msg: 'shutting down', signal, inflight: limpet.backends.reduce((n, b) => n + b.inflight, 0) });
+    reloader.stop();
     const deadline = setTimeout(() => {
       logger.warn({ msg: 'shutdown timeout reached; closing remaining connections' });
       limpet.closeAllConnections();
-    }, config.timeouts.shutdown);
+    }, limpet.currentConfig.timeouts.shutdown);
     deadline.unref();
-    void limpet.close().then(() => process.exit(0));
+    void limpet.close().then(() => {
+      logger.info({ msg: 'stopped' });
+      process.exit(0);
+    });
   };
   process.once('SIGTERM', () => stop('SIGTERM'));
   process.once('SIGINT', () => stop('SIGINT'));

@@ -129,7 +129,63 @@ export class Limpet {
     return backend;
   }
 
-  /** Stops accepting, lets in-flight requests finish, closes tunnels with 1001, then the pools. */
+  /**
+   * Applies a new, already validated config atomically between two requests. Backend state, counters,
+   * remembered pins and open tunnels survive. Returns what could not change without a restart.
+   */
+  reload(config: LimpetConfig): string[] {
+    const old = this.config;
+    const needsRestart: string[] = [];
+    if (!sameHostPort(old.listen, config.listen)) needsRestart.push('listen');
+    if (!sameHostPort(old.admin.listen, config.admin.listen)) needsRestart.push('admin.listen');
+    if (old.workers !== config.workers) needsRestart.push('workers');
+    if ((old.tls === null) !== (config.tls === null)) needsRestart.push('tls (switching between HTTP and HTTPS)');
+    else if (config.tls !== null && 'setSecureContext' in this.server) {
+      (this.server as import('node:https').Server).setSecureContext(readTlsFiles(config.tls));
+    }
+    // What cannot change live keeps its old value, so the running state stays coherent.
+    const applied: LimpetConfig = { ...config, listen: old.listen, admin: { ...config.admin, listen: old.admin.listen }, workers: old.workers };
+    if (needsRestart.some((key) => key.startsWith('tls'))) applied.tls = old.tls;
+
+    const previous = this.context.router.backends;
+    const drainBefore = new Map(old.backends.map((entry) => [entry.id, entry.drain]));
+    const set = this.buildBackendSet(applied, true);
+    for (const entry of applied.backends) {
+      const backend = set.get(entry.id) as Backend;
+      const before = drainBefore.get(entry.id);
+      // A drain set through the admin API stays until the file itself changes that backend's drain.
+      if (before !== undefined && before !== entry.drain) backend.draining = entry.drain;
+    }
+    for (const backend of previous.backends) {
+      if (set.get(backend.id) === backend) continue;
+      backend.index = -1;
+      this.backendsById.delete(backend.id);
+      this.passive.forget(backend);
+      // In-flight requests finish on the old pool; close() waits for them.
+      void backend.dispatcher.close();
+      this.logger.info({ msg: 'backend removed', backend: backend.id });
+    }
+    const clients = new ClientAddressResolver(applied.trustedProxies);
+    const router = this.context.router;
+    router.reconfigure(affinitySettings(applied), this.cookieSecret(applied), clients, set);
+    this.passive.configure(applied.passive);
+    this.health.track(set.backends, healthSettings(applied));
+    this.admin.setToken(applied.admin.token);
+    this.logger.level = applied.log.level;
+    this.server.keepAliveTimeout = applied.timeouts.clientIdle;
+    this.config = applied;
+    this.context = this.buildContext(applied, router, clients);
+    return needsRestart;
+  }
+
+  get currentConfig(): LimpetConfig {
+    return this.config;
+  }
+
+  /**
+   * Graceful stop: no new connections, in-flight requests finish (keep-alive connections close as
+   * they go idle), tunnels get WebSocket close 1001, then backend pools close.
+   */
   async close(): Promise<void> {
     if (this.closing) return;
     this.closing = true;
@@ -137,8 +193,10 @@ export class Limpet {
     this.health.stop();
     const closed = new Promise<void>((resolve) => this.server.close(() => resolve()));
     this.server.closeIdleConnections();
+    const idleSweep = setInterval(() => this.server.closeIdleConnections(), 100);
     this.upgrades.closeAll();
     await Promise.all([closed, this.admin.close()]);
+    clearInterval(idleSweep);
     await Promise.all([...this.backendsById.values()].map((backend) => backend.dispatcher.close()));
   }
 
@@ -187,12 +245,17 @@ export class Limpet {
     });
   }
 
-  private buildBackendSet(config: LimpetConfig): BackendSet {
+  /** Backends for a config: existing ones (by id) keep their state; on reload, new ones wait for a passing check. */
+  private buildBackendSet(config: LimpetConfig, reloading = false): BackendSet {
     const pool = poolSettings(config);
     const backends = config.backends.map((entry) => {
       let backend = this.backendsById.get(entry.id);
       if (backend === undefined) {
         backend = new Backend(entry, pool);
+        if (reloading) {
+          backend.healthy = false;
+          backend.awaitingFirstCheck = true;
+        }
         this.backendsById.set(entry.id, backend);
         this.metrics.backend(backend);
       } else {
@@ -204,14 +267,20 @@ export class Limpet {
     return new BackendSet(backends);
   }
 
+  private generatedSecret: Buffer | null = null;
+
+  /** The configured secret, or one random secret for the life of the process (so reloads keep cookies valid). */
   private cookieSecret(config: LimpetConfig): string | Buffer {
     if (config.affinity.cookie.secret !== '') return config.affinity.cookie.secret;
-    if (config.affinity.by === 'cookie') {
-      this.logger.warn({
-        msg: 'affinity.cookie.secret is not set: using a random secret, so affinity cookies will not survive a restart and are not shared with other replicas',
-      });
+    if (this.generatedSecret === null) {
+      this.generatedSecret = randomSecret();
+      if (config.affinity.by === 'cookie') {
+        this.logger.warn({
+          msg: 'affinity.cookie.secret is not set: using a random secret, so affinity cookies will not survive a restart and are not shared with other replicas',
+        });
+      }
     }
-    return randomSecret();
+    return this.generatedSecret;
   }
 
   private buildContext(config: LimpetConfig, router: AffinityRouter, clients: ClientAddressResolver): ForwardingContext {
@@ -255,6 +324,10 @@ function affinitySettings(config: LimpetConfig): AffinitySettings {
     sessionTtl: affinity.sessionTtl,
     maxSessions: affinity.maxSessions,
   };
+}
+
+function sameHostPort(a: { host: string; port: number }, b: { host: string; port: number }): boolean {
+  return a.host === b.host && a.port === b.port;
 }
 
 function readTlsFiles(tls: { cert: string; key: string }): { cert: Buffer; key: Buffer } {

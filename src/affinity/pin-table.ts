@@ -12,15 +12,20 @@ const SERIAL_SPACE = 2 ** 20;
 export class PinTable {
   private readonly entries = new Map<string, number>();
   private readonly backendsBySerial: (Backend | undefined)[] = [];
-  private readonly ttlSeconds: number;
-  private readonly refreshSeconds: number;
+  private ttlSeconds = 1;
+  private refreshSeconds = 1;
+  private maxEntries = 1;
 
-  constructor(
-    ttlMs: number,
-    private readonly maxEntries: number,
-  ) {
+  constructor(ttlMs: number, maxEntries: number) {
+    this.configure(ttlMs, maxEntries);
+  }
+
+  /** New limits from a reload; the remembered pins stay (the oldest go if the cap shrank). */
+  configure(ttlMs: number, maxEntries: number): void {
     this.ttlSeconds = Math.max(1, Math.ceil(ttlMs / 1000));
     this.refreshSeconds = Math.max(1, Math.floor(this.ttlSeconds / 8));
+    this.maxEntries = maxEntries;
+    while (this.entries.size > this.maxEntries) this.evictOldest();
   }
 
   get size(): number {

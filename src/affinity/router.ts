@@ -66,30 +66,41 @@ export class Placement {
  */
 export class AffinityRouter {
   private set: BackendSet;
-  private readonly codec: AffinityCookieCodec;
+  private codec: AffinityCookieCodec;
+  private secret: string | Buffer;
   readonly pins: PinTable;
-  private readonly cookieRefreshSeconds: number;
+  private cookieRefreshSeconds = 0;
 
   constructor(
-    readonly settings: AffinitySettings,
+    public settings: AffinitySettings,
     secret: string | Buffer,
-    private readonly clients: ClientAddressResolver,
+    private clients: ClientAddressResolver,
     set: BackendSet,
     private readonly onRemap: RemapListener,
   ) {
     this.set = set;
+    this.secret = secret;
     this.codec = new AffinityCookieCodec(secret);
     this.pins = new PinTable(settings.sessionTtl, settings.maxSessions);
+    this.reconfigure(settings, secret, clients, set);
+  }
+
+  /** Applies a reload in place: remembered pins survive, and so do cookies when the secret is unchanged. */
+  reconfigure(settings: AffinitySettings, secret: string | Buffer, clients: ClientAddressResolver, set: BackendSet): void {
+    this.settings = settings;
+    this.clients = clients;
+    this.set = set;
+    if (!sameSecret(secret, this.secret)) {
+      this.secret = secret;
+      this.codec = new AffinityCookieCodec(secret);
+    }
+    this.pins.configure(settings.sessionTtl, settings.maxSessions);
     // Re-issue a max-age cookie once a quarter of its life has passed, so active clients never expire.
     this.cookieRefreshSeconds = settings.cookie.maxAge === null ? 0 : Math.floor((settings.cookie.maxAge / 1000) * 0.75);
   }
 
   get backends(): BackendSet {
     return this.set;
-  }
-
-  setBackends(set: BackendSet): void {
-    this.set = set;
   }
 
   /** Decides the backend for a request; leaves `placement.backend` null when no backend can serve. */
@@ -251,4 +262,8 @@ export class AffinityRouter {
     placement.remappedFrom = from;
     this.onRemap(from, to, reason);
   }
+}
+
+function sameSecret(a: string | Buffer, b: string | Buffer): boolean {
+  return typeof a === 'string' && typeof b === 'string' ? a === b : Buffer.from(a).equals(Buffer.from(b));
 }

@@ -125,6 +125,15 @@ export class ActiveHealthChecker {
   private record(probe: Probe, ok: boolean, now: number): void {
     const { backend } = probe;
     let changed = false;
+    if (backend.awaitingFirstCheck) {
+      backend.awaitingFirstCheck = false;
+      if (ok) {
+        backend.healthy = true;
+        probe.passes = 1;
+        this.listener.changed(backend);
+        return;
+      }
+    }
     if (ok) {
       probe.failures = 0;
       probe.passes++;

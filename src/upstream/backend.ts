@@ -45,6 +45,8 @@ export class Backend {
   draining: boolean;
   /** Verdict of the active checks. Starts up so a fresh proxy serves at once. */
   healthy = true;
+  /** Added by a reload: down until its first check, which alone decides (no `rise` wait). */
+  awaitingFirstCheck = false;
   /** Ejected by passive detection; cleared only by a passing active check after the cooldown. */
   ejected = false;
   ejectedAt = 0;

@@ -1,0 +1,144 @@
+import { afterEach, describe, expect, it } from 'vitest';
+import { answerWithId, backendsYaml, startBackend, startBackends, type TestBackend } from './support/backends.js';
+import { request, waitFor } from './support/client.js';
+import { startCli, type CliProxy } from './support/cli.js';
+import { parseExposition, sample } from './support/exposition.js';
+
+let backends: TestBackend[] = [];
+let cli: CliProxy | null = null;
+
+afterEach(async () => {
+  await cli?.stop();
+  cli = null;
+  await Promise.all(backends.map((b) => b.close()));
+  backends = [];
+});
+
+const HEALTH = 'healthCheck: { interval: 100ms, timeout: 200ms, rise: 1, fall: 2 }\naffinity: { by: ip }\n';
+
+function sourceAddress(i: number): string {
+  return `127.0.9.${i + 2}`;
+}
+
+async function backendIds(adminPort: number): Promise<{ id: string; state: string; weight: number }[]> {
+  return JSON.parse((await request(adminPort, { path: '/backends' })).body) as { id: string; state: string; weight: number }[];
+}
+
+async function reloads(adminPort: number, result: 'success' | 'failure'): Promise<number> {
+  return sample(parseExposition((await request(adminPort, { path: '/metrics' })).body), 'limpet_config_reloads_total', { result });
+}
+
+/** Steady light load from 40 clients until stopped; records every status and who served whom. */
+function lightLoad(port: number) {
+  const statuses: number[] = [];
+  const servedBy = new Map<number, string[]>();
+  let running = true;
+  const done = (async () => {
+    for (let round = 0; running; round++) {
+      await Promise.all(
+        Array.from({ length: 40 }, async (_, i) => {
+          const res = await request(port, { localAddress: sourceAddress(i) }).catch(() => ({ status: 0, headers: {} as Record<string, unknown> }));
+          statuses.push(res.status);
+          const list = servedBy.get(i) ?? [];
+          list.push(String(res.headers['x-backend']));
+          servedBy.set(i, list);
+        }),
+      );
+    }
+  })();
+  return {
+    statuses,
+    servedBy,
+    stop: async () => {
+      running = false;
+      await done;
+    },
+  };
+}
+
+describe('hot reload', () => {
+  it('adds, removes and reweights backends under load with zero failed requests, keeping pins', async () => {
+    backends = await startBackends(3);
+    const [a, b, c] = backends as [TestBackend, TestBackend, TestBackend];
+    cli = await startCli(() => `${HEALTH}${backendsYaml([a, b])}\n`);
+    const load = lightLoad(cli.port);
+    await waitFor(() => load.statuses.length > 200, 20_000, 'some traffic');
+
+    cli.writeConfig(`${HEALTH}${backendsYaml([a, b, c])}\n`); // add, by rename
+    await waitFor(async () => (await backendIds(cli!.adminPort)).some((x) => x.id === 'app-3' && x.state === 'up'), 10_000, 'app-3 added and up');
+    const afterAdd = load.statuses.length;
+    await waitFor(() => load.statuses.length > afterAdd + 200, 20_000, 'traffic after the add');
+
+    cli.overwriteConfig(`${HEALTH}backends:\n  - { id: app-2, url: "${b.url}", weight: 3 }\n  - { id: app-3, url: "${c.url}" }\n`); // remove app-1 and reweight, in place
+    await waitFor(async () => {
+      const list = await backendIds(cli!.adminPort);
+      return list.length === 2 && list[0]!.id === 'app-2' && list[0]!.weight === 3;
+    }, 10_000, 'app-1 removed and app-2 reweighted');
+    const afterRemove = load.statuses.length;
+    await waitFor(() => load.statuses.length > afterRemove + 200, 20_000, 'traffic after the removal');
+    await load.stop();
+
+    expect(load.statuses.filter((s) => s !== 200)).toEqual([]);
+    expect(await reloads(cli.adminPort, 'success')).toBe(2);
+    // Clients pinned to app-2 before any reload never moved; app-1's clients moved once, to a survivor.
+    for (const [, served] of load.servedBy) {
+      const first = served[0]!;
+      if (first === 'app-2') expect(new Set(served)).toEqual(new Set(['app-2']));
+      if (first === 'app-1') expect(served.at(-1)).not.toBe('app-1');
+      // adding app-3 moved no remembered client
+      if (first !== 'app-1') expect(served.includes('app-3') && first !== 'app-3').toBe(false);
+    }
+  });
+
+  it('rejects an invalid file written mid-traffic, keeps serving the old config and counts the failure', async () => {
+    backends = await startBackends(2);
+    cli = await startCli(() => `${HEALTH}${backendsYaml(backends)}\n`);
+    const load = lightLoad(cli.port);
+    cli.writeConfig(`${HEALTH}backends:\n  - { id: app-1, url: "${backends[0]!.url}" }\n  - { id: app-1, url: "not a url" }\ntimeouts: { connect: forever }\n`);
+    await waitFor(async () => (await reloads(cli!.adminPort, 'failure')) === 1, 10_000, 'the failed reload to be counted');
+    const before = load.statuses.length;
+    await waitFor(() => load.statuses.length > before + 100, 20_000, 'traffic after the bad write');
+    await load.stop();
+    expect(load.statuses.filter((s) => s !== 200)).toEqual([]);
+    expect((await backendIds(cli.adminPort)).map((x) => x.id)).toEqual(['app-1', 'app-2']);
+    const logged = cli.logs.find((l) => l.msg === 'config reload rejected; the previous config keeps serving');
+    expect(logged).toBeDefined();
+    const errors = (logged!.errors as string[]).join('\n');
+    expect(errors).toMatch(/limpet\.yaml:\d+:\d+: backends\[1\]\.url: /);
+    expect(errors).toMatch(/limpet\.yaml:\d+:\d+: timeouts\.connect: /);
+    expect(await reloads(cli.adminPort, 'success')).toBe(0);
+  });
+
+  it('reloads on SIGHUP and reports keys that need a restart', async () => {
+    backends = await startBackends(2);
+    cli = await startCli(() => `${HEALTH}${backendsYaml(backends)}\n`);
+    cli.child.kill('SIGHUP');
+    await waitFor(async () => (await reloads(cli!.adminPort, 'success')) === 1, 10_000, 'SIGHUP reload');
+    cli.writeConfig(`${HEALTH}workers: 2\n${backendsYaml(backends, 'weight: 5')}\n`);
+    await waitFor(async () => (await backendIds(cli!.adminPort)).every((x) => x.weight === 5), 10_000, 'weights applied');
+    await waitFor(() => cli!.logs.some((l) => l.msg === 'config changes that need a restart were not applied' && (l.keys as string[]).includes('workers')), 10_000, 'restart warning');
+    expect((await request(cli.port)).status).toBe(200);
+  });
+});
+
+describe('graceful shutdown', () => {
+  it('lets slow in-flight requests finish on SIGTERM, refuses new connections, and exits 0', async () => {
+    let arrived = 0;
+    backends = [
+      await startBackend('slow', (req, res, id) => {
+        if (req.url === '/health') return void res.end('ok');
+        arrived++;
+        setTimeout(() => answerWithId(req, res, id), 1500);
+      }),
+    ];
+    cli = await startCli(() => `${HEALTH}timeouts: { shutdown: 20s }\n${backendsYaml(backends)}\n`);
+    const port = cli.port;
+    const inflight = Array.from({ length: 5 }, (_, i) => request(port, { localAddress: sourceAddress(i) }));
+    await waitFor(() => arrived === 5, 10_000, 'requests to reach the backend');
+    cli.child.kill('SIGTERM');
+    await waitFor(async () => (await request(port).then(() => false).catch(() => true)), 10_000, 'new connections to be refused');
+    const results = await Promise.all(inflight);
+    expect(results.map((r) => r.status)).toEqual([200, 200, 200, 200, 200]);
+    expect(await cli.exited).toBe(0);
+  });
+});
