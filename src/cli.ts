@@ -3,6 +3,8 @@ import { parseArgs } from 'node:util';
 import { readFileSync } from 'node:fs';
 import { ConfigError, formatConfigIssues, parseConfig } from './config/load.js';
 import { ConfigReloader } from './config-reloader.js';
+import cluster from 'node:cluster';
+import { runPrimary, runWorker, workerCount } from './cluster.js';
 import { createLogger } from './log.js';
 import { Limpet } from './limpet.js';
 import { runDemo } from './demo.js';
@@ -76,6 +78,10 @@ async function main(argv: string[]): Promise<number> {
     return 0;
   }
   const logger = createLogger(config.log.level);
+  if (workerCount(config) > 1) {
+    await runPrimary(config, file, text, logger);
+    return -1;
+  }
   const limpet = await Limpet.start(config, { logger });
   const reloader = new ConfigReloader(file, limpet, logger, limpet.metrics.configReloads);
   reloader.start(text);
@@ -103,7 +109,8 @@ function packageVersion(): string {
   return pkg.version;
 }
 
-main(process.argv.slice(2)).then(
+if (cluster.isWorker) runWorker();
+else main(process.argv.slice(2)).then(
   (code) => {
     if (code >= 0) process.exitCode = code;
   },

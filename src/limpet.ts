@@ -16,9 +16,52 @@ import { Exchange, type ExchangeObserver, type ForwardingContext } from './proxy
 import { UpgradeForwarder } from './proxy/websocket.js';
 import { ProxyMetrics } from './metrics.js';
 import { AdminServer } from './admin/admin-server.js';
+import { AggregatorRegistry, type MetricObjectWithValues, type MetricValue } from 'prom-client';
+
+/**
+ * The part a process plays. `standalone`: everything in one process. With `workers` > 1 the
+ * `primary` holds the one health view (checks, passive ejection), the admin port and the reloader,
+ * and serves no traffic; each `worker` serves traffic and reports what it learns to the primary.
+ */
+export type ProcessRole =
+  | { kind: 'standalone' }
+  | {
+      kind: 'primary';
+      /** Sends a backend's state to every worker. */
+      broadcastState(backend: Backend): void;
+      /** Metrics of every worker, for one aggregated /metrics. */
+      workerMetrics(): Promise<MetricObjectWithValues<MetricValue<string>>[][]>;
+      /** Live per-backend figures summed over the workers. */
+      workerLive(id: string): LiveFigures;
+    }
+  | {
+      kind: 'worker';
+      reportFailure(backendId: string, message: string): void;
+      reportPin(key: string, backendId: string): void;
+    };
 
 export interface LimpetOptions {
   logger: Logger;
+  role?: ProcessRole;
+}
+
+/** What a backend is doing right now, for the admin API and status page. */
+export interface LiveFigures {
+  inflight: number;
+  websockets: number;
+  requests: number;
+  errors: number;
+  remapsIn: number;
+}
+
+/** A backend's shared state as the primary broadcasts it. */
+export interface BackendStateUpdate {
+  id: string;
+  healthy: boolean;
+  ejected: boolean;
+  draining: boolean;
+  lastCheck: Backend['lastCheck'];
+  lastError: string | null;
 }
 
 /**
@@ -26,21 +69,26 @@ export interface LimpetOptions {
  * router. Everything a request needs is reached through `context`, replaced whole on reload.
  */
 export class Limpet {
-  readonly server: Server;
+  /** The proxy listener; null in a cluster primary, which serves no traffic itself. */
+  readonly server: Server | null;
   private context: ForwardingContext;
   private readonly backendsById = new Map<string, Backend>();
   private readonly health: ActiveHealthChecker;
   private readonly passive: PassiveEjector;
   private readonly upgrades: UpgradeForwarder;
   readonly metrics: ProxyMetrics;
-  readonly admin: AdminServer;
+  /** The admin listener; null in a worker (the primary serves it for all). */
+  readonly admin: AdminServer | null;
+  private readonly role: ProcessRole;
   private readonly sweepTimer: NodeJS.Timeout;
   private closing = false;
 
   private constructor(
     private config: LimpetConfig,
     private readonly logger: Logger,
+    role: ProcessRole,
   ) {
+    this.role = role;
     this.metrics = new ProxyMetrics({
       backends: () => this.backends,
       sessionsByBackend: () => this.context.router.pins.countByBackend(),
@@ -60,7 +108,10 @@ export class Limpet {
         this.backendStateChanged(backend);
       },
     });
-    this.health.track(set.backends);
+    if (role.kind !== 'worker') this.health.track(set.backends);
+    if (role.kind === 'worker') {
+      router.pins.onWrite = (key, backend) => role.reportPin(key, backend.id);
+    }
     this.upgrades = new UpgradeForwarder(
       { opened: () => {}, closed: () => {} }, // the websocket gauge reads backend.tunnels at scrape time
       () => this.context,
@@ -71,40 +122,101 @@ export class Limpet {
       requestTimeout: Math.max(config.timeouts.response, 30_000) + 10_000,
       noDelay: true,
     };
-    this.server =
-      config.tls === null
-        ? createServer(serverOptions, this.handleRequest)
-        : createTlsServer({ ...serverOptions, ...readTlsFiles(config.tls) }, this.handleRequest);
-    this.server.on('upgrade', this.handleUpgrade);
-    this.server.on('clientError', onClientError);
-    this.admin = new AdminServer(
-      {
-        backends: () => this.backends,
-        sessionsByBackend: () => this.context.router.pins.countByBackend(),
-        totals: (backend) => this.metrics.backend(backend),
-        setDraining: (id, draining) => this.setDraining(id, draining),
-        metricsContentType: () => this.metrics.contentType(),
-        metrics: () => this.metrics.exposition(),
-      },
-      config.admin.token,
-      logger,
-    );
+    if (role.kind === 'primary') this.server = null;
+    else {
+      this.server =
+        config.tls === null
+          ? createServer(serverOptions, this.handleRequest)
+          : createTlsServer({ ...serverOptions, ...readTlsFiles(config.tls) }, this.handleRequest);
+      this.server.on('upgrade', this.handleUpgrade);
+      this.server.on('clientError', onClientError);
+    }
+    this.admin =
+      role.kind === 'worker'
+        ? null
+        : new AdminServer(
+            {
+              backends: () => this.backends,
+              sessionsByBackend: () => this.context.router.pins.countByBackend(),
+              live: (backend) => this.live(backend),
+              setDraining: (id, draining) => this.setDraining(id, draining),
+              metricsContentType: () => this.metrics.contentType(),
+              metrics: () => this.exposition(),
+            },
+            config.admin.token,
+            logger,
+          );
     const sweepEvery = Math.min(10_000, Math.max(1_000, Math.floor(config.affinity.sessionTtl / 4)));
     this.sweepTimer = setInterval(() => this.context.router.pins.sweep(Math.floor(Date.now() / 1000)), sweepEvery).unref();
   }
 
   static async start(config: LimpetConfig, options: LimpetOptions): Promise<Limpet> {
-    const limpet = new Limpet(config, options.logger);
+    const limpet = new Limpet(config, options.logger, options.role ?? { kind: 'standalone' });
     await limpet.listen();
     return limpet;
   }
 
   get address(): AddressInfo {
-    return this.server.address() as AddressInfo;
+    return this.server?.address() as AddressInfo;
   }
 
   get adminAddress(): AddressInfo {
-    return this.admin.server.address() as AddressInfo;
+    return this.admin?.server.address() as AddressInfo;
+  }
+
+  /** Applies a backend state broadcast by the primary (worker). */
+  applyBackendState(update: BackendStateUpdate): void {
+    const backend = this.backendsById.get(update.id);
+    if (backend === undefined) return;
+    backend.healthy = update.healthy;
+    backend.awaitingFirstCheck = false;
+    backend.ejected = update.ejected;
+    backend.draining = update.draining;
+    backend.lastCheck = update.lastCheck;
+    backend.lastError = update.lastError;
+    this.backendStateChanged(backend);
+  }
+
+  /** Records a pin another worker made, so every worker places that client alike. */
+  applyPin(key: string, backendId: string): void {
+    const backend = this.backendsById.get(backendId);
+    if (backend !== undefined) this.context.router.pins.store(key, backend, Math.floor(Date.now() / 1000));
+  }
+
+  /** Reports a connection failure seen by a worker (primary): passive detection counts it. */
+  recordFailure(backendId: string, message: string): void {
+    const backend = this.backendsById.get(backendId);
+    if (backend === undefined) return;
+    backend.lastError = message;
+    this.passive.recordFailure(backend, Date.now());
+  }
+
+  /** Every backend's shareable state, for a worker that joins. */
+  backendStates(): BackendStateUpdate[] {
+    return this.backends.map(stateOf);
+  }
+
+  /** Every remembered pin, for a worker that joins. */
+  pinSnapshot(): [string, string][] {
+    return this.context.router.pins.snapshot();
+  }
+
+  private live(backend: Backend): LiveFigures {
+    if (this.role.kind === 'primary') return this.role.workerLive(backend.id);
+    const meters = this.metrics.backend(backend);
+    return { inflight: backend.inflight, websockets: backend.tunnels, requests: meters.requests, errors: meters.errors, remapsIn: meters.remapsIn };
+  }
+
+  /** Local figures of every backend, which a worker sends to the primary. */
+  liveFigures(): Record<string, LiveFigures> {
+    return Object.fromEntries(this.backends.map((backend) => [backend.id, this.live(backend)]));
+  }
+
+  private async exposition(): Promise<string> {
+    if (this.role.kind !== 'primary') return this.metrics.exposition();
+    const own = await this.metrics.registry.getMetricsAsJSON();
+    const workers = await this.role.workerMetrics();
+    return AggregatorRegistry.aggregate([own, ...workers]).metrics();
   }
 
   get router(): AffinityRouter {
@@ -140,7 +252,7 @@ export class Limpet {
     if (!sameHostPort(old.admin.listen, config.admin.listen)) needsRestart.push('admin.listen');
     if (old.workers !== config.workers) needsRestart.push('workers');
     if ((old.tls === null) !== (config.tls === null)) needsRestart.push('tls (switching between HTTP and HTTPS)');
-    else if (config.tls !== null && 'setSecureContext' in this.server) {
+    else if (config.tls !== null && this.server !== null && 'setSecureContext' in this.server) {
       (this.server as import('node:https').Server).setSecureContext(readTlsFiles(config.tls));
     }
     // What cannot change live keeps its old value, so the running state stays coherent.
@@ -169,10 +281,10 @@ export class Limpet {
     const router = this.context.router;
     router.reconfigure(affinitySettings(applied), this.cookieSecret(applied), clients, set);
     this.passive.configure(applied.passive);
-    this.health.track(set.backends, healthSettings(applied));
-    this.admin.setToken(applied.admin.token);
+    if (this.role.kind !== 'worker') this.health.track(set.backends, healthSettings(applied));
+    this.admin?.setToken(applied.admin.token);
     this.logger.level = applied.log.level;
-    this.server.keepAliveTimeout = applied.timeouts.clientIdle;
+    if (this.server !== null) this.server.keepAliveTimeout = applied.timeouts.clientIdle;
     this.config = applied;
     this.context = this.buildContext(applied, router, clients);
     return needsRestart;
@@ -191,18 +303,19 @@ export class Limpet {
     this.closing = true;
     clearInterval(this.sweepTimer);
     this.health.stop();
-    const closed = new Promise<void>((resolve) => this.server.close(() => resolve()));
-    this.server.closeIdleConnections();
-    const idleSweep = setInterval(() => this.server.closeIdleConnections(), 100);
+    const server = this.server;
+    const closed = server === null ? Promise.resolve() : new Promise<void>((resolve) => server.close(() => resolve()));
+    server?.closeIdleConnections();
+    const idleSweep = setInterval(() => server?.closeIdleConnections(), 100);
     this.upgrades.closeAll();
-    await Promise.all([closed, this.admin.close()]);
+    await Promise.all([closed, this.admin?.close()]);
     clearInterval(idleSweep);
     await Promise.all([...this.backendsById.values()].map((backend) => backend.dispatcher.close()));
   }
 
   /** Cuts every remaining client connection (shutdown deadline passed). */
   closeAllConnections(): void {
-    this.server.closeAllConnections();
+    this.server?.closeAllConnections();
   }
 
   private readonly handleRequest = (req: IncomingMessage, res: ServerResponse): void => {
@@ -223,23 +336,27 @@ export class Limpet {
   private backendStateChanged(backend: Backend): void {
     this.context.router.backends.refresh();
     if (!backend.available) this.upgrades.closeBackend(backend);
+    if (this.role.kind === 'primary') this.role.broadcastState(backend);
   }
 
   private async listen(): Promise<void> {
     const { host, port } = this.config.listen;
-    await new Promise<void>((resolve, reject) => {
-      this.server.once('error', reject);
-      this.server.listen(port, host, () => {
-        this.server.off('error', reject);
-        resolve();
+    const server = this.server;
+    if (server !== null) {
+      await new Promise<void>((resolve, reject) => {
+        server.once('error', reject);
+        server.listen(port, host, () => {
+          server.off('error', reject);
+          resolve();
+        });
       });
-    });
-    const address = this.address;
-    const admin = await this.admin.listen(this.config.admin.listen.host, this.config.admin.listen.port);
+    }
+    const admin = await this.admin?.listen(this.config.admin.listen.host, this.config.admin.listen.port);
+    if (this.role.kind === 'worker') return;
     this.logger.info({
       msg: 'listening',
-      address: `${address.address}:${address.port}`,
-      admin: `${admin.address}:${admin.port}`,
+      address: server === null ? `${host}:${port} (workers)` : `${this.address.address}:${this.address.port}`,
+      admin: admin === undefined ? null : `${admin.address}:${admin.port}`,
       affinity: this.config.affinity.by,
       backends: this.backends.map((backend) => backend.id),
     });
@@ -299,7 +416,8 @@ export class Limpet {
   private readonly observer: ExchangeObserver = {
     upstreamFailed: (backend, error) => {
       backend.lastError = error.message;
-      this.passive.recordFailure(backend, Date.now());
+      if (this.role.kind === 'worker') this.role.reportFailure(backend.id, error.message);
+      else this.passive.recordFailure(backend, Date.now());
     },
     retried: (failed) => this.metrics.backend(failed).retries.inc(),
     completed: (backend, status, seconds) => this.metrics.requestCompleted(backend, status, seconds),
@@ -325,6 +443,19 @@ function affinitySettings(config: LimpetConfig): AffinitySettings {
     maxSessions: affinity.maxSessions,
   };
 }
+
+function stateOf(backend: Backend): BackendStateUpdate {
+  return {
+    id: backend.id,
+    healthy: backend.healthy,
+    ejected: backend.ejected,
+    draining: backend.draining,
+    lastCheck: backend.lastCheck,
+    lastError: backend.lastError,
+  };
+}
+
+export { stateOf as backendState };
 
 function sameHostPort(a: { host: string; port: number }, b: { host: string; port: number }): boolean {
   return a.host === b.host && a.port === b.port;

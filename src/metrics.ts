@@ -97,16 +97,19 @@ export class ProxyMetrics {
       labelNames: ['result'],
       registers,
     });
-    this.gauge('limpet_backend_up', 'Whether the backend is up (1) or down (0).', (b) => (b.available ? 1 : 0));
-    this.gauge('limpet_backend_draining', 'Whether the backend is draining (1): keeps its clients, takes no new ones.', (b) => (b.draining ? 1 : 0));
-    this.gauge('limpet_backend_inflight_requests', 'Requests being forwarded to the backend now.', (b) => b.inflight);
-    this.gauge('limpet_websocket_connections', 'Open WebSocket tunnels to the backend.', (b) => b.tunnels);
+    // Across workers, state gauges agree (one health view) so take the max; counts add up.
+    this.gauge('limpet_backend_up', 'Whether the backend is up (1) or down (0).', (b) => (b.available ? 1 : 0), 'max');
+    this.gauge('limpet_backend_draining', 'Whether the backend is draining (1): keeps its clients, takes no new ones.', (b) => (b.draining ? 1 : 0), 'max');
+    this.gauge('limpet_backend_inflight_requests', 'Requests being forwarded to the backend now.', (b) => b.inflight, 'sum');
+    this.gauge('limpet_websocket_connections', 'Open WebSocket tunnels to the backend.', (b) => b.tunnels, 'sum');
     const live = this.source;
     new Gauge({
       name: 'limpet_sessions',
       help: 'Clients currently pinned to the backend (seen within affinity.sessionTtl).',
       labelNames: ['backend'],
       registers,
+      // Every worker holds every pin, so the workers' counts are the same, not parts of a total.
+      aggregator: 'max',
       collect() {
         this.reset();
         const counts = live.sessionsByBackend();
@@ -157,13 +160,14 @@ export class ProxyMetrics {
     return this.registry.metrics();
   }
 
-  private gauge(name: string, help: string, read: (backend: Backend) => number): void {
+  private gauge(name: string, help: string, read: (backend: Backend) => number, aggregator: 'max' | 'sum'): void {
     const live = this.source;
     new Gauge({
       name,
       help,
       labelNames: ['backend'],
       registers: [this.registry],
+      aggregator,
       collect() {
         // Reset first so a backend removed from the config disappears from the gauge.
         this.reset();

@@ -126,7 +126,7 @@ describe('graceful shutdown', () => {
     let arrived = 0;
     backends = [
       await startBackend('slow', (req, res, id) => {
-        if (req.url === '/health') return void res.end('ok');
+        if (req.url === '/health' || req.headers['x-limpet-probe']) return void res.end('ok');
         arrived++;
         setTimeout(() => answerWithId(req, res, id), 1500);
       }),

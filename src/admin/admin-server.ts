@@ -3,14 +3,15 @@ import type { AddressInfo } from 'node:net';
 import { timingSafeEqual } from 'node:crypto';
 import type { Backend } from '../upstream/backend.js';
 import type { Logger } from '../log.js';
+import type { LiveFigures } from '../limpet.js';
 import { STATUS_PAGE_HTML } from './status-page.js';
 
 /** What the admin API reads and changes in the running proxy. */
 export interface AdminTarget {
   backends(): readonly Backend[];
   sessionsByBackend(): Map<Backend, number>;
-  /** Totals per backend for the status page: requests answered, 5xx among them, clients moved in. */
-  totals(backend: Backend): { requests: number; errors: number; remapsIn: number };
+  /** What each backend is doing: in flight, tunnels, and totals the status page turns into rates. */
+  live(backend: Backend): LiveFigures;
   setDraining(id: string, draining: boolean): Backend | undefined;
   metricsContentType(): string;
   metrics(): Promise<string>;
@@ -81,18 +82,18 @@ export class AdminServer {
   backendViews(): BackendView[] {
     const sessions = this.target.sessionsByBackend();
     return this.target.backends().map((backend) => {
-      const totals = this.target.totals(backend);
+      const live = this.target.live(backend);
       return {
         id: backend.id,
         url: backend.url,
         weight: backend.weight,
         state: backend.status,
         sessions: sessions.get(backend) ?? 0,
-        inflight: backend.inflight,
-        websockets: backend.tunnels,
-        requests: totals.requests,
-        errors: totals.errors,
-        remapsIn: totals.remapsIn,
+        inflight: live.inflight,
+        websockets: live.websockets,
+        requests: live.requests,
+        errors: live.errors,
+        remapsIn: live.remapsIn,
         lastCheck: backend.lastCheck,
         lastError: backend.lastError,
       };

@@ -15,6 +15,8 @@ export class PinTable {
   private ttlSeconds = 1;
   private refreshSeconds = 1;
   private maxEntries = 1;
+  /** Told of every pin written or refreshed here (workers share their pins through it). */
+  onWrite: ((key: string, backend: Backend) => void) | null = null;
 
   constructor(ttlMs: number, maxEntries: number) {
     this.configure(ttlMs, maxEntries);
@@ -45,11 +47,20 @@ export class PinTable {
     if (nowSeconds - seen >= this.refreshSeconds) {
       this.entries.delete(key);
       this.entries.set(key, nowSeconds * SERIAL_SPACE + serial);
+      const backend = this.backendsBySerial[serial];
+      if (this.onWrite !== null && backend !== undefined) this.onWrite(key, backend);
+      return backend;
     }
     return this.backendsBySerial[serial];
   }
 
   set(key: string, backend: Backend, nowSeconds: number): void {
+    this.store(key, backend, nowSeconds);
+    if (this.onWrite !== null) this.onWrite(key, backend);
+  }
+
+  /** Records a pin learnt from another process, without telling `onWrite` (no echo). */
+  store(key: string, backend: Backend, nowSeconds: number): void {
     this.backendsBySerial[backend.serial % SERIAL_SPACE] = backend;
     if (this.entries.has(key)) this.entries.delete(key);
     else if (this.entries.size >= this.maxEntries) this.evictOldest();
@@ -79,6 +90,16 @@ export class PinTable {
       if (backend !== undefined) counts.set(backend, (counts.get(backend) ?? 0) + 1);
     }
     return counts;
+  }
+
+  /** Every pin as [key, backend id], for a process that joins late. */
+  snapshot(): [string, string][] {
+    const pins: [string, string][] = [];
+    for (const [key, packed] of this.entries) {
+      const backend = this.backendsBySerial[packed % SERIAL_SPACE];
+      if (backend !== undefined) pins.push([key, backend.id]);
+    }
+    return pins;
   }
 
   private evictOldest(): void {

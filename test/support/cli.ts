@@ -25,8 +25,9 @@ export async function startCli(body: (ports: { port: number; adminPort: number }
   const adminPort = await freePort();
   const dir = mkdtempSync(join(tmpdir(), 'limpet-cli-'));
   const file = join(dir, 'limpet.yaml');
-  const header = `listen: 127.0.0.1:${port}\nadmin: { listen: "127.0.0.1:${adminPort}" }\nlog: { level: info }\n`;
-  writeFileSync(file, header + body({ port, adminPort }));
+  const text = body({ port, adminPort });
+  const header = `listen: 127.0.0.1:${port}\nadmin: { listen: "127.0.0.1:${adminPort}" }\n${/^log:/m.test(text) ? '' : 'log: { level: info }\n'}`;
+  writeFileSync(file, header + text);
   const child = spawn(process.execPath, ['dist/src/cli.js', '--config', file], { stdio: ['ignore', 'pipe', 'inherit'] });
   const logs: Record<string, unknown>[] = [];
   let partial = '';
@@ -38,6 +39,8 @@ export async function startCli(body: (ports: { port: number; adminPort: number }
   });
   const exited = new Promise<number | null>((resolve) => child.on('exit', (code) => resolve(code)));
   await waitFor(async () => (await request(adminPort, { path: '/healthz' }).catch(() => null))?.status === 200, 15_000, 'limpet to start');
+  // With workers the primary answers the admin port first; wait until the proxy port serves too.
+  await waitFor(async () => (await request(port, { path: '/', headers: { 'x-limpet-probe': '1' } }).catch(() => null)) !== null, 15_000, 'the proxy port');
   let version = 0;
   return {
     child,

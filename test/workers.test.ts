@@ -1,0 +1,84 @@
+import { afterEach, describe, expect, it } from 'vitest';
+import { backendsYaml, startBackends, type TestBackend } from './support/backends.js';
+import { request, waitFor } from './support/client.js';
+import { startCli, type CliProxy } from './support/cli.js';
+
+let backends: TestBackend[] = [];
+let cli: CliProxy | null = null;
+
+afterEach(async () => {
+  await cli?.stop();
+  cli = null;
+  await Promise.all(backends.map((b) => b.close()));
+  backends = [];
+});
+
+const CLIENTS = 60;
+const address = (i: number) => `127.0.12.${i + 2}`;
+
+/** Each client sends `times` requests, each on a new connection, so the workers take turns serving it. */
+async function servedBy(port: number, times: number, clients = CLIENTS): Promise<string[][]> {
+  const result: string[][] = [];
+  for (let i = 0; i < clients; i++) {
+    const seen: string[] = [];
+    for (let r = 0; r < times; r++) {
+      const res = await request(port, { localAddress: address(i) });
+      expect(res.status).toBe(200);
+      seen.push(res.headers['x-backend'] as string);
+    }
+    result.push(seen);
+  }
+  return result;
+}
+
+function workerPids(cli: CliProxy): Set<unknown> {
+  return new Set(cli.logs.filter((l) => l.msg === 'request').map((l) => l.pid));
+}
+
+describe('workers: 2', () => {
+  it('answer the same clients with the same pins, also after a backend dies, and drain reaches every worker', async () => {
+    backends = await startBackends(3);
+    cli = await startCli(() => `workers: 2\nlog: { level: info, access: true }\naffinity: { by: ip }\nhealthCheck: { interval: 200ms, timeout: 200ms, rise: 1, fall: 2 }\n${backendsYaml(backends)}\n`);
+    const before = await servedBy(cli.port, 4);
+    for (const seen of before) expect(new Set(seen).size).toBe(1);
+    expect(workerPids(cli).size).toBe(2);
+
+    const victim = backends[0]!;
+    await victim.close();
+    const after = await servedBy(cli.port, 4);
+    for (let i = 0; i < CLIENTS; i++) {
+      expect(new Set(after[i]).size, `client ${i} served by ${after[i]!.join(',')}`).toBe(1);
+      if (before[i]![0] === victim.id) expect(after[i]![0]).not.toBe(victim.id);
+      else expect(after[i]![0]).toBe(before[i]![0]);
+    }
+
+    const auth = await request(cli.adminPort, { path: `/backends/${backends[1]!.id}/drain`, method: 'POST' });
+    expect(auth.status).toBe(200);
+    const fresh = await waitFor(async () => {
+      const seen = await servedBy(cli!.port, 2, 20).catch(() => null);
+      return seen;
+    });
+    // new clients (never seen) avoid the drained backend on both workers
+    const newcomers: string[] = [];
+    for (let i = 100; i < 140; i++) newcomers.push((await request(cli.port, { localAddress: address(i) })).headers['x-backend'] as string);
+    expect(newcomers).not.toContain(backends[1]!.id);
+    // its pinned clients stay
+    for (let i = 0; i < 20; i++) if (before[i]![0] === backends[1]!.id) expect(fresh[i]![0]).toBe(backends[1]!.id);
+  });
+
+  it('replaces a crashed worker, which then knows every pin', async () => {
+    backends = await startBackends(3);
+    cli = await startCli(() => `workers: 2\nlog: { level: info, access: true }\naffinity: { by: ip }\nhealthCheck: { interval: 200ms, timeout: 200ms, rise: 1, fall: 2 }\n${backendsYaml(backends)}\n`);
+    const before = await servedBy(cli.port, 2);
+    const pids = [...workerPids(cli)] as number[];
+    process.kill(pids[0]!, 'SIGKILL');
+    await waitFor(() => cli!.logs.some((l) => l.msg === 'worker exited; starting a replacement'), 10_000, 'replacement');
+    await waitFor(async () => {
+      const size = workerPids(cli!).size;
+      await request(cli!.port).catch(() => null);
+      return workerPids(cli!).size > size || workerPids(cli!).size >= 3;
+    }, 15_000, 'the new worker to serve');
+    const after = await servedBy(cli.port, 4);
+    for (let i = 0; i < CLIENTS; i++) expect(after[i]).toEqual(Array(4).fill(before[i]![0]));
+  });
+});
