@@ -27,7 +27,7 @@ export class PinTable {
     this.ttlSeconds = Math.max(1, Math.ceil(ttlMs / 1000));
     this.refreshSeconds = Math.max(1, Math.floor(this.ttlSeconds / 8));
     this.maxEntries = maxEntries;
-    while (this.entries.size > this.maxEntries) this.evictOldest();
+    if (this.entries.size > this.maxEntries) this.evictOldest(this.entries.size - this.maxEntries);
   }
 
   get size(): number {
@@ -63,7 +63,7 @@ export class PinTable {
   store(key: string, backend: Backend, nowSeconds: number): void {
     this.backendsBySerial[backend.serial % SERIAL_SPACE] = backend;
     if (this.entries.has(key)) this.entries.delete(key);
-    else if (this.entries.size >= this.maxEntries) this.evictOldest();
+    else if (this.entries.size >= this.maxEntries) this.evictOldest(Math.max(1, Math.ceil(this.maxEntries / 64)));
     this.entries.set(key, nowSeconds * SERIAL_SPACE + (backend.serial % SERIAL_SPACE));
   }
 
@@ -102,8 +102,15 @@ export class PinTable {
     return pins;
   }
 
-  private evictOldest(): void {
-    const oldest = this.entries.keys().next();
-    if (!oldest.done) this.entries.delete(oldest.value);
+  /**
+   * Drops the `count` least recently seen pins. A full table evicts in batches of 1/64 of its size:
+   * deleting from a Map's front one at a time makes every later front walk step over the holes.
+   */
+  private evictOldest(count: number): void {
+    let left = count;
+    for (const key of this.entries.keys()) {
+      if (left-- <= 0) break;
+      this.entries.delete(key);
+    }
   }
 }
