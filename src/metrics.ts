@@ -1,4 +1,4 @@
-import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom-client';
+import { Counter, Gauge, Registry, collectDefaultMetrics, type Metric } from 'prom-client';
 import type { Backend } from './upstream/backend.js';
 import type { RemapReason } from './affinity/router.js';
 
@@ -11,68 +11,94 @@ export interface MetricsSource {
   sessionsByBackend(): Map<Backend, number>;
 }
 
-/** Per-backend label children, bound once so the request path never looks labels up. */
+const LOWEST_STATUS = 100;
+const HIGHEST_STATUS = 599;
+
+/**
+ * One backend's request counts and response-time histogram, kept in plain arrays: recording a
+ * request is a few array writes, and Prometheus samples are built only when scraped. (prom-client
+ * re-hashes label values on every call, even through bound children: ~0.5 µs a request.)
+ */
 class BackendMeters {
-  readonly byStatus: (Counter.Internal | undefined)[] = [];
-  readonly duration: Histogram.Internal<'backend'>;
+  readonly byStatus = new Float64Array(HIGHEST_STATUS - LOWEST_STATUS + 1);
+  /** Per bucket (not cumulative); the last slot is +Inf. */
+  readonly buckets = new Float64Array(DURATION_BUCKETS.length + 1);
+  durationSum = 0;
+  durationCount = 0;
   readonly retries: Counter.Internal;
-  /** Plain totals for the status page, which wants rates without parsing the exposition. */
+  /** Totals for the status page, which wants rates without parsing the exposition. */
   requests = 0;
   errors = 0;
   remapsIn = 0;
 
   constructor(
-    private readonly metrics: ProxyMetrics,
+    metrics: ProxyMetrics,
     readonly id: string,
   ) {
-    this.duration = metrics.requestDuration.labels(id);
     this.retries = metrics.upstreamRetries.labels(id);
   }
 
   count(status: number): void {
-    let child = this.byStatus[status];
-    if (child === undefined) {
-      child = this.metrics.requestsTotal.labels(this.id, String(status));
-      this.byStatus[status] = child;
-    }
-    child.inc();
+    const slot = status - LOWEST_STATUS;
+    if (slot >= 0 && slot < this.byStatus.length) this.byStatus[slot]! += 1;
     this.requests++;
     if (status >= 500) this.errors++;
   }
+
+  observe(seconds: number): void {
+    let i = 0;
+    while (i < DURATION_BUCKETS.length && seconds > (DURATION_BUCKETS[i] as number)) i++;
+    this.buckets[i]! += 1;
+    this.durationSum += seconds;
+    this.durationCount++;
+  }
+}
+
+type Sample = { metricName?: string; labels: Record<string, string | number>; value: number };
+
+/**
+ * A metric whose samples are computed at scrape time from the meters, shaped the way prom-client's
+ * registry (and its cluster aggregation) expects.
+ */
+function scrapeTimeMetric(name: string, help: string, type: 'counter' | 'histogram', samples: () => Sample[]) {
+  return {
+    name,
+    help,
+    type,
+    aggregator: 'sum' as const,
+    get: async () => ({ name, help, type, aggregator: 'sum' as const, values: samples() }),
+    reset: () => {},
+  };
 }
 
 /**
- * limpet's Prometheus metrics (names fixed by the contract). Counters and the histogram are updated
- * on the request path through pre-bound children; gauges are read from live state when scraped.
+ * limpet's Prometheus metrics (names fixed by the contract). Per-request figures go into plain
+ * per-backend arrays; everything else is a prom-client metric or a gauge read from live state when
+ * scraped.
  */
 export class ProxyMetrics {
   readonly registry = new Registry();
-  readonly requestsTotal: Counter<'backend' | 'code'>;
-  readonly requestDuration: Histogram<'backend'>;
   readonly upstreamRetries: Counter<'backend'>;
   readonly remaps: Counter<'from' | 'to' | 'reason'>;
   readonly healthChecks: Counter<'backend' | 'result'>;
   readonly configReloads: Counter<'result'>;
   private readonly meters = new Map<Backend, BackendMeters>();
   /** Requests answered by the proxy itself before any backend was chosen (no backend available, bad target). */
-  private readonly unplaced: Counter.Internal[] = [];
+  private readonly unplaced = new Float64Array(HIGHEST_STATUS - LOWEST_STATUS + 1);
 
   constructor(private readonly source: MetricsSource) {
     const registers = [this.registry];
     collectDefaultMetrics({ register: this.registry });
-    this.requestsTotal = new Counter({
-      name: 'limpet_requests_total',
-      help: 'Requests answered, by backend and status code ("none" when no backend was chosen).',
-      labelNames: ['backend', 'code'],
-      registers,
-    });
-    this.requestDuration = new Histogram({
-      name: 'limpet_request_duration_seconds',
-      help: 'Time from receiving a request to the end of its response, by backend.',
-      labelNames: ['backend'],
-      buckets: DURATION_BUCKETS,
-      registers,
-    });
+    this.registry.registerMetric(
+      scrapeTimeMetric('limpet_requests_total', 'Requests answered, by backend and status code ("none" when no backend was chosen).', 'counter', () =>
+        this.requestSamples(),
+      ) as unknown as Metric,
+    );
+    this.registry.registerMetric(
+      scrapeTimeMetric('limpet_request_duration_seconds', 'Time from receiving a request to the end of its response, by backend.', 'histogram', () =>
+        this.durationSamples(),
+      ) as unknown as Metric,
+    );
     this.upstreamRetries = new Counter({
       name: 'limpet_upstream_retries_total',
       help: 'Requests sent again because they could not reach this backend.',
@@ -134,17 +160,42 @@ export class ProxyMetrics {
 
   requestCompleted(backend: Backend | null, status: number, seconds: number): void {
     if (backend === null) {
-      let child = this.unplaced[status];
-      if (child === undefined) {
-        child = this.requestsTotal.labels('none', String(status));
-        this.unplaced[status] = child;
-      }
-      child.inc();
+      const slot = status - LOWEST_STATUS;
+      if (slot >= 0 && slot < this.unplaced.length) this.unplaced[slot]! += 1;
       return;
     }
     const meters = this.backend(backend);
     meters.count(status);
-    meters.duration.observe(seconds);
+    meters.observe(seconds);
+  }
+
+  private requestSamples(): Sample[] {
+    const samples: Sample[] = [];
+    const add = (backend: string, counts: Float64Array) => {
+      for (let slot = 0; slot < counts.length; slot++) {
+        const value = counts[slot] as number;
+        if (value > 0) samples.push({ labels: { backend, code: String(slot + LOWEST_STATUS) }, value });
+      }
+    };
+    for (const meters of this.meters.values()) add(meters.id, meters.byStatus);
+    add('none', this.unplaced);
+    return samples;
+  }
+
+  private durationSamples(): Sample[] {
+    const samples: Sample[] = [];
+    const name = 'limpet_request_duration_seconds';
+    for (const meters of this.meters.values()) {
+      let cumulative = 0;
+      for (let i = 0; i <= DURATION_BUCKETS.length; i++) {
+        cumulative += meters.buckets[i] as number;
+        const le = i < DURATION_BUCKETS.length ? (DURATION_BUCKETS[i] as number) : '+Inf';
+        samples.push({ metricName: `${name}_bucket`, labels: { backend: meters.id, le }, value: cumulative });
+      }
+      samples.push({ metricName: `${name}_sum`, labels: { backend: meters.id }, value: meters.durationSum });
+      samples.push({ metricName: `${name}_count`, labels: { backend: meters.id }, value: meters.durationCount });
+    }
+    return samples;
   }
 
   remapped(from: string, to: Backend, reason: RemapReason): void {
