@@ -15,10 +15,10 @@ function startDemoBackend(id: string): Promise<Server> {
   return new Promise((resolve) => server.listen(0, '127.0.0.1', () => resolve(server)));
 }
 
-function demoConfig(port: number, by: 'cookie' | 'ip', backends: { id: string; port: number }[]): string {
+function demoConfig(port: number, adminPort: number, by: 'cookie' | 'ip', backends: { id: string; port: number }[]): string {
   return [
     `listen: 127.0.0.1:${port}`,
-    `admin: { listen: "127.0.0.1:0" }`,
+    `admin: { listen: "127.0.0.1:${adminPort}" }`,
     `affinity: { by: ${by}, cookie: { secret: limpet-demo-secret } }`,
     `healthCheck: { path: /health, interval: 1s }`,
     'backends:',
@@ -26,15 +26,15 @@ function demoConfig(port: number, by: 'cookie' | 'ip', backends: { id: string; p
   ].join('\n');
 }
 
-/** `limpet demo`: three backends, a cookie-affinity proxy on `port` and an ip-affinity one on `port + 1`. */
+/** `limpet demo`: three backends, a cookie-affinity proxy on `port` (admin on `port + 1010`, so 9090) and an ip-affinity one on `port + 1`. */
 export async function runDemo(port: number): Promise<void> {
   const logger = createLogger('warn');
   const servers = await Promise.all(['app-1', 'app-2', 'app-3'].map(startDemoBackend));
   const backends = servers.map((server, i) => ({ id: `app-${i + 1}`, port: (server.address() as AddressInfo).port }));
-  const byCookie = await Limpet.start(parseConfig(demoConfig(port, 'cookie', backends), '<demo>'), { logger });
+  const byCookie = await Limpet.start(parseConfig(demoConfig(port, port === 0 ? 0 : port + 1010, 'cookie', backends), '<demo>'), { logger });
   const cookiePort = byCookie.address.port;
   const ipPort = port === 0 ? 0 : port + 1;
-  const byIp = await Limpet.start(parseConfig(demoConfig(ipPort, 'ip', backends), '<demo>'), { logger });
+  const byIp = await Limpet.start(parseConfig(demoConfig(ipPort, 0, 'ip', backends), '<demo>'), { logger });
   const url = `http://127.0.0.1:${cookiePort}/`;
   const ipUrl = `http://127.0.0.1:${byIp.address.port}/`;
   process.stdout.write(
