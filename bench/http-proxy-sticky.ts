@@ -1,0 +1,62 @@
+// Baseline: the sticky proxy a Node user would otherwise write by hand with `http-proxy`.
+// IP-hash stickiness (the client's socket address hashed onto the backend list), one keep-alive
+// agent for upstream connections, 502 when the backend cannot be reached. No health checks,
+// no failover, no metrics — just the routing and forwarding that limpet also does on every request.
+//
+//   node dist/bench/http-proxy-sticky.js --listen 127.0.0.1:8081 --backends http://127.0.0.1:3001,http://127.0.0.1:3002
+//
+// Prints `listening http://HOST:PORT` on stdout once it accepts connections (port 0 picks a free one).
+import http from 'node:http';
+import type { AddressInfo } from 'node:net';
+import { parseArgs } from 'node:util';
+import httpProxy from 'http-proxy';
+
+const { values } = parseArgs({
+  options: { listen: { type: 'string' }, backends: { type: 'string' } },
+});
+if (values.listen === undefined || values.backends === undefined) {
+  process.stderr.write('usage: http-proxy-sticky --listen HOST:PORT --backends URL[,URL...]\n');
+  process.exit(2);
+}
+const separator = values.listen.lastIndexOf(':');
+const host = values.listen.slice(0, separator);
+const port = Number(values.listen.slice(separator + 1));
+const targets = values.backends.split(',').map((url) => url.trim()).filter((url) => url !== '');
+
+// FNV-1a over the whole address string: cheap and spreads neighbouring addresses.
+function hashAddress(address: string): number {
+  let hash = 0x811c9dc5;
+  for (let i = 0; i < address.length; i++) {
+    hash ^= address.charCodeAt(i);
+    hash = Math.imul(hash, 0x01000193);
+  }
+  return hash >>> 0;
+}
+
+const agent = new http.Agent({ keepAlive: true });
+const proxy = httpProxy.createProxyServer({ xfwd: true });
+proxy.on('error', (_error, _req, res) => {
+  if (!(res instanceof http.ServerResponse)) {
+    res.destroy();
+    return;
+  }
+  if (res.headersSent) {
+    res.destroy();
+    return;
+  }
+  res.writeHead(502, { 'content-type': 'text/plain' });
+  res.end('bad gateway\n');
+});
+
+const server = http.createServer((req, res) => {
+  const target = targets[hashAddress(req.socket.remoteAddress ?? '') % targets.length];
+  proxy.web(req, res, { target, agent });
+});
+server.listen(port, host, () => {
+  const address = server.address() as AddressInfo;
+  process.stdout.write(`listening http://${address.address}:${address.port}\n`);
+});
+
+const stop = () => process.exit(0);
+process.on('SIGTERM', stop);
+process.on('SIGINT', stop);
