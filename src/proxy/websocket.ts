@@ -89,12 +89,34 @@ export class UpgradeForwarder {
       headers: head.headers,
       agent: false,
     });
+    // Two separate clocks, as for plain requests: `timeouts.connect` until the TCP connection is up
+    // (a timeout then is a request that never reached the backend, so it may go to the next one),
+    // then `timeouts.response` until the backend answers the upgrade (a timeout then is a 504).
     let connected = false;
-    upstreamReq.setTimeout(connectTimeout + context.responseTimeout, () => {
-      upstreamReq.destroy(Object.assign(new Error('no upgrade response in time'), { code: 'UPGRADE_TIMEOUT' }));
+    let timer: NodeJS.Timeout | null = setTimeout(() => fail('CONNECT_TIMEOUT', 'connect timeout'), connectTimeout);
+    const stopTimer = () => {
+      if (timer !== null) clearTimeout(timer);
+      timer = null;
+    };
+    const fail = (code: string, message: string) => upstreamReq.destroy(Object.assign(new Error(message), { code }));
+    upstreamReq.on('socket', (socket: Socket) => {
+      const onConnect = () => {
+        connected = true;
+        stopTimer();
+        timer = setTimeout(() => fail('UPGRADE_TIMEOUT', 'no upgrade response in time'), context.responseTimeout);
+      };
+      // A TLS socket is usable once its handshake is done; a plain one once connected.
+      socket.once(target.protocol === 'https:' ? 'secureConnect' : 'connect', onConnect);
     });
-    upstreamReq.on('socket', (socket: Socket) => socket.once('connect', () => (connected = true)));
+    // The client left before the backend answered: give up on the backend too (not its fault).
+    const onClientClose = () => upstreamReq.destroy();
+    client.once('close', onClientClose);
+    upstreamReq.once('close', () => {
+      stopTimer();
+      client.off('close', onClientClose);
+    });
     upstreamReq.on('error', (error: NodeJS.ErrnoException) => {
+      stopTimer();
       if (client.destroyed) return;
       // Not connected yet means nothing was sent: another backend may take it.
       if (!connected) {
@@ -116,6 +138,7 @@ export class UpgradeForwarder {
     });
     // The backend answered without switching protocols: relay its answer and close.
     upstreamReq.on('response', (res: IncomingMessage) => {
+      stopTimer();
       let text = `HTTP/1.1 ${res.statusCode} ${res.statusMessage ?? ''}\r\n`;
       for (let i = 0; i < res.rawHeaders.length; i += 2) {
         const name = res.rawHeaders[i] as string;
@@ -127,7 +150,8 @@ export class UpgradeForwarder {
       res.pipe(client);
     });
     upstreamReq.on('upgrade', (res: IncomingMessage, upstream: Socket, upstreamFirstBytes: Buffer) => {
-      upstreamReq.setTimeout(0);
+      stopTimer();
+      client.off('close', onClientClose);
       if (client.destroyed) {
         upstream.destroy();
         return;
@@ -172,12 +196,21 @@ export class UpgradeForwarder {
 }
 
 function closeTunnel(tunnel: Tunnel): void {
-  if (tunnel.client.writable) tunnel.client.end(CLOSE_GOING_AWAY_TO_CLIENT);
-  if (tunnel.upstream.writable) tunnel.upstream.end(CLOSE_GOING_AWAY_TO_BACKEND);
-  // Give the close frames a moment to leave, then make sure both sockets are gone.
+  const { client, upstream } = tunnel;
+  // Stop relaying first: nothing more may follow the close frames (and each pipe would pause its
+  // source once the other side finishes, so nobody would read the peers' replies and FINs).
+  upstream.unpipe(client);
+  client.unpipe(upstream);
+  if (client.writable) client.end(CLOSE_GOING_AWAY_TO_CLIENT);
+  if (upstream.writable) upstream.end(CLOSE_GOING_AWAY_TO_BACKEND);
+  // Read and drop what the peers still send (their close replies), so their FINs are seen and both
+  // sockets close as soon as the peers are done, not at the deadline below.
+  client.resume();
+  upstream.resume();
+  // Peers that do not answer the close get a moment, then both sockets are cut.
   setTimeout(() => {
-    tunnel.client.destroy();
-    tunnel.upstream.destroy();
+    client.destroy();
+    upstream.destroy();
   }, 1000).unref();
 }
 
