@@ -16,12 +16,19 @@ export const STATUS_PAGE_HTML = `<!doctype html>
   table { width: 100%; border-collapse: collapse; background: #fff; box-shadow: 0 1px 2px #0002; }
   th, td { padding: .5rem .7rem; text-align: right; border-bottom: 1px solid #eceef2; font-variant-numeric: tabular-nums; }
   th:first-child, td:first-child, th:nth-child(2), td:nth-child(2) { text-align: left; }
-  th { font-size: .75rem; text-transform: uppercase; letter-spacing: .04em; color: #667; }
+  th { font-size: .72rem; text-transform: uppercase; letter-spacing: .04em; color: #667; }
   .state { display: inline-block; padding: .1rem .5rem; border-radius: 1rem; font-size: .8rem; font-weight: 600; }
   .state-up { background: #dcf5e3; color: #126b2e; }
   .state-down { background: #fde0de; color: #9b1c14; }
   .state-draining { background: #fff0cc; color: #7a5300; }
-  .err { color: #9b1c14; font-size: .8rem; text-align: left; max-width: 18rem; overflow: hidden; text-overflow: ellipsis; white-space: nowrap; }
+  .err, .url { font-size: .8rem; text-align: left; max-width: 18rem; overflow: hidden; text-overflow: ellipsis; white-space: nowrap; }
+  .err { color: #9b1c14; }
+  .url { color: #8a90a0; }
+  .id { font-weight: 600; }
+  tr.row-down td { background: #fff7f6; }
+  tr.row-draining td { background: #fffbf0; }
+  td[data-field="last-check"] { white-space: nowrap; color: #556; font-size: .85rem; }
+  #summary.degraded { color: #9b1c14; font-weight: 600; }
   .chart { margin-top: 1.2rem; background: #fff; box-shadow: 0 1px 2px #0002; padding: .8rem; }
   .legend span { margin-right: 1rem; font-size: .85rem; }
   .legend i { display: inline-block; width: .8rem; height: .8rem; border-radius: 2px; margin-right: .3rem; vertical-align: -1px; }
@@ -52,15 +59,17 @@ function render(backends, rates) {
   const rows = backends.map((b) => {
     const rate = rates.get(b.id) || { req: 0, err: 0 };
     const check = b.lastCheck ? (b.lastCheck.ok ? 'pass' : 'fail') + ' · ' + Math.round((Date.now() - b.lastCheck.at) / 1000) + ' s ago' : '–';
-    return '<tr data-backend="' + esc(b.id) + '">' +
-      '<td>' + esc(b.id) + '<div class="err" title="' + esc(b.url) + '">' + esc(b.url) + '</div></td>' +
+    return '<tr data-backend="' + esc(b.id) + '" class="row-' + esc(b.state) + '">' +
+      '<td><div class="id">' + esc(b.id) + '</div><div class="url" title="' + esc(b.url) + '">' + esc(b.url) + '</div></td>' +
       '<td><span class="state state-' + esc(b.state) + '">' + esc(b.state) + '</span>' + (b.state === 'down' && b.lastError ? '<div class="err" title="' + esc(b.lastError) + '">' + esc(b.lastError) + '</div>' : '') + '</td>' +
-      '<td>' + b.weight + '</td><td>' + b.sessions + '</td><td>' + b.inflight + '</td><td>' + b.websockets + '</td>' +
-      '<td>' + rate.req.toFixed(1) + '</td><td>' + rate.err.toFixed(1) + '</td><td>' + b.remapsIn + '</td><td>' + esc(check) + '</td></tr>';
+      '<td data-field="weight">' + b.weight + '</td><td data-field="sessions">' + b.sessions + '</td><td data-field="inflight">' + b.inflight + '</td><td data-field="websockets">' + b.websockets + '</td>' +
+      '<td data-field="rps">' + rate.req.toFixed(1) + '</td><td data-field="errps">' + rate.err.toFixed(1) + '</td><td data-field="remaps-in">' + b.remapsIn + '</td><td data-field="last-check">' + esc(check) + '</td></tr>';
   });
   document.getElementById('rows').innerHTML = rows.join('');
   const up = backends.filter((b) => b.state !== 'down').length;
-  document.getElementById('summary').textContent = up + ' of ' + backends.length + ' backends serving';
+  const summary = document.getElementById('summary');
+  summary.textContent = up + ' of ' + backends.length + ' backends serving';
+  summary.className = up < backends.length ? 'degraded' : '';
   drawChart(backends);
 }
 

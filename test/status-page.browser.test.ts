@@ -1,0 +1,170 @@
+import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
+import { existsSync } from 'node:fs';
+import { mkdir, mkdtemp, rm } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { chromium, type BrowserContext, type Page } from 'playwright-core';
+import { answerWithId, backendsYaml, startBackend, type BackendHandler, type TestBackend } from './support/backends.js';
+import { request } from './support/client.js';
+import { startProxy } from './support/proxy.js';
+import type { Limpet } from '../src/limpet.js';
+
+/**
+ * The admin status page in a real browser: Debian's chromium driven by playwright-core (no browser is
+ * ever downloaded). Without /usr/bin/chromium the suite is skipped, and says so.
+ */
+const CHROMIUM = '/usr/bin/chromium';
+const hasChromium = existsSync(CHROMIUM);
+if (!hasChromium) {
+  console.warn(`SKIPPING status-page browser test: ${CHROMIUM} not found (install it with: apt-get install -y chromium)`);
+}
+
+const FAST_HEALTH = 'healthCheck: { interval: 100ms, timeout: 150ms, rise: 1, fall: 2 }';
+/** The page polls every 2 s; leave room for a slow machine. */
+const PAGE_CAP_MS = 15_000;
+
+interface Row {
+  id: string;
+  state: string;
+  badgeClass: string;
+  fields: Record<string, string>;
+}
+
+/** Runs in the page: every backend row as the user sees it. A string, so no transpiler helper leaks in. */
+const READ_ROWS = `Array.from(document.querySelectorAll('#rows tr[data-backend]')).map((tr) => {
+  const badge = tr.querySelector('span.state');
+  const fields = {};
+  for (const cell of tr.querySelectorAll('[data-field]')) fields[cell.dataset.field] = cell.textContent.trim();
+  return { id: tr.dataset.backend, state: badge ? badge.textContent.trim() : '', badgeClass: badge ? badge.className : '', fields };
+})`;
+
+async function readRows(page: Page): Promise<Row[]> {
+  return (await page.evaluate(READ_ROWS)) as Row[];
+}
+
+/** Polls the DOM until `check` holds; on timeout the error shows the last rows seen. */
+async function waitForRows(page: Page, check: (rows: Row[]) => boolean, what: string, timeoutMs = PAGE_CAP_MS): Promise<Row[]> {
+  const deadline = Date.now() + timeoutMs;
+  let rows: Row[] = [];
+  for (;;) {
+    rows = await readRows(page);
+    if (check(rows)) return rows;
+    if (Date.now() > deadline) throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}; page shows ${JSON.stringify(rows)}`);
+    await new Promise((r) => setTimeout(r, 100));
+  }
+}
+
+const isUp = (row: Row | undefined) => row !== undefined && row.state === 'up' && row.badgeClass.split(/\s+/).includes('state-up');
+const isDown = (row: Row | undefined) => row !== undefined && row.state === 'down' && row.badgeClass.split(/\s+/).includes('state-down');
+const reqPerSec = (row: Row | undefined) => Number(row?.fields.rps ?? NaN);
+
+/** Sends requests as one client (by source address) until stopped. */
+function trafficFrom(port: number, addresses: string[]) {
+  let running = true;
+  const loops = addresses.map(async (localAddress) => {
+    while (running) {
+      await request(port, { localAddress }).catch(() => undefined);
+      await new Promise((r) => setTimeout(r, 25));
+    }
+  });
+  return async () => {
+    running = false;
+    await Promise.all(loops);
+  };
+}
+
+describe.skipIf(!hasChromium)('status page in a browser', () => {
+  let context: BrowserContext;
+  let profile: string;
+  let backends: TestBackend[] = [];
+  let proxy: Limpet | null = null;
+  const stops: (() => Promise<void>)[] = [];
+
+  beforeAll(async () => {
+    profile = await mkdtemp(join(tmpdir(), 'limpet-chromium-'));
+    // launchPersistentContext is playwright's way of passing a fresh --user-data-dir.
+    context = await chromium.launchPersistentContext(profile, {
+      executablePath: CHROMIUM,
+      headless: true,
+      args: ['--headless', '--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run', '--disable-background-networking', '--disable-component-update', '--disable-sync'],
+      viewport: { width: 1200, height: 640 },
+    });
+  });
+
+  afterAll(async () => {
+    await context?.close();
+    if (profile) await rm(profile, { recursive: true, force: true });
+  });
+
+  afterEach(async () => {
+    for (const stop of stops.splice(0)) await stop();
+    await proxy?.close();
+    proxy = null;
+    await Promise.all(backends.map((b) => b.close()));
+    backends = [];
+  });
+
+  it('shows every backend up, request rates once traffic flows, and a backend whose health fails as down', async () => {
+    const health = new Map<string, number>();
+    const handler: BackendHandler = (req, res, id) => {
+      if (req.url === '/health') {
+        res.writeHead(health.get(id) ?? 200).end();
+        return;
+      }
+      answerWithId(req, res, id);
+    };
+    backends = await Promise.all(['app-1', 'app-2', 'app-3'].map((id) => startBackend(id, handler)));
+    const started = await startProxy(`affinity: { by: ip }\n${FAST_HEALTH}\n${backendsYaml(backends)}`);
+    proxy = started.limpet;
+    const ids = backends.map((b) => b.id);
+
+    const page = await context.newPage();
+    const pageErrors: string[] = [];
+    page.on('pageerror', (error) => pageErrors.push(String(error)));
+    const response = await page.goto(`http://127.0.0.1:${proxy.adminAddress.port}/`);
+    expect(response?.status()).toBe(200);
+    expect(await page.title()).toBe('limpet status');
+
+    // Every backend is listed, each with an "up" badge.
+    const initial = await waitForRows(page, (rows) => ids.every((id) => isUp(rows.find((r) => r.id === id))), 'every backend shown up');
+    expect(initial.map((r) => r.id).sort()).toEqual([...ids].sort());
+    expect(await page.locator('#summary').textContent()).toBe('3 of 3 backends serving');
+
+    // One client's traffic: its backend's Req/s rises above 0 and its pinned-client count to 1; the others stay idle.
+    const first = await request(started.port, { localAddress: '127.0.8.2' });
+    const busy = first.headers['x-backend'] as string;
+    stops.push(trafficFrom(started.port, ['127.0.8.2']));
+    const busyRows = await waitForRows(page, (rows) => reqPerSec(rows.find((r) => r.id === busy)) > 0, `Req/s > 0 for ${busy}`);
+    expect(busyRows.find((r) => r.id === busy)!.fields.sessions).toBe('1');
+    for (const row of busyRows.filter((r) => r.id !== busy)) expect(reqPerSec(row), row.id).toBe(0);
+
+    // Spread more clients over every backend, then make one backend's health check fail.
+    stops.push(trafficFrom(started.port, Array.from({ length: 24 }, (_, i) => `127.0.9.${i + 2}`)));
+    await waitForRows(page, (rows) => ids.every((id) => reqPerSec(rows.find((r) => r.id === id)) > 0), 'Req/s > 0 for every backend');
+    const victim = ids.find((id) => id !== busy)!;
+    health.set(victim, 503);
+    const failed = await waitForRows(
+      page,
+      (rows) => isDown(rows.find((r) => r.id === victim)) && ids.filter((id) => id !== victim).every((id) => isUp(rows.find((r) => r.id === id))),
+      `${victim} shown down, the others up`,
+    );
+    expect(failed.filter((r) => r.id !== victim).every(isUp)).toBe(true);
+    expect(await page.locator('#summary').textContent()).toBe('2 of 3 backends serving');
+
+    // The survivors keep serving: both show a rate, and the clients moved off the victim are counted in.
+    const serving = await waitForRows(
+      page,
+      (rows) => ids.filter((id) => id !== victim).every((id) => reqPerSec(rows.find((r) => r.id === id)) > 0) && reqPerSec(rows.find((r) => r.id === victim)) === 0,
+      'survivors with traffic, victim idle',
+    );
+    const remapsIn = serving.filter((r) => r.id !== victim).reduce((sum, r) => sum + Number(r.fields['remaps-in']), 0);
+    expect(remapsIn).toBeGreaterThan(0);
+
+    // Let the chart gather a few points, then keep one picture for people to look at.
+    await page.waitForTimeout(4_500);
+    await mkdir('test-results', { recursive: true });
+    await page.screenshot({ path: 'test-results/status-page.png', fullPage: true });
+    expect(pageErrors).toEqual([]);
+    await page.close();
+  });
+});
