@@ -10,7 +10,7 @@ import http from 'node:http';
 import net, { type AddressInfo } from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
-import { fileURLToPath } from 'node:url';
+import { fileURLToPath, pathToFileURL } from 'node:url';
 import { promisify } from 'node:util';
 import { chooseLoadTool, onPath, runLoad, type LoadResult, type LoadTool } from './load.js';
 
@@ -156,6 +156,22 @@ function cpuSeconds(pid: number | 'self', withReapedChildren = false): number | 
   }
 }
 
+/** Live child processes of `pid` (a cluster primary's workers). */
+function childPids(pid: number): number[] {
+  try {
+    return readFileSync(`/proc/${pid}/task/${pid}/children`, 'utf8').trim().split(/\s+/).filter(Boolean).map(Number);
+  } catch {
+    return [];
+  }
+}
+
+/** CPU seconds of a process and its live children (a cluster primary and its workers). */
+function treeCpuSeconds(pid: number): number | undefined {
+  const own = cpuSeconds(pid);
+  if (own === undefined) return undefined;
+  return childPids(pid).reduce((sum, child) => sum + (cpuSeconds(child) ?? 0), own);
+}
+
 /** USER_HZ; 100 on every mainstream Linux configuration. */
 const CLOCK_TICKS = (() => {
   try {
@@ -187,7 +203,7 @@ function machineBusySeconds(): number | undefined {
 function benchmarkCpuSeconds(pids: number[]): number | undefined {
   let total = cpuSeconds('self', true);
   for (const pid of pids) {
-    const used = cpuSeconds(pid);
+    const used = treeCpuSeconds(pid);
     total = total === undefined || used === undefined ? undefined : total + used;
   }
   return total;
@@ -210,14 +226,21 @@ async function machineBusyPercent(ms: number): Promise<number | undefined> {
   }
 }
 
+/** RSS and peak RSS of a process plus its live children (a cluster primary and its workers), summed. */
 function memoryMb(pid: number): { rssMb: number; peakRssMb: number } | undefined {
-  try {
-    const status = readFileSync(`/proc/${pid}/status`, 'utf8');
-    const kb = (field: string) => Number(new RegExp(`^${field}:\\s+(\\d+) kB`, 'm').exec(status)?.[1] ?? NaN);
-    return { rssMb: round(kb('VmRSS') / 1024, 1), peakRssMb: round(kb('VmHWM') / 1024, 1) };
-  } catch {
-    return undefined;
+  let rssKb = 0;
+  let peakKb = 0;
+  for (const one of [pid, ...childPids(pid)]) {
+    try {
+      const status = readFileSync(`/proc/${one}/status`, 'utf8');
+      const kb = (field: string) => Number(new RegExp(`^${field}:\\s+(\\d+) kB`, 'm').exec(status)?.[1] ?? NaN);
+      rssKb += kb('VmRSS');
+      peakKb += kb('VmHWM');
+    } catch {
+      if (one === pid) return undefined;
+    }
   }
+  return { rssMb: round(rssKb / 1024, 1), peakRssMb: round(peakKb / 1024, 1) };
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -262,6 +285,8 @@ async function startBackends(): Promise<Backends> {
 const DESCRIPTIONS = {
   direct: 'the backend itself, no proxy',
   limpet: 'limpet (dist/src/cli.js), affinity by ip, 3 backends, health checks every 2 s',
+  'limpet metrics off': 'the same limpet with per-request metrics recording replaced by a no-op (bench/metrics-off.ts preload)',
+  'limpet 2 workers': 'the same limpet with workers: 2, allowed both cores (the load generator and backends share CPU 1)',
   'http-proxy': 'http-proxy + keep-alive agent, ip-hash stickiness, 502 on error',
   undici: 'node:http server + undici.Pool.stream to one backend, nothing else',
 } as const;
@@ -297,24 +322,37 @@ async function baselineTarget(name: 'http-proxy' | 'undici', script: string, bac
   }
 }
 
-async function limpetTarget(backends: Backends, tmp: string): Promise<Target | Skipped> {
-  const name = 'limpet';
-  const description = DESCRIPTIONS.limpet;
+interface LimpetVariant {
+  name: 'limpet' | 'limpet metrics off' | 'limpet 2 workers';
+  nodeArgs: string[];
+  extraYaml: string[];
+  cpus: string | undefined;
+}
+
+const LIMPET_VARIANTS: LimpetVariant[] = [
+  { name: 'limpet', nodeArgs: [], extraYaml: [], cpus: SERVER_CPU },
+  { name: 'limpet metrics off', nodeArgs: ['--import', pathToFileURL(path.join(here, 'metrics-off.js')).href], extraYaml: [], cpus: SERVER_CPU },
+  { name: 'limpet 2 workers', nodeArgs: [], extraYaml: ['workers: 2'], cpus: PIN ? '0,1' : undefined },
+];
+
+async function limpetTarget(backends: Backends, tmp: string, variant: LimpetVariant = LIMPET_VARIANTS[0]!): Promise<Target | Skipped> {
+  const name = variant.name;
+  const description = DESCRIPTIONS[name];
   const cli = path.join(distRoot, 'src', 'cli.js');
   if (!existsSync(cli)) return { name, description, reason: `${path.relative(repoRoot, cli)} is not built` };
   const [port, adminPort] = [await freePort(), await freePort()];
-  const configFile = path.join(tmp, 'limpet.yaml');
+  const configFile = path.join(tmp, `${name.replace(/\s+/g, '-')}.yaml`);
   writeFileSync(configFile, [
     `listen: 127.0.0.1:${port}`,
-    `admin: { listen: 127.0.0.1:${adminPort} }`,
+    `admin: { listen: "127.0.0.1:${adminPort}" }`,
     'log: { level: warn }',
     'affinity: { by: ip }',
-    'healthCheck: { interval: 2s }',
+    ...variant.extraYaml,
     'backends:',
     ...backends.urls.map((url, i) => `  - { id: b${i + 1}, url: "${url}" }`),
     '',
   ].join('\n'));
-  const child = startChild([process.execPath, cli, '--config', configFile], SERVER_CPU);
+  const child = startChild([process.execPath, ...variant.nodeArgs, cli, '--config', configFile], variant.cpus);
   const output = recordOutput(child);
   const url = `http://127.0.0.1:${port}/`;
   try {
@@ -453,7 +491,7 @@ function describeRun(name: string, r: RunResult): string {
   const problems = r.errors + r.non2xx > 0 ? `  (!) ${r.errors} socket errors, ${r.non2xx} non-2xx` : '';
   const cpu = r.serverCpuSeconds === null ? '' : `   server CPU ${fmtCpu(r.serverCpuSeconds)} (${fmtCpuPerReq(r.cpuUsPerRequest)}/req)`;
   const disturbed = isDisturbed(r) ? `  (!) disturbed: other processes used ${fmtCpu(r.otherCpuSeconds)} CPU` : '';
-  return `  ${name.padEnd(11)} ${fmtRate(r.requestsPerSec).padStart(8)} req/s   p50 ${fmtMs(r.p50Ms).padStart(8)}   p99 ${fmtMs(r.p99Ms).padStart(8)}${cpu}${problems}${disturbed}`;
+  return `  ${name.padEnd(18)} ${fmtRate(r.requestsPerSec).padStart(8)} req/s   p50 ${fmtMs(r.p50Ms).padStart(8)}   p99 ${fmtMs(r.p99Ms).padStart(8)}${cpu}${problems}${disturbed}`;
 }
 
 /** a / b for each metric; null where b is unknown or zero (autocannon reports whole milliseconds). */
@@ -525,7 +563,7 @@ async function main(): Promise<void> {
     const backends = await startBackends();
     const prepared = await Promise.all([
       Promise.resolve(directTarget(backends)),
-      limpetTarget(backends, tmp),
+      ...LIMPET_VARIANTS.map((variant) => limpetTarget(backends, tmp, variant)),
       baselineTarget('http-proxy', 'http-proxy-sticky.js', backends),
       baselineTarget('undici', 'undici-passthrough.js', backends),
     ]);
@@ -537,13 +575,13 @@ async function main(): Promise<void> {
     const measure = async (target: Target, seconds: number): Promise<RunResult> => {
       await target.beforeRun?.();
       try {
-        const cpuBefore = cpuSeconds(target.serverPid);
+        const cpuBefore = treeCpuSeconds(target.serverPid);
         const machineBefore = machineBusySeconds();
         const oursBefore = benchmarkCpuSeconds(ourPids);
         const load = await runLoad({ tool, url: target.url, connections: CONNECTIONS, seconds, cpus: CLIENT_CPU });
         const oursAfter = benchmarkCpuSeconds(ourPids);
         const machineAfter = machineBusySeconds();
-        const cpuAfter = cpuSeconds(target.serverPid);
+        const cpuAfter = treeCpuSeconds(target.serverPid);
         const cpu = cpuBefore === undefined || cpuAfter === undefined ? null : round(cpuAfter - cpuBefore, 2);
         const perRequest = cpu === null || load.requests === 0 ? null : round((cpu * 1e6) / load.requests, 1);
         const other = [machineBefore, machineAfter, oursBefore, oursAfter].includes(undefined)
@@ -577,6 +615,8 @@ async function main(): Promise<void> {
       ratio('limpet / direct', medians.get('limpet'), medians.get('direct')),
       ratio('limpet / undici pass-through', medians.get('limpet'), medians.get('undici')),
       ratio('http-proxy / undici pass-through', medians.get('http-proxy'), medians.get('undici')),
+      ratio('limpet / limpet metrics off', medians.get('limpet'), medians.get('limpet metrics off')),
+      ratio('limpet 2 workers / limpet', medians.get('limpet 2 workers'), medians.get('limpet')),
     ].filter((r): r is Ratio => r !== undefined);
 
     const table = [

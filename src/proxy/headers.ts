@@ -20,6 +20,11 @@ export function isHopByHop(lowerName: string): boolean {
  * `close`, `keep-alive` and `upgrade` are connection options, not header names worth listing.
  */
 export function connectionListedHeaders(value: string): Set<string> | null {
+  // Nearly every message says just "keep-alive" or "close": answer those without splitting.
+  if (value.length <= 10) {
+    const lower = value.toLowerCase();
+    if (lower === 'keep-alive' || lower === 'close' || lower === 'upgrade') return null;
+  }
   let names: Set<string> | null = null;
   for (const token of value.split(',')) {
     const name = token.trim().toLowerCase();
