@@ -8,20 +8,11 @@
 // Prints `listening http://HOST:PORT` on stdout once it accepts connections (port 0 picks a free one).
 import http from 'node:http';
 import type { AddressInfo } from 'node:net';
-import { parseArgs } from 'node:util';
+import { baselineArgs } from './baseline-args.js';
 import httpProxy from 'http-proxy';
 
-const { values } = parseArgs({
-  options: { listen: { type: 'string' }, backends: { type: 'string' } },
-});
-if (values.listen === undefined || values.backends === undefined) {
-  process.stderr.write('usage: http-proxy-sticky --listen HOST:PORT --backends URL[,URL...]\n');
-  process.exit(2);
-}
-const separator = values.listen.lastIndexOf(':');
-const host = values.listen.slice(0, separator);
-const port = Number(values.listen.slice(separator + 1));
-const targets = values.backends.split(',').map((url) => url.trim()).filter((url) => url !== '');
+const { host, port, backends } = baselineArgs('http-proxy-sticky');
+const targets = backends;
 
 // FNV-1a over the whole address string: cheap and spreads neighbouring addresses.
 function hashAddress(address: string): number {

@@ -9,20 +9,11 @@
 // Prints `listening http://HOST:PORT` on stdout once it accepts connections (port 0 picks a free one).
 import http from 'node:http';
 import type { AddressInfo } from 'node:net';
-import { parseArgs } from 'node:util';
+import { baselineArgs } from './baseline-args.js';
 import { Pool } from 'undici';
 
-const { values } = parseArgs({
-  options: { listen: { type: 'string' }, backends: { type: 'string' } },
-});
-if (values.listen === undefined || values.backends === undefined) {
-  process.stderr.write('usage: undici-passthrough --listen HOST:PORT --backends URL[,URL...]\n');
-  process.exit(2);
-}
-const separator = values.listen.lastIndexOf(':');
-const host = values.listen.slice(0, separator);
-const port = Number(values.listen.slice(separator + 1));
-const origin = values.backends.split(',')[0]!.trim();
+const { host, port, backends } = baselineArgs('undici-passthrough');
+const origin = backends[0]!;
 
 const HOP_BY_HOP = new Set([
   'connection', 'keep-alive', 'proxy-connection', 'transfer-encoding', 'te', 'trailer', 'upgrade',
