@@ -1,4 +1,5 @@
 import cluster, { type Worker } from 'node:cluster';
+import { randomBytes } from 'node:crypto';
 import { availableParallelism } from 'node:os';
 import type { MetricObjectWithValues, MetricValue } from 'prom-client';
 import type { LimpetConfig } from './config/load.js';
@@ -40,7 +41,18 @@ export function workerCount(config: LimpetConfig): number {
  * config reloader, and relays every pin a worker makes to the others, so all workers place every
  * client alike. A worker that dies is replaced and given the current state.
  */
-export async function runPrimary(config: LimpetConfig, file: string, text: string, logger: Logger): Promise<void> {
+export async function runPrimary(configFromFile: LimpetConfig, file: string, text: string, logger: Logger): Promise<void> {
+  // Without a configured secret every worker must still share one, or a cookie one worker set
+  // would be refused by the next: the primary makes it, once, for the life of the process.
+  const generatedSecret = randomBytes(32).toString('hex');
+  const withSecret = (c: LimpetConfig): LimpetConfig =>
+    c.affinity.cookie.secret !== '' ? c : { ...c, affinity: { ...c.affinity, cookie: { ...c.affinity.cookie, secret: generatedSecret } } };
+  if (configFromFile.affinity.by === 'cookie' && configFromFile.affinity.cookie.secret === '') {
+    logger.warn({
+      msg: 'affinity.cookie.secret is not set: using a random secret shared by the workers, so affinity cookies will not survive a restart and are not shared with other replicas',
+    });
+  }
+  const config = withSecret(configFromFile);
   const workers = new Set<Worker>();
   const live = new Map<Worker, Record<string, LiveFigures>>();
   const pendingMetrics = new Map<number, { waiting: Set<Worker>; results: MetricsJson[]; done: (r: MetricsJson[]) => void }>();
@@ -140,7 +152,7 @@ export async function runPrimary(config: LimpetConfig, file: string, text: strin
     file,
     {
       reload: (next) => {
-        const needsRestart = limpet.reload(next);
+        const needsRestart = limpet.reload(withSecret(next));
         broadcast({ t: 'reload', config: limpet.currentConfig });
         return needsRestart;
       },

@@ -82,3 +82,22 @@ describe('workers: 2', () => {
     for (let i = 0; i < CLIENTS; i++) expect(after[i]).toEqual(Array(4).fill(before[i]![0]));
   });
 });
+
+describe('workers: 2 in cookie mode without a configured secret', () => {
+  it('share one generated secret, so a cookie set by one worker is honoured by the other', async () => {
+    backends = await startBackends(3);
+    cli = await startCli(() => `workers: 2\nlog: { level: info, access: true }\naffinity: { by: cookie }\n${backendsYaml(backends)}\n`);
+    const { cookiePair } = await import('./support/client.js');
+    for (let i = 0; i < 10; i++) {
+      const first = await request(cli.port);
+      const cookie = cookiePair(first.headers)!;
+      for (let r = 0; r < 4; r++) {
+        // each request on a new connection: the workers take turns
+        const again = await request(cli.port, { headers: { cookie } });
+        expect(again.headers['x-backend']).toBe(first.headers['x-backend']);
+        expect(again.headers['set-cookie']).toBeUndefined();
+      }
+    }
+    expect(workerPids(cli).size).toBe(2);
+  });
+});
