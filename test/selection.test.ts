@@ -138,7 +138,9 @@ describe('Selector: same key, same backend', () => {
   });
 
   const builtSelector = fileURLToPath(new URL('../dist/src/selection/selector.js', import.meta.url));
-  it.skipIf(!existsSync(builtSelector))('gives the same orders in another process (built module in dist/)', () => {
+  // `npm test` builds dist/ first; without it this must fail, not pass quietly.
+  it('gives the same orders in another process (built module in dist/)', () => {
+    expect(existsSync(builtSelector), `${builtSelector} is missing: run npm run build`).toBe(true);
     const keys = clientAddresses(500, 23);
     const backends = weighted([1, 2, 1, 3, 1, 1, 2]);
     const hashUrl = pathToFileURL(builtSelector.replace(/selector\.js$/, 'hash.js')).href;
