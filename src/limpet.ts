@@ -113,7 +113,6 @@ export class Limpet {
       router.pins.onWrite = (key, backend) => role.reportPin(key, backend.id);
     }
     this.upgrades = new UpgradeForwarder(
-      { opened: () => {}, closed: () => {} }, // the websocket gauge reads backend.tunnels at scrape time
       () => this.context,
       () => ({ connectTimeout: this.config.timeouts.connect, tunnelIdle: this.config.timeouts.tunnel }),
     );
@@ -193,7 +192,7 @@ export class Limpet {
 
   /** Every backend's shareable state, for a worker that joins. */
   backendStates(): BackendStateUpdate[] {
-    return this.backends.map(stateOf);
+    return this.backends.map(backendState);
   }
 
   /** Every remembered pin, for a worker that joins. */
@@ -217,10 +216,6 @@ export class Limpet {
     const own = await this.metrics.registry.getMetricsAsJSON();
     const workers = await this.role.workerMetrics();
     return AggregatorRegistry.aggregate([own, ...workers]).metrics();
-  }
-
-  get router(): AffinityRouter {
-    return this.context.router;
   }
 
   get backends(): readonly Backend[] {
@@ -444,7 +439,8 @@ function affinitySettings(config: LimpetConfig): AffinitySettings {
   };
 }
 
-function stateOf(backend: Backend): BackendStateUpdate {
+/** A backend's state as the primary broadcasts it to workers. */
+export function backendState(backend: Backend): BackendStateUpdate {
   return {
     id: backend.id,
     healthy: backend.healthy,
@@ -454,8 +450,6 @@ function stateOf(backend: Backend): BackendStateUpdate {
     lastError: backend.lastError,
   };
 }
-
-export { stateOf as backendState };
 
 function sameHostPort(a: { host: string; port: number }, b: { host: string; port: number }): boolean {
   return a.host === b.host && a.port === b.port;

@@ -67,10 +67,6 @@ export class PinTable {
     this.entries.set(key, nowSeconds * SERIAL_SPACE + (backend.serial % SERIAL_SPACE));
   }
 
-  delete(key: string): void {
-    this.entries.delete(key);
-  }
-
   /** Drops idle entries; cheap because the oldest are at the front. Returns how many were dropped. */
   sweep(nowSeconds: number): number {
     let dropped = 0;

@@ -47,17 +47,6 @@ export class Placement {
   homeId: string | null = null;
   /** Backends already tried for this request (retries only). */
   tried: Backend[] | null = null;
-
-  reset(): void {
-    this.backend = null;
-    this.keyHash = 0;
-    this.pinKey = null;
-    this.remappedFrom = null;
-    this.nonce = null;
-    this.issueCookie = false;
-    this.homeId = null;
-    this.tried = null;
-  }
 }
 
 /**
@@ -147,8 +136,9 @@ export class AffinityRouter {
   }
 
   /** The Set-Cookie line to send with the response, if the client needs a (new) cookie. */
-  setCookieFor(placement: Placement, nowMs: number): string | null {
+  setCookieFor(placement: Placement): string | null {
     if (!placement.issueCookie || placement.nonce === null || placement.backend === null) return null;
+    const nowMs = Date.now();
     const attributes = this.settings.cookie;
     const expiresAt = attributes.maxAge === null ? 0 : Math.floor((nowMs + attributes.maxAge) / 1000);
     const value = this.codec.encode({

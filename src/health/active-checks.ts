@@ -66,12 +66,6 @@ export class ActiveHealthChecker {
     this.probes.clear();
   }
 
-  /** Runs one check of `backend` now (admin "check now", tests). */
-  async checkNow(backend: Backend): Promise<boolean> {
-    const probe = this.probes.get(backend);
-    return probe === undefined ? false : this.run(probe);
-  }
-
   private schedule(probe: Probe, delay: number): void {
     if (this.stopped) return;
     probe.timer = setTimeout(() => {

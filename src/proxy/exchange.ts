@@ -60,6 +60,10 @@ export class Exchange implements Dispatcher.DispatchHandler {
   private clientGone = false;
   private readonly startedAt = performance.now();
   private attempts = 0;
+  private status = 0;
+  /** A stale keep-alive resend happens at most once per request. */
+  private resentStale = false;
+  private remapHeaderSent = false;
 
   constructor(
     private readonly context: ForwardingContext,
@@ -126,7 +130,7 @@ export class Exchange implements Dispatcher.DispatchHandler {
       const listed = connectionListedHeaders(connectionValue);
       if (listed !== null) removeHeaders(flat, listed);
     }
-    const setCookie = this.context.router.setCookieFor(this.placement, Date.now());
+    const setCookie = this.context.router.setCookieFor(this.placement);
     if (setCookie !== null) flat.push('Set-Cookie', setCookie);
     const res = this.res;
     if (statusText) res.writeHead(statusCode, statusText, flat);
@@ -189,9 +193,6 @@ export class Exchange implements Dispatcher.DispatchHandler {
 
   // --- internals ----------------------------------------------------------------------------
 
-  private status = 0;
-  private resentStale = false;
-  private remapHeaderSent = false;
 
   /** A retry's second dispatch, unless the client left while it waited. */
   resend(backend: Backend): void {

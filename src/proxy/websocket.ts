@@ -8,12 +8,6 @@ import type { ForwardingContext } from './exchange.js';
 import { isHopByHop } from './headers.js';
 import { originFormPath, RequestHead } from './request-head.js';
 
-/** Tells metrics about tunnels opening and closing. */
-export interface TunnelObserver {
-  opened(backend: Backend): void;
-  closed(backend: Backend): void;
-}
-
 /** A WebSocket close frame, code 1001 "going away": unmasked as a server sends it, masked (zero key) as a client must. */
 const CLOSE_GOING_AWAY_TO_CLIENT = Buffer.from([0x88, 0x02, 0x03, 0xe9]);
 const CLOSE_GOING_AWAY_TO_BACKEND = Buffer.from([0x88, 0x82, 0, 0, 0, 0, 0x03, 0xe9]);
@@ -33,7 +27,6 @@ export class UpgradeForwarder {
   private readonly tunnels = new Set<Tunnel>();
 
   constructor(
-    private readonly observer: TunnelObserver,
     private readonly context: () => ForwardingContext,
     private readonly settings: () => { connectTimeout: number; tunnelIdle: number },
   ) {}
@@ -158,7 +151,7 @@ export class UpgradeForwarder {
       }
       let text = 'HTTP/1.1 101 Switching Protocols\r\n';
       for (let i = 0; i < res.rawHeaders.length; i += 2) text += `${res.rawHeaders[i]}: ${res.rawHeaders[i + 1]}\r\n`;
-      const setCookie = context.router.setCookieFor(placement, Date.now());
+      const setCookie = context.router.setCookieFor(placement);
       if (setCookie !== null) text += `Set-Cookie: ${setCookie}\r\n`;
       client.write(`${text}\r\n`);
       if (upstreamFirstBytes.length > 0) client.write(upstreamFirstBytes);
@@ -172,7 +165,6 @@ export class UpgradeForwarder {
     const { backend, client, upstream } = tunnel;
     this.tunnels.add(tunnel);
     backend.tunnels++;
-    this.observer.opened(backend);
     const idle = this.settings().tunnelIdle;
     upstream.setNoDelay(true);
     (client as Socket).setNoDelay?.(true);
@@ -182,7 +174,6 @@ export class UpgradeForwarder {
       closed = true;
       this.tunnels.delete(tunnel);
       backend.tunnels--;
-      this.observer.closed(backend);
       client.destroy();
       upstream.destroy();
     };

@@ -44,8 +44,4 @@ export class BackendSet {
       this.usableForNew[i] = available && !backend.draining ? 1 : 0;
     }
   }
-
-  anyAvailable(): boolean {
-    return this.usableForPinned.includes(1);
-  }
 }
