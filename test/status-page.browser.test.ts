@@ -160,8 +160,15 @@ describe.skipIf(!hasChromium)('status page in a browser', () => {
     const remapsIn = serving.filter((r) => r.id !== victim).reduce((sum, r) => sum + Number(r.fields['remaps-in']), 0);
     expect(remapsIn).toBeGreaterThan(0);
 
-    // Let the chart gather a few points, then keep one picture for people to look at.
-    await page.waitForTimeout(4_500);
+    // Once every chart line has a few points, keep one picture for people to look at.
+    await page.waitForFunction(
+      () => {
+        const lines = [...document.querySelectorAll('#chart polyline')];
+        return lines.length > 0 && lines.every((line) => (line.getAttribute('points') ?? '').trim().split(/\s+/).length >= 3);
+      },
+      undefined,
+      { timeout: PAGE_CAP_MS },
+    );
     await mkdir('test-results', { recursive: true });
     await page.screenshot({ path: 'test-results/status-page.png', fullPage: true });
     expect(pageErrors).toEqual([]);

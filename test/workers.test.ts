@@ -35,10 +35,19 @@ function workerPids(cli: CliProxy): Set<unknown> {
   return new Set(cli.logs.filter((l) => l.msg === 'request').map((l) => l.pid));
 }
 
+/** The primary answers first; a test about two workers starts once both have served a request. */
+async function bothWorkersServing(cli: CliProxy): Promise<void> {
+  await waitFor(async () => {
+    await request(cli.port, { localAddress: '127.0.13.1' });
+    return workerPids(cli).size === 2;
+  }, 15_000, 'both workers to serve');
+}
+
 describe('workers: 2', () => {
   it('answer the same clients with the same pins, also after a backend dies, and drain reaches every worker', async () => {
     backends = await startBackends(3);
     cli = await startCli(() => `workers: 2\nlog: { level: info, access: true }\naffinity: { by: ip }\nhealthCheck: { interval: 200ms, timeout: 200ms, rise: 1, fall: 2 }\n${backendsYaml(backends)}\n`);
+    await bothWorkersServing(cli);
     const before = await servedBy(cli.port, 4);
     for (const seen of before) expect(new Set(seen).size).toBe(1);
     expect(workerPids(cli).size).toBe(2);
@@ -69,6 +78,7 @@ describe('workers: 2', () => {
   it('replaces a crashed worker, which then knows every pin', async () => {
     backends = await startBackends(3);
     cli = await startCli(() => `workers: 2\nlog: { level: info, access: true }\naffinity: { by: ip }\nhealthCheck: { interval: 200ms, timeout: 200ms, rise: 1, fall: 2 }\n${backendsYaml(backends)}\n`);
+    await bothWorkersServing(cli);
     const before = await servedBy(cli.port, 2);
     const pids = [...workerPids(cli)] as number[];
     process.kill(pids[0]!, 'SIGKILL');
@@ -88,6 +98,9 @@ describe('workers: 2 in cookie mode without a configured secret', () => {
     backends = await startBackends(3);
     cli = await startCli(() => `workers: 2\nlog: { level: info, access: true }\naffinity: { by: cookie }\n${backendsYaml(backends)}\n`);
     const { cookiePair } = await import('./support/client.js');
+    // Both workers must be serving, or the cookies below would never cross from one to the other.
+    await bothWorkersServing(cli);
+    const servedBefore = cli.logs.filter((l) => l.msg === 'request').length;
     for (let i = 0; i < 10; i++) {
       const first = await request(cli.port);
       const cookie = cookiePair(first.headers)!;
@@ -98,6 +111,8 @@ describe('workers: 2 in cookie mode without a configured secret', () => {
         expect(again.headers['set-cookie']).toBeUndefined();
       }
     }
-    expect(workerPids(cli).size).toBe(2);
+    // the checked requests themselves were spread over both workers
+    const checked = cli.logs.filter((l) => l.msg === 'request').slice(servedBefore);
+    expect(new Set(checked.map((l) => l.pid)).size).toBe(2);
   });
 });
