@@ -1,4 +1,4 @@
-import { createServer, type Server, type IncomingMessage, type ServerResponse, type ServerOptions } from 'node:http';
+import { createServer, STATUS_CODES, type Server, type IncomingMessage, type ServerResponse, type ServerOptions } from 'node:http';
 import { createServer as createTlsServer } from 'node:https';
 import { readFileSync } from 'node:fs';
 import type { AddressInfo, Socket } from 'node:net';
@@ -117,18 +117,24 @@ export class Limpet {
       () => ({ connectTimeout: this.config.timeouts.connect, tunnelIdle: this.config.timeouts.tunnel }),
     );
     const serverOptions: ServerOptions = {
-      keepAliveTimeout: config.timeouts.clientIdle,
-      requestTimeout: Math.max(config.timeouts.response, 30_000) + 10_000,
+      maxHeaderSize: config.limits.maxHeaderSize,
+      // Client timers are checked this often; Node's 30 s default would let a slowloris linger.
+      connectionsCheckingInterval: CLIENT_TIMER_CHECK_MS,
       noDelay: true,
     };
     if (role.kind === 'primary') this.server = null;
     else {
-      this.server =
+      const server =
         config.tls === null
           ? createServer(serverOptions, this.handleRequest)
           : createTlsServer({ ...serverOptions, ...readTlsFiles(config.tls) }, this.handleRequest);
-      this.server.on('upgrade', this.handleUpgrade);
-      this.server.on('clientError', onClientError);
+      applyClientLimits(server, config);
+      server.on('upgrade', this.handleUpgrade);
+      server.on('clientError', this.onClientError);
+      server.on('checkContinue', this.handleExpectContinue);
+      server.on('connection', this.onClientConnection);
+      server.on('drop', this.onConnectionDropped);
+      this.server = server;
     }
     this.admin =
       role.kind === 'worker'
@@ -246,12 +252,19 @@ export class Limpet {
     if (!sameHostPort(old.listen, config.listen)) needsRestart.push('listen');
     if (!sameHostPort(old.admin.listen, config.admin.listen)) needsRestart.push('admin.listen');
     if (old.workers !== config.workers) needsRestart.push('workers');
+    if (old.limits.maxHeaderSize !== config.limits.maxHeaderSize) needsRestart.push('limits.maxHeaderSize');
     if ((old.tls === null) !== (config.tls === null)) needsRestart.push('tls (switching between HTTP and HTTPS)');
     else if (config.tls !== null && this.server !== null && 'setSecureContext' in this.server) {
       (this.server as import('node:https').Server).setSecureContext(readTlsFiles(config.tls));
     }
     // What cannot change live keeps its old value, so the running state stays coherent.
-    const applied: LimpetConfig = { ...config, listen: old.listen, admin: { ...config.admin, listen: old.admin.listen }, workers: old.workers };
+    const applied: LimpetConfig = {
+      ...config,
+      listen: old.listen,
+      admin: { ...config.admin, listen: old.admin.listen },
+      workers: old.workers,
+      limits: { ...config.limits, maxHeaderSize: old.limits.maxHeaderSize },
+    };
     if (needsRestart.some((key) => key.startsWith('tls'))) applied.tls = old.tls;
 
     const previous = this.context.router.backends;
@@ -279,7 +292,7 @@ export class Limpet {
     if (this.role.kind !== 'worker') this.health.track(set.backends, healthSettings(applied));
     this.admin?.setToken(applied.admin.token);
     this.logger.level = applied.log.level;
-    if (this.server !== null) this.server.keepAliveTimeout = applied.timeouts.clientIdle;
+    if (this.server !== null) applyClientLimits(this.server, applied);
     this.config = applied;
     this.context = this.buildContext(applied, router, clients);
     return needsRestart;
@@ -316,6 +329,38 @@ export class Limpet {
   private readonly handleRequest = (req: IncomingMessage, res: ServerResponse): void => {
     if (this.closing) res.shouldKeepAlive = false;
     new Exchange(this.context, req, res).start();
+  };
+
+  /** `Expect: 100-continue`: a body over the limit is refused before the client sends it. */
+  private readonly handleExpectContinue = (req: IncomingMessage, res: ServerResponse): void => {
+    const { maxBodySize } = this.context.limits;
+    const declared = req.headers['content-length'];
+    if (maxBodySize === 0 || declared === undefined || Number(declared) <= maxBodySize) res.writeContinue();
+    this.handleRequest(req, res);
+  };
+
+  private readonly onClientConnection = (socket: Socket): void => {
+    this.metrics.clientConnections++;
+    socket.once('close', this.onClientConnectionClosed);
+  };
+
+  private readonly onClientConnectionClosed = (): void => {
+    this.metrics.clientConnections--;
+  };
+
+  private readonly onConnectionDropped = (): void => {
+    this.metrics.connectionsDropped.inc();
+  };
+
+  /** A request Node could not parse: answer 400 (431 for oversized heads, 408 for slow ones) and close; never crash. */
+  private readonly onClientError = (error: NodeJS.ErrnoException, socket: Duplex): void => {
+    if (!socket.writable || (socket as Socket).bytesWritten > 0) {
+      socket.destroy();
+      return;
+    }
+    const status = error.code === 'HPE_HEADER_OVERFLOW' ? 431 : error.code === 'ERR_HTTP_REQUEST_TIMEOUT' ? 408 : 400;
+    this.metrics.requestCompleted(null, status, 0);
+    socket.end(`HTTP/1.1 ${status} ${STATUS_CODES[status]}\r\nConnection: close\r\nContent-Length: 0\r\n\r\n`);
   };
 
   private readonly handleUpgrade = (req: IncomingMessage, socket: Duplex, head: Buffer): void => {
@@ -403,6 +448,7 @@ export class Limpet {
       retries: config.retries,
       protocol: config.tls === null ? 'http' : 'https',
       affinityHeader: config.affinity.by === 'header' ? config.affinity.header.toLowerCase() : null,
+      limits: config.limits,
       accessLog: config.log.access ? this.logger : null,
       observer: this.observer,
     };
@@ -459,25 +505,26 @@ function readTlsFiles(tls: { cert: string; key: string }): { cert: Buffer; key: 
   return { cert: readFileSync(tls.cert), key: readFileSync(tls.key) };
 }
 
+/** How often Node checks client header and request timers. */
+const CLIENT_TIMER_CHECK_MS = 500;
+
+/** The client-side limits a running listener can take without a restart. */
+function applyClientLimits(server: Server, config: LimpetConfig): void {
+  const { clientIdle, clientHeaders, clientRequest } = config.timeouts;
+  server.keepAliveTimeout = clientIdle;
+  server.requestTimeout = clientRequest;
+  // Node refuses a header timeout longer than the whole-request one; the shorter one rules anyway.
+  server.headersTimeout = clientRequest === 0 ? clientHeaders : Math.min(clientHeaders, clientRequest);
+  // Node would drop fields past its count silently (Host among them, making a 400); the exchange
+  // counts them and answers 431 instead, while maxHeaderSize bounds what the parser keeps.
+  server.maxHeadersCount = 0;
+  server.maxConnections = config.limits.maxConnections === 0 ? Infinity : config.limits.maxConnections;
+}
+
 function healthSettings(config: LimpetConfig): HealthCheckSettings {
   return { ...config.healthCheck, cooldown: config.passive.cooldown };
 }
 
 function poolSettings(config: LimpetConfig): PoolSettings {
   return { connectTimeout: config.timeouts.connect, keepAliveTimeout: 60_000 };
-}
-
-/** A request Node could not parse: answer 400 (431 for oversized heads, 408 for slow ones) and close; never crash. */
-function onClientError(error: NodeJS.ErrnoException, socket: Duplex): void {
-  if (!socket.writable || (socket as Socket).bytesWritten > 0) {
-    socket.destroy();
-    return;
-  }
-  const status =
-    error.code === 'HPE_HEADER_OVERFLOW'
-      ? '431 Request Header Fields Too Large'
-      : error.code === 'ERR_HTTP_REQUEST_TIMEOUT'
-        ? '408 Request Timeout'
-        : '400 Bad Request';
-  socket.end(`HTTP/1.1 ${status}\r\nConnection: close\r\nContent-Length: 0\r\n\r\n`);
 }

@@ -82,6 +82,9 @@ export class ProxyMetrics {
   readonly remaps: Counter<'from' | 'to' | 'reason'>;
   readonly healthChecks: Counter<'backend' | 'result'>;
   readonly configReloads: Counter<'result'>;
+  readonly connectionsDropped: Counter;
+  /** Open client connections of this process, kept by the listener. */
+  clientConnections = 0;
   private readonly meters = new Map<Backend, BackendMeters>();
   /** Requests answered by the proxy itself before any backend was chosen (no backend available, bad target). */
   private readonly unplaced = new Float64Array(HIGHEST_STATUS - LOWEST_STATUS + 1);
@@ -140,6 +143,21 @@ export class ProxyMetrics {
         this.reset();
         const counts = live.sessionsByBackend();
         for (const backend of live.backends()) this.set({ backend: backend.id }, counts.get(backend) ?? 0);
+      },
+    });
+    this.connectionsDropped = new Counter({
+      name: 'limpet_client_connections_dropped_total',
+      help: 'Client connections closed on arrival because limits.maxConnections were open.',
+      registers,
+    });
+    const metrics = this;
+    new Gauge({
+      name: 'limpet_client_connections',
+      help: 'Open client connections, WebSocket tunnels included.',
+      registers,
+      aggregator: 'sum',
+      collect() {
+        this.set(metrics.clientConnections);
       },
     });
     this.configReloads.inc({ result: 'success' }, 0);

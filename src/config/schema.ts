@@ -1,6 +1,7 @@
 import { isIP } from 'node:net';
 import { z } from 'zod';
 import { DURATION_PATTERN, formatDuration, parseDuration } from './duration.js';
+import { formatSize, parseSize, SIZE_PATTERN } from './size.js';
 
 /** How a config value reads in an error message: strings quoted, YAML maps and lists named. */
 function show(value: unknown): string {
@@ -72,6 +73,31 @@ function duration(min = 0, max = MAX_TIMER_MS) {
       if (ms < min) return fail(ctx, `must be at least ${formatDuration(min)}, got ${show(value)}`);
       if (ms > max) return fail(ctx, `must be at most ${formatDuration(max)}, got ${show(value)}`);
       return ms;
+    });
+}
+
+function size(min: number, max: number) {
+  const error = (issue: { input?: unknown }) => {
+    try {
+      parseSize(issue.input);
+      return `expected a size, got ${show(issue.input)}`;
+    } catch (problem) {
+      return (problem as Error).message;
+    }
+  };
+  // As with durations, the union is for editors; parseSize is the one grammar behind it.
+  return z
+    .union([text().regex(new RegExp(SIZE_PATTERN), { error }), z.number({ error }).int({ error }).min(0, { error })])
+    .transform((value, ctx) => {
+      let bytes: number;
+      try {
+        bytes = parseSize(value);
+      } catch (problem) {
+        return fail(ctx, (problem as Error).message);
+      }
+      if (bytes !== 0 && bytes < min) return fail(ctx, `must be at least ${formatSize(min)}, got ${show(value)}`);
+      if (bytes > max) return fail(ctx, `must be at most ${formatSize(max)}, got ${show(value)}`);
+      return bytes;
     });
 }
 
@@ -279,9 +305,30 @@ export const configSchema = z
         connect: duration(1).prefault('2s').describe('TCP connect to a backend. Default "2s".'),
         response: duration(1).prefault('30s').describe('Until the backend\'s response headers; then 504. Default "30s".'),
         clientIdle: duration(1).prefault('60s').describe('Keep-alive idle time of client connections. Default "60s".'),
+        clientHeaders: duration(100)
+          .prefault('10s')
+          .describe('Time a client has to send a request\'s headers; then 408 and close (slowloris). Default "10s".'),
+        clientRequest: duration()
+          .prefault('5m')
+          .describe('Time a client has to send a whole request, body included; then 408 and close. 0 turns it off. Default "5m".'),
         tunnel: duration(1).prefault('1h').describe('Idle time of a WebSocket tunnel. Default "1h".'),
         shutdown: duration().prefault('10s').describe('How long SIGTERM waits for in-flight requests. Default "10s".'),
       }).describe('Timeouts.'),
+      limits: section({
+        maxHeaderSize: size(1024, 1024 ** 2)
+          .prefault('16KB')
+          .describe('Most bytes of request line plus headers; more gets 431. 1KB-1MB. Default "16KB".'),
+        maxHeaderCount: integer(1, 10_000).default(100).describe('Most request header fields; more gets 431. Default 100.'),
+        maxUrlLength: size(64, 1024 ** 2)
+          .prefault('8KB')
+          .describe('Most bytes of the request target (path and query); more gets 414. Default "8KB".'),
+        maxBodySize: size(1, Number.MAX_SAFE_INTEGER)
+          .prefault(0)
+          .describe('Most bytes of a request body; more gets 413. 0 means no limit. Default 0.'),
+        maxConnections: integer(0, 10_000_000)
+          .default(0)
+          .describe('Most open client connections per process; more are closed at once. 0 means no limit. Default 0.'),
+      }).describe('Limits on what clients may send.'),
       retries: integer(0, 10)
         .default(2)
         .describe('Times a request that never reached a backend is sent to the next backend in the client\'s order. Default 2.'),

@@ -8,6 +8,7 @@ import type { Backend } from '../upstream/backend.js';
 import { connectionListedHeaders, isHopByHop, removeHeaders } from './headers.js';
 import { originFormPath, RequestHead } from './request-head.js';
 import { sendProxyError, sendUnavailable } from './responses.js';
+import { BodySizeLimit, headLimitStatus, rejectOverLimit, type ClientLimits } from './client-limits.js';
 
 /** What forwarding needs from the running proxy; swapped whole on reload. */
 export interface ForwardingContext {
@@ -19,6 +20,7 @@ export interface ForwardingContext {
   readonly protocol: 'http' | 'https';
   /** Lower-case name of the affinity header in header mode, else null. */
   readonly affinityHeader: string | null;
+  readonly limits: ClientLimits;
   readonly accessLog: Logger | null;
   readonly observer: ExchangeObserver;
 }
@@ -64,6 +66,8 @@ export class Exchange implements Dispatcher.DispatchHandler {
   /** A stale keep-alive resend happens at most once per request. */
   private resentStale = false;
   private remapHeaderSent = false;
+  /** Counts a chunked body when a body limit is set; its Content-Length was checked up front otherwise. */
+  private bodyLimit: BodySizeLimit | null = null;
 
   constructor(
     private readonly context: ForwardingContext,
@@ -81,6 +85,12 @@ export class Exchange implements Dispatcher.DispatchHandler {
     }
     const head = this.head;
     head.copy(req, context.affinityHeader);
+    const overLimit = headLimitStatus(req, context.limits, head.contentLength);
+    if (overLimit !== 0) {
+      this.finish(null, overLimit);
+      rejectOverLimit(req, res, overLimit, head.chunked ? Infinity : Number(head.contentLength ?? 0));
+      return;
+    }
     context.router.place(this.placement, req.socket, head, Date.now());
     const backend = this.placement.backend;
     if (backend === null) {
@@ -96,7 +106,7 @@ export class Exchange implements Dispatcher.DispatchHandler {
       path,
       method: req.method as Dispatcher.HttpMethod,
       headers: head.headers,
-      body: head.hasBody ? req : null,
+      body: head.hasBody ? this.body(head.chunked) : null,
       headersTimeout: context.responseTimeout,
       bodyTimeout: context.responseTimeout,
     };
@@ -156,6 +166,13 @@ export class Exchange implements Dispatcher.DispatchHandler {
       this.finish(backend, 499);
       return;
     }
+    if (this.bodyLimit?.exceeded === true) {
+      // The client's fault, not the backend's: no passive failure, no retry.
+      this.finish(backend, 413);
+      if (this.responded) this.res.destroy();
+      else rejectOverLimit(this.req, this.res, 413, Infinity);
+      return;
+    }
     if (this.responded) {
       // Mid-response: the client must see a cut response, not a complete-looking one.
       this.finish(backend, this.status);
@@ -193,6 +210,13 @@ export class Exchange implements Dispatcher.DispatchHandler {
 
   // --- internals ----------------------------------------------------------------------------
 
+
+  private body(chunked: boolean): IncomingMessage | BodySizeLimit {
+    const max = this.context.limits.maxBodySize;
+    if (!chunked || max === 0) return this.req;
+    this.bodyLimit = new BodySizeLimit(max);
+    return this.req.pipe(this.bodyLimit);
+  }
 
   /** A retry's second dispatch, unless the client left while it waited. */
   resend(backend: Backend): void {

@@ -1,9 +1,10 @@
-import { request as httpRequest, type IncomingMessage, type ClientRequest } from 'node:http';
+import { request as httpRequest, STATUS_CODES, type IncomingMessage, type ClientRequest } from 'node:http';
 import { request as httpsRequest } from 'node:https';
 import type { Socket } from 'node:net';
 import type { Duplex } from 'node:stream';
 import { Placement } from '../affinity/router.js';
 import type { Backend } from '../upstream/backend.js';
+import { headLimitStatus, LIMIT_MESSAGES } from './client-limits.js';
 import type { ForwardingContext } from './exchange.js';
 import { isHopByHop } from './headers.js';
 import { originFormPath, RequestHead } from './request-head.js';
@@ -42,6 +43,8 @@ export class UpgradeForwarder {
     if (path === null) return rejectUpgrade(client, 400, 'Bad request target');
     const head = new RequestHead();
     head.copy(req, context.affinityHeader);
+    const overLimit = headLimitStatus(req, context.limits, head.contentLength);
+    if (overLimit !== 0) return rejectUpgrade(client, overLimit, LIMIT_MESSAGES[overLimit]);
     const placement = new Placement();
     context.router.place(placement, req.socket, head, Date.now());
     if (placement.backend === null) return rejectUpgrade(client, 503, 'No backend is available', 'Retry-After: 5\r\n');
@@ -207,7 +210,7 @@ function closeTunnel(tunnel: Tunnel): void {
 
 function rejectUpgrade(client: Duplex, status: number, message: string, extra = ''): void {
   if (!client.writable) return void client.destroy();
-  const reason = status === 400 ? 'Bad Request' : status === 502 ? 'Bad Gateway' : status === 503 ? 'Service Unavailable' : 'Gateway Timeout';
+  const reason = STATUS_CODES[status] ?? 'Error';
   const body = `${message}\n`;
   client.end(`HTTP/1.1 ${status} ${reason}\r\nContent-Type: text/plain; charset=utf-8\r\nContent-Length: ${Buffer.byteLength(body)}\r\n${extra}Connection: close\r\n\r\n${body}`);
 }

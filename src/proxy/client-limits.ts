@@ -1,0 +1,59 @@
+import type { IncomingMessage, ServerResponse } from 'node:http';
+import { Transform, type TransformCallback } from 'node:stream';
+import { sendProxyError } from './responses.js';
+
+/** What a client may send, checked on every request before it is placed or forwarded. */
+export interface ClientLimits {
+  readonly maxHeaderCount: number;
+  readonly maxUrlLength: number;
+  /** 0: no limit. */
+  readonly maxBodySize: number;
+}
+
+/**
+ * An over-limit body of up to this many unread bytes is read and discarded, so the client gets its
+ * 413 intact and keeps the connection; beyond it the connection is closed instead.
+ */
+const DISCARD_AT_MOST = 1024 * 1024;
+
+/** The status a request's head earns for breaking a limit (431, 414 or 413), or 0 within limits. */
+export function headLimitStatus(req: IncomingMessage, limits: ClientLimits, contentLength: string | undefined): 0 | 413 | 414 | 431 {
+  if (req.rawHeaders.length > 2 * limits.maxHeaderCount) return 431;
+  if ((req.url as string).length > limits.maxUrlLength) return 414;
+  if (limits.maxBodySize > 0 && contentLength !== undefined && Number(contentLength) > limits.maxBodySize) return 413;
+  return 0;
+}
+
+/** The short plain-text answer for each limit. */
+export const LIMIT_MESSAGES = { 413: 'Request body too large', 414: 'Request target too long', 431: 'Too many request header fields' } as const;
+
+/** Answers a request that broke a limit without forwarding it, and gets rid of its unread body. */
+export function rejectOverLimit(req: IncomingMessage, res: ServerResponse, status: 413 | 414 | 431, unreadBytes: number): void {
+  if (unreadBytes > DISCARD_AT_MOST) res.shouldKeepAlive = false;
+  // Reading the rest lets the client see the answer rather than a reset while it is still sending.
+  req.resume();
+  sendProxyError(res, status, LIMIT_MESSAGES[status]);
+}
+
+/**
+ * Passes a chunked body through while counting it; past `maxBytes` it fails, which aborts the
+ * upstream request, and `exceeded` tells the exchange to answer 413 rather than 502.
+ */
+export class BodySizeLimit extends Transform {
+  exceeded = false;
+  private seen = 0;
+
+  constructor(private readonly maxBytes: number) {
+    super();
+  }
+
+  override _transform(chunk: Buffer, _encoding: BufferEncoding, callback: TransformCallback): void {
+    this.seen += chunk.length;
+    if (this.seen <= this.maxBytes) {
+      callback(null, chunk);
+      return;
+    }
+    this.exceeded = true;
+    callback(new Error(`request body over ${this.maxBytes} bytes`));
+  }
+}
