@@ -21,7 +21,7 @@ afterAll(async () => {
   await Promise.all(backends.map((b) => b.close()));
 });
 
-/** Sends raw bytes and returns whatever comes back until the proxy closes (or 3 s pass). */
+/** Sends raw bytes (without half-closing, which would abort the request) and returns whatever comes back until the proxy closes (or 3 s pass). */
 function raw(bytes: string): Promise<string> {
   return new Promise((resolve) => {
     const socket = connect(port, '127.0.0.1');
@@ -30,7 +30,7 @@ function raw(bytes: string): Promise<string> {
     socket.on('close', () => resolve(reply));
     socket.on('error', () => resolve(reply));
     socket.setTimeout(3000, () => socket.destroy());
-    socket.end(bytes);
+    socket.write(bytes);
   });
 }
 
@@ -43,14 +43,30 @@ describe('hostile requests get a 4xx or a closed socket, never a forwarded reque
     ['obsolete line folding', 'GET / HTTP/1.1\r\nHost: x\r\nX-A: a\r\n b\r\n\r\n', /^HTTP\/1\.1 400 /],
     ['a header block over the size limit', `GET / HTTP/1.1\r\nHost: x\r\nX-Big: ${'a'.repeat(20_000)}\r\n\r\n`, /^HTTP\/1\.1 431 /],
     ['garbage instead of a request line', 'HELLO THERE\r\n\r\n', /^HTTP\/1\.1 400 /],
+    ['a NUL byte in a header value', 'GET / HTTP/1.1\r\nHost: x\r\nX-A: a\x00b\r\n\r\n', /^HTTP\/1\.1 400 /],
+    ['a bare CR inside a header value', 'GET / HTTP/1.1\r\nHost: x\r\nX-A: a\rGET /smuggled HTTP/1.1\r\n\r\n', /^HTTP\/1\.1 400 /],
+    ['a bare LF ending a header line', 'GET / HTTP/1.1\r\nHost: x\nX-A: b\r\n\r\n', /^(HTTP\/1\.1 400 |HTTP\/1\.1 200 )/],
+    ['two Host fields', 'GET /smuggled HTTP/1.1\r\nHost: good.example\r\nHost: evil.example\r\n\r\n', /^HTTP\/1\.1 400 /],
+    ['an absolute-form target naming another host than Host', 'GET http://evil.example/smuggled HTTP/1.1\r\nHost: good.example\r\n\r\n', /^HTTP\/1\.1 400 /],
+    ['a Transfer-Encoding other than chunked', 'POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: gzip\r\n\r\nabc', /^HTTP\/1\.1 400 /],
+    ['a Content-Length with a sign', 'POST / HTTP/1.1\r\nHost: x\r\nContent-Length: +5\r\n\r\nhello', /^HTTP\/1\.1 400 /],
   ];
   for (const [name, bytes, expected] of cases) {
     it(name, async () => {
       const before = backends[0]!.seen.length;
       expect(await raw(bytes)).toMatch(expected);
-      expect(backends[0]!.seen.slice(before).filter((r) => r.url === '/smuggled' || r.method === 'POST')).toEqual([]);
+      expect(backends[0]!.seen.slice(before).filter((r) => r.url.endsWith('/smuggled') || r.method === 'POST')).toEqual([]);
       // and the proxy still serves
       expect((await request(port)).status).toBe(200);
     });
   }
+});
+
+describe('absolute-form targets', () => {
+  it('forwards one naming the same host as Host (default port or not) as a plain path', async () => {
+    const before = backends[0]!.seen.length;
+    expect(await raw('GET http://Good.Example:80/page?q=1 HTTP/1.1\r\nHost: good.example\r\nConnection: close\r\n\r\n')).toMatch(/^HTTP\/1\.1 200 /);
+    const seen = backends[0]!.seen.slice(before);
+    expect(seen.map((r) => [r.url, r.headers.host])).toEqual([['/page?q=1', 'good.example']]);
+  });
 });

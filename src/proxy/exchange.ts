@@ -79,12 +79,15 @@ export class Exchange implements Dispatcher.DispatchHandler {
     const { req, res, context } = this;
     const path = originFormPath(req.url ?? '');
     if (path === null) {
-      this.finish(null, 400);
-      sendProxyError(res, 400, 'Bad request target');
+      this.refuseMalformed('Bad request target');
       return;
     }
     const head = this.head;
     head.copy(req, context.affinityHeader);
+    if (head.hostConflicts(req.url as string, path)) {
+      this.refuseMalformed('Bad Host');
+      return;
+    }
     const overLimit = headLimitStatus(req, context.limits, head.contentLength);
     if (overLimit !== 0) {
       this.finish(null, overLimit);
@@ -210,6 +213,13 @@ export class Exchange implements Dispatcher.DispatchHandler {
 
   // --- internals ----------------------------------------------------------------------------
 
+
+  /** A request no backend should see: 400, and the connection is closed, as for a parse error. */
+  private refuseMalformed(message: string): void {
+    this.finish(null, 400);
+    this.res.shouldKeepAlive = false;
+    sendProxyError(this.res, 400, message);
+  }
 
   private body(chunked: boolean): IncomingMessage | BodySizeLimit {
     const max = this.context.limits.maxBodySize;

@@ -13,6 +13,8 @@ export class RequestHead implements ClientHints {
   cookieHeader: string | undefined = undefined;
   affinityHeader: string | undefined = undefined;
   host: string | undefined = undefined;
+  /** Two Host fields: proxies and backends could each believe a different one, so it is refused. */
+  duplicateHost = false;
   contentLength: string | undefined = undefined;
   chunked = false;
   private forwardedProto: string | undefined = undefined;
@@ -30,6 +32,7 @@ export class RequestHead implements ClientHints {
       const lower = name.toLowerCase();
       switch (lower) {
         case 'host':
+          if (this.host !== undefined) this.duplicateHost = true;
           this.host = value;
           break;
         case 'cookie':
@@ -71,6 +74,14 @@ export class RequestHead implements ClientHints {
     }
   }
 
+  /**
+   * Two Host fields, or an absolute-form target naming another host than Host: the backend could
+   * read the request as meant for a different site, so such a request is refused.
+   */
+  hostConflicts(target: string, path: string): boolean {
+    return this.duplicateHost || (path.length !== target.length && !targetAgreesWithHost(target, this.host));
+  }
+
   get hasBody(): boolean {
     return this.chunked || (this.contentLength !== undefined && this.contentLength !== '0');
   }
@@ -100,4 +111,23 @@ export function originFormPath(target: string): string | null {
   if (scheme < 0) return null;
   const slash = target.indexOf('/', scheme);
   return slash < 0 ? '/' : target.slice(slash);
+}
+
+/**
+ * Whether an absolute-form target (`GET http://a.example/ HTTP/1.1`) names the same authority as
+ * the Host field. RFC 9112 §3.2.2 lets the target win; limpet forwards only the path with the
+ * client's Host, so a mismatch is refused rather than letting the backend see a different host.
+ */
+function targetAgreesWithHost(target: string, host: string | undefined): boolean {
+  const https = target.startsWith('https://');
+  const start = https ? 8 : 7;
+  const slash = target.indexOf('/', start);
+  const authority = target.slice(start, slash < 0 ? target.length : slash).toLowerCase();
+  if (host === undefined) return false;
+  return withoutDefaultPort(authority, https) === withoutDefaultPort(host.toLowerCase(), https);
+}
+
+function withoutDefaultPort(authority: string, https: boolean): string {
+  const suffix = https ? ':443' : ':80';
+  return authority.endsWith(suffix) ? authority.slice(0, -suffix.length) : authority;
 }

@@ -43,6 +43,9 @@ export class UpgradeForwarder {
     if (path === null) return rejectUpgrade(client, 400, 'Bad request target');
     const head = new RequestHead();
     head.copy(req, context.affinityHeader);
+    if (head.hostConflicts(req.url as string, path)) {
+      return rejectUpgrade(client, 400, 'Bad Host');
+    }
     const overLimit = headLimitStatus(req, context.limits, head.contentLength);
     if (overLimit !== 0) return rejectUpgrade(client, overLimit, LIMIT_MESSAGES[overLimit]);
     const placement = new Placement();
