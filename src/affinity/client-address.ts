@@ -11,10 +11,12 @@ interface PeerInfo {
 
 /** Strips the IPv4-mapped IPv6 prefix so one client has one key whichever stack it came in on. */
 export function normaliseAddress(address: string): string {
-  if (address.length > 7 && address.charCodeAt(0) === 58 /* : */ && address.startsWith('::ffff:') && address.includes('.')) {
-    return address.slice(7);
+  const lower = address.toLowerCase();
+  // Only a dotted IPv4 address may follow: "::ffff:0:1.2.3.4" is another IPv6 range, and a zone id makes it no IPv4 address.
+  if (lower.length > 7 && lower.charCodeAt(0) === 58 /* : */ && lower.startsWith('::ffff:') && isIP(lower.slice(7)) === 4) {
+    return lower.slice(7);
   }
-  return address.toLowerCase();
+  return lower;
 }
 
 /** Parses one X-Forwarded-For hop: a bare address, "[v6]:port" or "v4:port". Returns null when it is not an address. */
@@ -72,7 +74,7 @@ export class ClientAddressResolver {
       // A hop that is not an address cannot be vouched for: stop at the last one we could check.
       if (hop === null) return client;
       client = hop;
-      if (!trusted.check(hop, hop.includes(':') ? 'ipv6' : 'ipv4')) return hop;
+      if (!trusted.check(withoutZone(hop), hop.includes(':') ? 'ipv6' : 'ipv4')) return hop;
       end = start;
     }
     return client;
@@ -85,7 +87,7 @@ export class ClientAddressResolver {
     if (info === undefined || info.resolver !== this) {
       const address = normaliseAddress(socket.remoteAddress ?? '');
       const trusted =
-        this.trusted !== null && address !== '' && this.trusted.check(address, address.includes(':') ? 'ipv6' : 'ipv4');
+        this.trusted !== null && address !== '' && this.trusted.check(withoutZone(address), address.includes(':') ? 'ipv6' : 'ipv4');
       info = { resolver: this, address, trusted };
       holder[peerCache] = info;
     }
@@ -97,10 +99,18 @@ function buildBlockList(entries: readonly string[]): BlockList {
   const list = new BlockList();
   for (const entry of entries) {
     const slash = entry.indexOf('/');
-    const address = normaliseAddress(slash < 0 ? entry : entry.slice(0, slash));
+    // Not normalised: a prefix counts bits of the family as written ("::ffff:10.0.0.0/104"), and BlockList
+    // already matches IPv4 addresses against IPv4-mapped entries and the other way round.
+    const address = withoutZone(slash < 0 ? entry : entry.slice(0, slash));
     const family = isIP(address) === 6 ? 'ipv6' : 'ipv4';
     if (slash < 0) list.addAddress(address, family);
     else list.addSubnet(address, Number(entry.slice(slash + 1)), family);
   }
   return list;
+}
+
+/** BlockList ignores zone ids ("fe80::1%eth0") but cannot parse long spellings that carry one, so they are dropped first. */
+function withoutZone(address: string): string {
+  const percent = address.indexOf('%');
+  return percent < 0 ? address : address.slice(0, percent);
 }

@@ -73,8 +73,9 @@ export class AffinityCookieCodec {
     const expiryDot = value.lastIndexOf('.', macDot - 1);
     if (expiryDot <= NONCE_CHARS + 1) return null;
     const payload = value.slice(0, macDot);
-    const expected = Buffer.from(this.mac(payload), 'latin1');
-    const given = Buffer.from(value.slice(macDot + 1), 'latin1');
+    // UTF-8, not latin1: latin1 keeps only the low byte, so "\u0141" would pass for "A".
+    const expected = Buffer.from(this.mac(payload), 'utf8');
+    const given = Buffer.from(value.slice(macDot + 1), 'utf8');
     if (given.length !== expected.length || !timingSafeEqual(given, expected)) return null;
     const expiresAt = parseInt(value.slice(expiryDot + 1, macDot), 36);
     if (!Number.isSafeInteger(expiresAt) || expiresAt < 0) return null;
@@ -130,12 +131,17 @@ export function findCookie(header: string, name: string): string | undefined {
   return undefined;
 }
 
+/** The last instant an HTTP date can spell: its year has four digits. */
+const LATEST_HTTP_DATE_MS = Date.UTC(9999, 11, 31, 23, 59, 59);
+
 /** The Set-Cookie line for a cookie value; expiry is computed from `nowMs` on every call, never cached. */
 export function serializeSetCookie(attributes: CookieAttributes, value: string, nowMs: number): string {
   let line = `${attributes.name}=${value}; Path=${attributes.path}`;
   if (attributes.maxAge !== null) {
     const seconds = Math.floor(attributes.maxAge / 1000);
-    line += `; Max-Age=${seconds}; Expires=${new Date(nowMs + seconds * 1000).toUTCString()}`;
+    // maxAge may be up to 2^53 ms; past year 9999 toUTCString gives a 5-digit year or "Invalid Date".
+    const expires = new Date(Math.min(nowMs + seconds * 1000, LATEST_HTTP_DATE_MS));
+    line += `; Max-Age=${seconds}; Expires=${expires.toUTCString()}`;
   }
   if (attributes.domain !== null) line += `; Domain=${attributes.domain}`;
   if (attributes.httpOnly) line += '; HttpOnly';

@@ -2,7 +2,7 @@
 export const DURATION_PATTERN = '^(?:\\d+(?:\\.\\d+)?(?:ms|s|m|h))+$';
 
 const DURATION = new RegExp(DURATION_PATTERN);
-const PART = /(\d+(?:\.\d+)?)(ms|s|m|h)/g;
+const PART = /(\d+)(?:\.(\d+))?(ms|s|m|h)/g;
 const UNIT_MS: Readonly<Record<string, number>> = { ms: 1, s: 1_000, m: 60_000, h: 3_600_000 };
 
 const EXPECTED = 'expected a duration like "250ms", "2s", "5m" or integer milliseconds';
@@ -26,7 +26,11 @@ export function parseDuration(value: unknown): number {
     throw new Error(`${EXPECTED}, got ${JSON.stringify(value)}${hint}`);
   }
   let ms = 0;
-  for (const [, amount, unit] of value.matchAll(PART)) ms += Number(amount) * (UNIT_MS[unit as string] as number);
+  for (const [, whole, fraction, unit] of value.matchAll(PART)) {
+    const size = UNIT_MS[unit as string] as number;
+    // Whole and fraction apart: as one float, "1249773964.9h" lands half a millisecond off and rounds wrong.
+    ms += Number(whole) * size + (fraction === undefined ? 0 : Number(`0.${fraction}`) * size);
+  }
   // Timers have millisecond resolution, so fractions like "1.0005s" round to whole milliseconds.
   const rounded = Math.round(ms);
   if (!Number.isSafeInteger(rounded)) throw new Error(`duration ${JSON.stringify(value)} is too large`);

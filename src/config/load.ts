@@ -1,7 +1,7 @@
 import { accessSync, constants } from 'node:fs';
 import { readFile } from 'node:fs/promises';
 import { dirname, resolve } from 'node:path';
-import { isMap, isScalar, isSeq, LineCounter, parseDocument, type Document, type YAMLError } from 'yaml';
+import { isMap, isScalar, isSeq, LineCounter, Parser, parseDocument, type CST, type Document, type YAMLError } from 'yaml';
 import type { z } from 'zod';
 import { configSchema, type LimpetConfig } from './schema.js';
 
@@ -52,16 +52,23 @@ type Report = (offset: number, path: readonly PathSegment[], message: string) =>
  */
 export function parseConfig(text: string, file: string, env: NodeJS.ProcessEnv = process.env): LimpetConfig {
   const lines = new LineCounter();
-  const doc = parseDocument(text, { lineCounter: lines, prettyErrors: false, uniqueKeys: true });
   const issues: ConfigIssue[] = [];
   const report: Report = (offset, path, message) => {
     const { line, col } = lines.linePos(offset);
-    issues.push({ file, line, column: col, path: formatPath(path), message });
+    issues.push({ file, line, column: col, path: oneLine(formatPath(path)), message: oneLine(message) });
   };
   const fail = (): never => {
     issues.sort((a, b) => a.line - b.line || a.column - b.column);
     throw new ConfigError(issues.filter((issue, i) => i === issues.findIndex((o) => sameIssue(o, issue))));
   };
+
+  // The syntax-tree pass also fills `lines`, so the document below needs no line counter of its own.
+  const tooDeep = firstTooDeep(new Parser(lines.addNewLine).parse(text));
+  if (tooDeep !== null) {
+    report(tooDeep, [], `collections nested more than ${MAX_NESTING} deep`);
+    return fail();
+  }
+  const doc = parseDocument(text, { prettyErrors: false, uniqueKeys: true });
 
   let lost = false;
   for (const error of doc.errors) {
@@ -99,6 +106,31 @@ export function parseConfig(text: string, file: string, env: NodeJS.ProcessEnv =
   const config = result.data;
   if (config.tls !== null) config.tls = { cert: resolve(base, config.tls.cert), key: resolve(base, config.tls.key) };
   return config;
+}
+
+/**
+ * Far beyond any real config. Deeper, the YAML composer overflows the stack, and a second overflow can
+ * abort the whole process from inside V8's regexp compiler instead of throwing.
+ */
+const MAX_NESTING = 100;
+
+/** Where a map or list nested deeper than MAX_NESTING starts; null when there is none. Not recursive, unlike the composer. */
+function firstTooDeep(tokens: Iterable<CST.Token>): number | null {
+  const pending: Array<{ token: CST.Token; depth: number }> = [];
+  for (const token of tokens) pending.push({ token, depth: 0 });
+  for (let next = pending.pop(); next !== undefined; next = pending.pop()) {
+    const { token, depth } = next;
+    if (token.type === 'document') {
+      if (token.value !== undefined) pending.push({ token: token.value, depth });
+    } else if (token.type === 'block-map' || token.type === 'block-seq' || token.type === 'flow-collection') {
+      if (depth >= MAX_NESTING) return token.offset;
+      for (const item of token.items) {
+        if ('key' in item && item.key) pending.push({ token: item.key, depth: depth + 1 });
+        if (item.value) pending.push({ token: item.value, depth: depth + 1 });
+      }
+    }
+  }
+  return null;
 }
 
 function syntaxMessage(error: YAMLError, text: string): string {
@@ -326,6 +358,11 @@ function editDistance(a: string, b: string): number {
 
 function startsWith(path: readonly PathSegment[], prefix: readonly PathSegment[]): boolean {
   return prefix.length <= path.length && prefix.every((segment, i) => segment === path[i]);
+}
+
+/** Keys and values may hold line breaks; escaped, every issue stays one line of formatConfigIssues (the reloader splits on "\n"). */
+function oneLine(text: string): string {
+  return text.replace(/\r/g, '\\r').replace(/\n/g, '\\n');
 }
 
 function sameIssue(a: ConfigIssue, b: ConfigIssue): boolean {
