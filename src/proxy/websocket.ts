@@ -5,6 +5,7 @@ import type { Duplex } from 'node:stream';
 import { Placement } from '../affinity/router.js';
 import type { Backend } from '../upstream/backend.js';
 import { headLimitStatus, LIMIT_MESSAGES } from './client-limits.js';
+import { FrameBoundary } from './frame-boundary.js';
 import type { ForwardingContext } from './exchange.js';
 import { isHopByHop } from './headers.js';
 import { originFormPath, RequestHead } from './request-head.js';
@@ -12,11 +13,15 @@ import { originFormPath, RequestHead } from './request-head.js';
 /** A WebSocket close frame, code 1001 "going away": unmasked as a server sends it, masked (zero key) as a client must. */
 const CLOSE_GOING_AWAY_TO_CLIENT = Buffer.from([0x88, 0x02, 0x03, 0xe9]);
 const CLOSE_GOING_AWAY_TO_BACKEND = Buffer.from([0x88, 0x82, 0, 0, 0, 0, 0x03, 0xe9]);
+const EMPTY = Buffer.alloc(0);
 
 interface Tunnel {
   backend: Backend;
   client: Duplex;
   upstream: Socket;
+  /** Frames relayed each way, so a close frame of the proxy's own never lands inside one. */
+  toClient: FrameBoundary;
+  toBackend: FrameBoundary;
 }
 
 /**
@@ -160,9 +165,16 @@ export class UpgradeForwarder {
       const setCookie = context.router.setCookieFor(placement);
       if (setCookie !== null) text += `Set-Cookie: ${setCookie}\r\n`;
       client.write(`${text}\r\n`);
-      if (upstreamFirstBytes.length > 0) client.write(upstreamFirstBytes);
-      if (firstBytes.length > 0) upstream.write(firstBytes);
-      this.open({ backend, client, upstream });
+      const tunnel: Tunnel = { backend, client, upstream, toClient: new FrameBoundary(), toBackend: new FrameBoundary() };
+      if (upstreamFirstBytes.length > 0) {
+        tunnel.toClient.feed(upstreamFirstBytes);
+        client.write(upstreamFirstBytes);
+      }
+      if (firstBytes.length > 0) {
+        tunnel.toBackend.feed(firstBytes);
+        upstream.write(firstBytes);
+      }
+      this.open(tunnel);
     });
     upstreamReq.end();
   }
@@ -187,6 +199,8 @@ export class UpgradeForwarder {
     client.on('error', close).on('close', close);
     upstream.setTimeout(idle, close);
     (client as Socket).setTimeout?.(idle, close);
+    upstream.on('data', (chunk: Buffer) => tunnel.toClient.feed(chunk));
+    client.on('data', (chunk: Buffer) => tunnel.toBackend.feed(chunk));
     upstream.pipe(client);
     client.pipe(upstream);
   }
@@ -198,8 +212,9 @@ function closeTunnel(tunnel: Tunnel): void {
   // source once the other side finishes, so nobody would read the peers' replies and FINs).
   upstream.unpipe(client);
   client.unpipe(upstream);
-  if (client.writable) client.end(CLOSE_GOING_AWAY_TO_CLIENT);
-  if (upstream.writable) upstream.end(CLOSE_GOING_AWAY_TO_BACKEND);
+  // Mid-frame, a close frame would corrupt the frame being relayed: the peer gets a plain FIN instead.
+  if (client.writable) client.end(tunnel.toClient.atBoundary ? CLOSE_GOING_AWAY_TO_CLIENT : EMPTY);
+  if (upstream.writable) upstream.end(tunnel.toBackend.atBoundary ? CLOSE_GOING_AWAY_TO_BACKEND : EMPTY);
   // Read and drop what the peers still send (their close replies), so their FINs are seen and both
   // sockets close as soon as the peers are done, not at the deadline below.
   client.resume();

@@ -1,0 +1,72 @@
+import { afterEach, describe, expect, it } from 'vitest';
+import { createServer, connect, type Server, type Socket, type AddressInfo } from 'node:net';
+import { waitFor } from './support/client.js';
+import { startProxy } from './support/proxy.js';
+
+const CLOSE_1001_UNMASKED = Buffer.from([0x88, 0x02, 0x03, 0xe9]);
+
+let backend: Server | null = null;
+let backendSockets: Socket[] = [];
+
+afterEach(async () => {
+  for (const socket of backendSockets) socket.destroy();
+  backendSockets = [];
+  await new Promise((resolve) => (backend ? backend.close(resolve) : resolve(undefined)));
+  backend = null;
+});
+
+/** A raw WebSocket backend: answers the upgrade, then sends `frameBytes` and waits. */
+async function startRawBackend(frameBytes: Buffer): Promise<string> {
+  backend = createServer((socket) => {
+    backendSockets.push(socket);
+    let head = '';
+    socket.on('data', (chunk) => {
+      if (head.includes('\r\n\r\n')) return;
+      head += chunk.toString('latin1');
+      if (!head.includes('\r\n\r\n')) return;
+      if (head.startsWith('GET /health')) return void socket.end('HTTP/1.1 200 OK\r\nContent-Length: 0\r\nConnection: close\r\n\r\n');
+      // The accept key is not checked by this raw client, so any value will do.
+      socket.write('HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: x\r\n\r\n');
+      socket.write(frameBytes);
+    });
+    socket.on('error', () => {});
+  });
+  await new Promise<void>((resolve) => backend!.listen(0, '127.0.0.1', resolve));
+  return `http://127.0.0.1:${(backend!.address() as AddressInfo).port}`;
+}
+
+/** Upgrades through the proxy and returns everything received after the 101 head, once the proxy closes. */
+async function tunnelThenShutdown(frameBytes: Buffer): Promise<Buffer> {
+  const url = await startRawBackend(frameBytes);
+  const { limpet, port } = await startProxy(`affinity: { by: ip }\nbackends: [{ id: ws, url: "${url}" }]`);
+  const client = connect(port, '127.0.0.1');
+  const chunks: Buffer[] = [];
+  client.on('data', (chunk) => chunks.push(chunk));
+  const closed = new Promise((resolve) => client.on('close', resolve));
+  client.write('GET /socket HTTP/1.1\r\nHost: x\r\nConnection: Upgrade\r\nUpgrade: websocket\r\nSec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n');
+  const received = () => Buffer.concat(chunks);
+  await waitFor(() => {
+    const all = received();
+    const end = all.indexOf('\r\n\r\n');
+    return end >= 0 && all.length - (end + 4) >= frameBytes.length;
+  }, 10_000, 'the backend frame bytes to arrive');
+  await limpet.close();
+  await closed;
+  const all = received();
+  return all.subarray(all.indexOf('\r\n\r\n') + 4);
+}
+
+describe('WebSocket close on shutdown', () => {
+  it('sends close 1001 after a complete frame', async () => {
+    const frame = Buffer.concat([Buffer.from([0x81, 0x05]), Buffer.from('hello')]);
+    const after = await tunnelThenShutdown(frame);
+    expect(after).toEqual(Buffer.concat([frame, CLOSE_1001_UNMASKED]));
+  });
+
+  it('does not write a close frame into the middle of a frame the backend is still sending', async () => {
+    // A frame announcing 1,000 payload bytes, of which only 100 have been sent.
+    const partial = Buffer.concat([Buffer.from([0x82, 0x7e, 0x03, 0xe8]), Buffer.alloc(100, 0x61)]);
+    const after = await tunnelThenShutdown(partial);
+    expect(after).toEqual(partial);
+  });
+});
