@@ -9,20 +9,10 @@
 import http from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { baselineArgs } from './baseline-args.js';
+import { backendFor } from './ip-hash.js';
 import httpProxy from 'http-proxy';
 
 const { host, port, backends } = baselineArgs('http-proxy-sticky');
-const targets = backends;
-
-// FNV-1a over the whole address string: cheap and spreads neighbouring addresses.
-function hashAddress(address: string): number {
-  let hash = 0x811c9dc5;
-  for (let i = 0; i < address.length; i++) {
-    hash ^= address.charCodeAt(i);
-    hash = Math.imul(hash, 0x01000193);
-  }
-  return hash >>> 0;
-}
 
 const agent = new http.Agent({ keepAlive: true });
 const proxy = httpProxy.createProxyServer({ xfwd: true });
@@ -40,8 +30,7 @@ proxy.on('error', (_error, _req, res) => {
 });
 
 const server = http.createServer((req, res) => {
-  const target = targets[hashAddress(req.socket.remoteAddress ?? '') % targets.length];
-  proxy.web(req, res, { target, agent });
+  proxy.web(req, res, { target: backendFor(req.socket.remoteAddress, backends), agent });
 });
 server.listen(port, host, () => {
   const address = server.address() as AddressInfo;

@@ -2,8 +2,8 @@
 // and reduces either tool's output to the same LoadResult.
 //
 // autocannon runs in a child process (this file, invoked as
-// `node dist/bench/load.js autocannon URL CONNECTIONS SECONDS`) so it never shares an event loop
-// or a CPU with the harness or with the process under test.
+// `node dist/bench/load.js autocannon URL CONNECTIONS SECONDS [HEADERS_JSON]`) so it never shares
+// an event loop or a CPU with the harness or with the process under test.
 import { spawn } from 'node:child_process';
 import { accessSync, constants } from 'node:fs';
 import { createRequire } from 'node:module';
@@ -31,6 +31,8 @@ export interface LoadOptions {
   seconds: number;
   /** CPU list for `taskset -c`, or undefined to run unpinned. */
   cpus: string | undefined;
+  /** Extra request headers, e.g. `Connection: close` to open a new connection per request. */
+  headers?: Record<string, string>;
 }
 
 /** Whether an executable of this name is on PATH. */
@@ -56,15 +58,21 @@ export function chooseLoadTool(): LoadTool {
 }
 
 export async function runLoad(options: LoadOptions): Promise<LoadResult> {
+  const headers = Object.entries(options.headers ?? {});
   const command = options.tool === 'wrk'
-    ? ['wrk', '-t1', `-c${options.connections}`, `-d${options.seconds}s`, '--latency', options.url]
-    : [process.execPath, fileURLToPath(import.meta.url), 'autocannon', options.url, String(options.connections), String(options.seconds)];
-  const pinned = options.cpus === undefined ? command : ['taskset', '-c', options.cpus, ...command];
-  const output = await capture(pinned, (options.seconds + 30) * 1000);
+    ? ['wrk', '-t1', `-c${options.connections}`, `-d${options.seconds}s`, '--latency', ...headers.flatMap(([name, value]) => ['-H', `${name}: ${value}`]), options.url]
+    : [process.execPath, fileURLToPath(import.meta.url), 'autocannon', options.url, String(options.connections), String(options.seconds), JSON.stringify(options.headers ?? {})];
+  const output = await capture(pinnedCommand(command, options.cpus), (options.seconds + 30) * 1000);
   return options.tool === 'wrk' ? parseWrk(output) : (JSON.parse(output) as LoadResult);
 }
 
-function capture(argv: string[], timeoutMs: number): Promise<string> {
+/** `argv` run through `taskset -c cpus` when a CPU list is given. */
+export function pinnedCommand(argv: string[], cpus: string | undefined): string[] {
+  return cpus === undefined ? argv : ['taskset', '-c', cpus, ...argv];
+}
+
+/** Runs a command to completion and resolves with its stdout; rejects on a non-zero exit or timeout. */
+export function capture(argv: string[], timeoutMs: number): Promise<string> {
   return new Promise((resolve, reject) => {
     const child = spawn(argv[0]!, argv.slice(1), { stdio: ['ignore', 'pipe', 'pipe'] });
     let stdout = '';
@@ -115,11 +123,11 @@ interface AutocannonResult {
   errors: number;
   non2xx: number;
 }
-type Autocannon = (options: { url: string; connections: number; duration: number }) => Promise<AutocannonResult>;
+type Autocannon = (options: { url: string; connections: number; duration: number; headers: Record<string, string> }) => Promise<AutocannonResult>;
 
-async function autocannonChild(url: string, connections: number, seconds: number): Promise<void> {
+async function autocannonChild(url: string, connections: number, seconds: number, headers: Record<string, string>): Promise<void> {
   const autocannon = createRequire(import.meta.url)('autocannon') as Autocannon;
-  const result = await autocannon({ url, connections, duration: seconds });
+  const result = await autocannon({ url, connections, duration: seconds, headers });
   const summary: LoadResult = {
     requestsPerSec: result.requests.average,
     p50Ms: result.latency.p50,
@@ -132,6 +140,6 @@ async function autocannonChild(url: string, connections: number, seconds: number
 }
 
 if (process.argv[1] === fileURLToPath(import.meta.url) && process.argv[2] === 'autocannon') {
-  const [url, connections, seconds] = process.argv.slice(3);
-  await autocannonChild(url!, Number(connections), Number(seconds));
+  const [url, connections, seconds, headers] = process.argv.slice(3);
+  await autocannonChild(url!, Number(connections), Number(seconds), JSON.parse(headers ?? '{}') as Record<string, string>);
 }
