@@ -145,6 +145,8 @@ export async function runPrimary(configFromFile: LimpetConfig, file: string, tex
     });
   };
   const count = workerCount(config);
+  // Set before the first fork; the primary's hand-off is what makes round-robin even, and costly.
+  cluster.schedulingPolicy = config.workerBalance === 'kernel' ? cluster.SCHED_NONE : cluster.SCHED_RR;
   for (let i = 0; i < count; i++) fork();
   logger.info({ msg: 'workers started', workers: count });
 

@@ -252,6 +252,7 @@ export class Limpet {
     if (!sameHostPort(old.listen, config.listen)) needsRestart.push('listen');
     if (!sameHostPort(old.admin.listen, config.admin.listen)) needsRestart.push('admin.listen');
     if (old.workers !== config.workers) needsRestart.push('workers');
+    if (old.workerBalance !== config.workerBalance) needsRestart.push('workerBalance');
     if (old.limits.maxHeaderSize !== config.limits.maxHeaderSize) needsRestart.push('limits.maxHeaderSize');
     if ((old.tls === null) !== (config.tls === null)) needsRestart.push('tls (switching between HTTP and HTTPS)');
     else if (config.tls !== null && this.server !== null && 'setSecureContext' in this.server) {
@@ -263,6 +264,7 @@ export class Limpet {
       listen: old.listen,
       admin: { ...config.admin, listen: old.admin.listen },
       workers: old.workers,
+      workerBalance: old.workerBalance,
       limits: { ...config.limits, maxHeaderSize: old.limits.maxHeaderSize },
     };
     if (needsRestart.some((key) => key.startsWith('tls'))) applied.tls = old.tls;

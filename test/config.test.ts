@@ -70,6 +70,7 @@ describe('config values', () => {
       trustedProxies: [],
       healthCheck: { path: '/health', interval: 2_000, timeout: 1_000, rise: 2, fall: 3, expectStatus: { min: 200, max: 399 } },
       passive: { maxFails: 3, window: 10_000, cooldown: 10_000 },
+      workerBalance: 'roundRobin',
       timeouts: { connect: 2_000, response: 30_000, clientIdle: 60_000, clientHeaders: 10_000, clientRequest: 300_000, tunnel: 3_600_000, shutdown: 10_000 },
       limits: { maxHeaderSize: 16_384, maxHeaderCount: 100, maxUrlLength: 8_192, maxBodySize: 0, maxConnections: 0 },
       retries: 2,

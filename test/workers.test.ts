@@ -116,3 +116,14 @@ describe('workers: 2 in cookie mode without a configured secret', () => {
     expect(new Set(checked.map((l) => l.pid)).size).toBe(2);
   });
 });
+
+describe('workers: 2 with workerBalance: kernel', () => {
+  it('serves with the same pins whichever worker accepts the connection', async () => {
+    backends = await startBackends(3);
+    cli = await startCli(() => `workers: 2\nworkerBalance: kernel\nlog: { level: info, access: true }\naffinity: { by: ip }\n${backendsYaml(backends)}\n`);
+    await waitFor(async () => (await request(cli!.port).catch(() => null))?.status === 200, 15_000, 'a worker to serve');
+    const seen = await servedBy(cli.port, 3, 20);
+    for (const backendsSeen of seen) expect(new Set(backendsSeen).size).toBe(1);
+    expect(new Set(seen.map((s) => s[0])).size).toBeGreaterThan(1);
+  });
+});

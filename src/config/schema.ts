@@ -234,6 +234,11 @@ export const configSchema = z
         .union([integer(1, 256), z.literal('auto')], { error: expected('an integer from 1 to 256 or "auto"') })
         .default(1)
         .describe('Processes sharing the listener: 1-256, or "auto" for one per CPU core. Default 1.'),
+      workerBalance: oneOf(['roundRobin', 'kernel'])
+        .default('roundRobin')
+        .describe(
+          'How workers get connections: "roundRobin", the primary hands them out evenly; "kernel", workers accept directly (far cheaper per new connection, less even). Default "roundRobin".',
+        ),
       log: section({
         level: oneOf(['debug', 'info', 'warn', 'error']).default('info').describe('Least severe level logged. Default "info".'),
         access: bool().default(false).describe('Log one JSON line per request. Default false.'),
