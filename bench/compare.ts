@@ -81,9 +81,9 @@ const nodeBaseline = (script: string) =>
   async (spec: TargetSpec, backends: Backends): Promise<PeerStart> =>
     ({ prepared: await baselineTarget(spec.name, spec.description, script, backends, SERVER_CPU) });
 
-const limpet = (workers: string, cpus: string | undefined) =>
+const limpet = (workers: string, cpus: string | undefined, extraYaml: string[] = []) =>
   async (spec: TargetSpec, backends: Backends, tmp: string): Promise<PeerStart> =>
-    ({ prepared: await limpetTarget(backends, tmp, { name: spec.name, description: spec.description, nodeArgs: [], extraYaml: [`workers: ${workers}`], cpus }) });
+    ({ prepared: await limpetTarget(backends, tmp, { name: spec.name, description: spec.description, nodeArgs: [], extraYaml: [`workers: ${workers}`, ...extraYaml], cpus }) });
 
 const nginx = (workerProcesses: '1' | 'auto', cpus: string | undefined) =>
   (spec: TargetSpec, backends: Backends, tmp: string) => startNginx(spec.name, spec.description, backends, tmp, workerProcesses, cpus);
@@ -109,6 +109,12 @@ const TARGETS: TargetSpec[] = [
     description: `limpet, workers: auto (${CORES} workers + primary), otherwise the same; all cores`,
     sticky: 'ip',
     start: limpet('auto', ALL_CPUS),
+  },
+  {
+    name: 'limpet-auto-kernel',
+    description: `limpet, workers: auto with workerBalance: kernel (workers accept directly, no hand-off by the primary); all cores`,
+    sticky: 'ip',
+    start: limpet('auto', ALL_CPUS, ['workerBalance: kernel']),
   },
   {
     name: 'http-proxy',
