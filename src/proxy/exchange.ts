@@ -201,7 +201,7 @@ export class Exchange implements Dispatcher.DispatchHandler {
           this.remapHeaderSent = true;
         }
         // Let undici finish tearing down the failed connection first, or the resend joins its fate.
-        setImmediate(resendExchange, this, next);
+        setImmediate(resendExchange, this, next, staleSocket);
         return;
       }
     }
@@ -229,17 +229,19 @@ export class Exchange implements Dispatcher.DispatchHandler {
   }
 
   /** A retry's second dispatch, unless the client left while it waited. */
-  resend(backend: Backend): void {
+  resend(backend: Backend, newConnection: boolean): void {
     if (this.clientGone) this.finish(null, 499);
-    else this.dispatch(backend);
+    else this.dispatch(backend, newConnection);
   }
 
-  private dispatch(backend: Backend): void {
+  /** `newConnection`: after a stale socket, as the pool may hold more sockets the backend closed. */
+  private dispatch(backend: Backend, newConnection = false): void {
     this.attempts++;
     this.sent = false;
     backend.inflight++;
     this.placement.backend = backend;
-    backend.dispatcher.dispatch(this.options as Dispatcher.DispatchOptions, this);
+    if (newConnection) backend.dispatchOnNewConnection(this.options as Dispatcher.DispatchOptions, this);
+    else backend.dispatcher.dispatch(this.options as Dispatcher.DispatchOptions, this);
   }
 
   private finish(backend: Backend | null, status: number): void {
@@ -258,7 +260,8 @@ export class Exchange implements Dispatcher.DispatchHandler {
         backend: backend?.id ?? null,
         remappedFrom: this.placement.remappedFrom,
         ms: Math.round(seconds * 1e4) / 10,
-        client: this.req.socket.remoteAddress,
+        // undici unsets `req.socket` when it destroys a request body it has sent.
+        client: (this.req.socket ?? this.res.socket)?.remoteAddress ?? null,
       });
     }
   }
@@ -275,8 +278,8 @@ export class Exchange implements Dispatcher.DispatchHandler {
   }
 }
 
-function resendExchange(exchange: Exchange, backend: Backend): void {
-  exchange.resend(backend);
+function resendExchange(exchange: Exchange, backend: Backend, newConnection: boolean): void {
+  exchange.resend(backend, newConnection);
 }
 
 function onClientClose(this: ResponseWithExchange): void {

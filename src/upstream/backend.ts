@@ -1,4 +1,4 @@
-import { Pool } from 'undici';
+import { Client, Pool, type Dispatcher } from 'undici';
 
 export type BackendStatus = 'up' | 'down' | 'draining';
 
@@ -57,8 +57,10 @@ export class Backend {
   tunnels = 0;
   lastCheck: HealthCheckResult | null = null;
   lastError: string | null = null;
+  private connectTimeout: number;
 
   constructor(settings: BackendSettings, pool: PoolSettings) {
+    this.connectTimeout = pool.connectTimeout;
     this.id = settings.id;
     this.url = settings.url;
     this.target = new URL(settings.url);
@@ -77,8 +79,20 @@ export class Backend {
     return this.draining ? 'draining' : 'up';
   }
 
+  /**
+   * Sends one request on a connection of its own, closed once the request is done. A resend after a
+   * stale keep-alive socket goes this way: the pool may hold more sockets the backend has closed.
+   */
+  dispatchOnNewConnection(options: Dispatcher.DispatchOptions, handler: Dispatcher.DispatchHandler): void {
+    const client = new Client(this.url, { connectTimeout: this.connectTimeout, pipelining: 1 });
+    client.dispatch(options, handler);
+    // Resolves once the one request is done; it cannot fail, as nothing else closes this client.
+    void client.close();
+  }
+
   /** Applies a reloaded config entry; a new URL gets a new pool while the old one finishes its requests. */
   reconfigure(settings: BackendSettings, pool: PoolSettings): Pool | null {
+    this.connectTimeout = pool.connectTimeout;
     this.weight = settings.weight;
     this.healthPath = settings.healthPath;
     if (settings.url === this.url) return null;
