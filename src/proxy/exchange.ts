@@ -68,6 +68,7 @@ export class Exchange implements Dispatcher.DispatchHandler {
   private remapHeaderSent = false;
   /** Counts a chunked body when a body limit is set; its Content-Length was checked up front otherwise. */
   private bodyLimit: BodySizeLimit | null = null;
+  private drainListening = false;
 
   constructor(
     private readonly context: ForwardingContext,
@@ -154,7 +155,12 @@ export class Exchange implements Dispatcher.DispatchHandler {
 
   onData(chunk: Buffer): boolean {
     if (this.res.write(chunk)) return true;
-    this.res.once('drain', onClientDrain);
+    // One listener for the whole response: 'drain' only follows a write that returned false, and
+    // a large body pauses many times (once() would wrap a new listener each time).
+    if (!this.drainListening) {
+      this.drainListening = true;
+      this.res.on('drain', onClientDrain);
+    }
     return false;
   }
 
