@@ -466,7 +466,8 @@ function openFds(pid: number): number {
 }
 
 /** Established TCP connections that process `pid` holds on its local `port`: the clients it accepted. */
-function acceptedConnections(pid: number, port: number): number {
+/** Inodes of the sockets process `pid` holds open. */
+function socketInodes(pid: number): Set<string> {
   const inodes = new Set<string>();
   for (const fd of readdirSync(`/proc/${pid}/fd`)) {
     try {
@@ -476,14 +477,34 @@ function acceptedConnections(pid: number, port: number): number {
       // closed between listing and reading
     }
   }
-  const localPort = `:${port.toString(16).toUpperCase().padStart(4, '0')}`;
-  let count = 0;
-  for (const line of readFileSync(`/proc/${pid}/net/tcp`, 'utf8').split('\n')) {
-    const fields = line.trim().split(/\s+/);
-    // local_address, state (01 = ESTABLISHED), inode
-    if (fields[1]?.endsWith(localPort) && fields[3] === '01' && inodes.has(fields[9] ?? '')) count++;
-  }
-  return count;
+  return inodes;
+}
+
+/** Rows of the TCP socket table: local port, remote port, state (01 = ESTABLISHED), inode. */
+function tcpTable(pid: number): { localPort: number; remotePort: number; state: string; inode: string }[] {
+  return readFileSync(`/proc/${pid}/net/tcp`, 'utf8')
+    .split('\n')
+    .slice(1)
+    .map((line) => line.trim().split(/\s+/))
+    .filter((fields) => fields.length > 9)
+    .map((fields) => ({
+      localPort: parseInt(fields[1]!.split(':')[1]!, 16),
+      remotePort: parseInt(fields[2]!.split(':')[1]!, 16),
+      state: fields[3]!,
+      inode: fields[9]!,
+    }));
+}
+
+/**
+ * Established connections the proxy (`pid`) accepted on `port` from this test process. Connections
+ * from elsewhere — another test file's client reconnecting to a port since reused — do not count.
+ */
+function acceptedConnections(pid: number, port: number): number {
+  const proxySockets = socketInodes(pid);
+  const ours = socketInodes(process.pid);
+  const table = tcpTable(pid);
+  const ourPorts = new Set(table.filter((row) => ours.has(row.inode)).map((row) => row.localPort));
+  return table.filter((row) => row.localPort === port && row.state === '01' && proxySockets.has(row.inode) && ourPorts.has(row.remotePort)).length;
 }
 
 async function metric(adminPort: number, name: string): Promise<number> {
