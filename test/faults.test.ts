@@ -503,7 +503,8 @@ function acceptedConnections(pid: number, port: number): number {
   const proxySockets = socketInodes(pid);
   const ours = socketInodes(process.pid);
   const table = tcpTable(pid);
-  const ourPorts = new Set(table.filter((row) => ours.has(row.inode)).map((row) => row.localPort));
+  // Our ends of connections to the proxy port: their local ports name the proxy's peers exactly.
+  const ourPorts = new Set(table.filter((row) => ours.has(row.inode) && row.remotePort === port).map((row) => row.localPort));
   return table.filter((row) => row.localPort === port && row.state === '01' && proxySockets.has(row.inode) && ourPorts.has(row.remotePort)).length;
 }
 
