@@ -275,3 +275,35 @@ describe('failover', () => {
     expect(proxy.backend('stale')!.status).toBe('up');
   });
 });
+
+describe('a backend that resets every connection once it reads a request', () => {
+  it('retries bodiless idempotent requests on the next backend, and answers 502 to requests with a body', async () => {
+    const resetting = createTcpServer((socket: Socket) => {
+      socket.on('error', () => {});
+      socket.once('data', () => socket.resetAndDestroy());
+    });
+    extraServers.push(resetting);
+    await new Promise<void>((resolve) => resetting.listen(0, '127.0.0.1', resolve));
+    const { port: resetPort } = resetting.address() as import('node:net').AddressInfo;
+    backends = [await startBackend('steady')];
+    const started = await startProxy(
+      `affinity: { by: ip }\nhealthCheck: { interval: 1h }\npassive: { maxFails: 1000 }\nbackends:\n  - { id: resetter, url: "http://127.0.0.1:${resetPort}" }\n  - { id: steady, url: "${backends[0]!.url}" }`,
+    );
+    proxy = started.limpet;
+    const gets = await Promise.all(Array.from({ length: 20 }, (_, i) => request(started.port, { localAddress: sourceAddress(i) })));
+    expect(gets.map((r) => r.status)).toEqual(gets.map(() => 200));
+    // Those placed on the resetting backend arrived at the steady one as remapped.
+    const remapped = backends[0]!.seen.filter((r) => r.headers['x-limpet-remapped-from'] === 'resetter');
+    expect(remapped.length).toBeGreaterThan(0);
+
+    // New clients, so some are placed on the resetting backend again.
+    const posts = await Promise.all(
+      Array.from({ length: 20 }, (_, i) => request(started.port, { method: 'POST', body: 'payload', localAddress: sourceAddress(100 + i) })),
+    );
+    const failed = posts.filter((r) => r.status === 502).length;
+    expect(failed).toBeGreaterThan(0);
+    // A request whose body went out may have had effects: the failed ones were never sent again.
+    expect(posts.filter((r) => r.status === 200).length).toBe(20 - failed);
+    expect(backends[0]!.seen.filter((r) => r.method === 'POST').length).toBe(20 - failed);
+  });
+});

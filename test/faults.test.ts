@@ -480,32 +480,35 @@ function socketInodes(pid: number): Set<string> {
   return inodes;
 }
 
-/** Rows of the TCP socket table: local port, remote port, state (01 = ESTABLISHED), inode. */
-function tcpTable(pid: number): { localPort: number; remotePort: number; state: string; inode: string }[] {
+/** Rows of the TCP socket table: local and remote address (hex ip:port as the kernel writes them), port, state (01 = ESTABLISHED), inode. */
+function tcpTable(pid: number): { local: string; remote: string; localPort: number; state: string; inode: string }[] {
   return readFileSync(`/proc/${pid}/net/tcp`, 'utf8')
     .split('\n')
     .slice(1)
     .map((line) => line.trim().split(/\s+/))
     .filter((fields) => fields.length > 9)
     .map((fields) => ({
+      local: fields[1]!,
+      remote: fields[2]!,
       localPort: parseInt(fields[1]!.split(':')[1]!, 16),
-      remotePort: parseInt(fields[2]!.split(':')[1]!, 16),
       state: fields[3]!,
       inode: fields[9]!,
     }));
 }
 
 /**
- * Established connections the proxy (`pid`) accepted on `port` from this test process. Connections
- * from elsewhere — another test file's client reconnecting to a port since reused — do not count.
+ * Established connections the proxy (`pid`) accepted on `port` whose other end this test process
+ * holds, matched on both addresses. Connections from elsewhere — another test file's client that
+ * reaches a port since reused — do not count.
  */
 function acceptedConnections(pid: number, port: number): number {
   const proxySockets = socketInodes(pid);
   const ours = socketInodes(process.pid);
   const table = tcpTable(pid);
-  // Our ends of connections to the proxy port: their local ports name the proxy's peers exactly.
-  const ourPorts = new Set(table.filter((row) => ours.has(row.inode) && row.remotePort === port).map((row) => row.localPort));
-  return table.filter((row) => row.localPort === port && row.state === '01' && proxySockets.has(row.inode) && ourPorts.has(row.remotePort)).length;
+  const ourConnections = new Set(table.filter((row) => ours.has(row.inode)).map((row) => `${row.local}>${row.remote}`));
+  return table.filter(
+    (row) => row.localPort === port && row.state === '01' && proxySockets.has(row.inode) && ourConnections.has(`${row.remote}>${row.local}`),
+  ).length;
 }
 
 async function metric(adminPort: number, name: string): Promise<number> {

@@ -190,13 +190,16 @@ export class Exchange implements Dispatcher.DispatchHandler {
     }
     const code = (error as NodeJS.ErrnoException).code;
     const notSent = !this.sent || (code !== undefined && NOT_SENT_CODES.has(code));
-    // A stale keep-alive socket is no sign of a sick backend: resend once to the same backend (the
-    // client keeps its pin), when sending twice is harmless and the body was never read.
-    const staleSocket =
-      !notSent && !this.resentStale && code !== undefined && STALE_SOCKET_CODES.has(code) &&
+    // The connection died before any answer, and sending twice is harmless with no body read.
+    const safeToResend =
+      !notSent && code !== undefined && STALE_SOCKET_CODES.has(code) &&
       this.options?.body === null && IDEMPOTENT_METHODS.has(this.req.method ?? '');
+    // The first time that is most likely a stale keep-alive socket, no sign of a sick backend: resend
+    // to the same backend (the client keeps its pin). Failing again, the backend is the problem: the
+    // request goes to the next backend, as nginx's proxy_next_upstream does for idempotent requests.
+    const staleSocket = safeToResend && !this.resentStale;
     if (!staleSocket) this.context.observer.upstreamFailed(backend, error);
-    if ((notSent || staleSocket) && this.attempts <= this.context.retries) {
+    if ((notSent || safeToResend) && this.attempts <= this.context.retries) {
       const next = staleSocket ? backend : this.context.router.retry(this.placement);
       if (next !== null) {
         this.resentStale ||= staleSocket;
