@@ -14,6 +14,7 @@ export interface TestBackend {
   readonly server: Server;
   readonly url: string;
   readonly port: number;
+  /** Requests that reached it, health checks left out (they arrive whenever the proxy's timer fires). */
   readonly seen: SeenRequest[];
   close(): Promise<void>;
 }
@@ -30,7 +31,7 @@ export const answerWithId: BackendHandler = (req, res, id) => {
 export async function startBackend(id: string, handler: BackendHandler = answerWithId, port = 0): Promise<TestBackend> {
   const seen: SeenRequest[] = [];
   const server = createServer((req, res) => {
-    seen.push({ method: req.method ?? '', url: req.url ?? '', headers: req.headers, rawHeaders: req.rawHeaders });
+    if (req.url !== '/health') seen.push({ method: req.method ?? '', url: req.url ?? '', headers: req.headers, rawHeaders: req.rawHeaders });
     handler(req, res, id);
   });
   await new Promise<void>((resolve) => server.listen(port, '127.0.0.1', resolve));
