@@ -34,6 +34,8 @@ const RUN_OVERHEAD_SECONDS = 0.15;
 
 /** The name every ratio is taken from, and the target whose peak sets the half-load rate. */
 const LIMPET = 'limpet-1';
+/** The featureless pass-through: at half load it shows the p99 Node's HTTP stack alone adds. */
+const PASS_THROUGH = 'undici';
 const DIRECT = 'direct';
 
 // ---------------------------------------------------------------------------------------------
@@ -129,7 +131,7 @@ const TARGETS: TargetSpec[] = [
     start: nodeBaseline('reply-from-sticky.js'),
   },
   {
-    name: 'undici',
+    name: PASS_THROUGH,
     description: `bench/undici-passthrough.ts: node:http + undici.Pool.stream to one backend, no stickiness; ${PINNED}`,
     sticky: 'none',
     start: nodeBaseline('undici-passthrough.js'),
@@ -413,23 +415,29 @@ type HalfLoad =
     seconds: number;
     direct: HalfLoadTarget;
     limpet: HalfLoadTarget;
+    /** The bare undici pass-through, when it is among the targets. */
+    passThrough: HalfLoadTarget | null;
     /** limpet's median p99 minus the backend's. */
     addedP99Ms: number;
+    /** The same for the pass-through: what any Node proxy adds here. */
+    passThroughAddedP99Ms: number | null;
     targetMs: number;
     withinTarget: boolean;
   };
 
 const HALF_LOAD_CONNECTIONS = 50;
 
-async function measureHalfLoad(direct: Target, limpetOne: Target, peak: number): Promise<HalfLoad> {
+async function measureHalfLoad(direct: Target, limpetOne: Target, passThrough: Target | undefined, peak: number): Promise<HalfLoad> {
   const rate = Math.max(1, Math.round(peak / 2));
   console.log(
     `\nlatency at half load: ${fmtRate(rate)} req/s (half of ${LIMPET}'s ka-tiny-50 median), ` +
     `${HALF_LOAD_CONNECTIONS} keep-alive connections, ${HALF_LOAD_SECONDS} s per run, paced (bench/paced-load.ts)`,
   );
-  const runs = new Map<string, PacedResult[]>([[direct.name, []], [limpetOne.name, []]]);
+  const measured = passThrough === undefined ? [direct, limpetOne] : [direct, limpetOne, passThrough];
+  const runs = new Map<string, PacedResult[]>(measured.map((target) => [target.name, []]));
   for (let r = 1; r <= ROUNDS; r++) {
-    const order = r % 2 === 1 ? [direct, limpetOne] : [limpetOne, direct];
+    // The first target rotates with the round, so none always runs first.
+    const order = measured.map((_, i) => measured[(i + r - 1) % measured.length]!);
     for (const target of order) {
       await target.beforeRun?.();
       try {
@@ -459,13 +467,16 @@ async function measureHalfLoad(direct: Target, limpetOne: Target, peak: number):
   const directSummary = summary(direct.name);
   const limpetSummary = summary(limpetOne.name);
   const added = round(limpetSummary.p99Ms - directSummary.p99Ms, 3);
+  const passThroughSummary = passThrough === undefined ? null : summary(passThrough.name);
   return {
     rate,
     connections: HALF_LOAD_CONNECTIONS,
     seconds: HALF_LOAD_SECONDS,
     direct: directSummary,
     limpet: limpetSummary,
+    passThrough: passThroughSummary,
     addedP99Ms: added,
+    passThroughAddedP99Ms: passThroughSummary === null ? null : round(passThroughSummary.p99Ms - directSummary.p99Ms, 3),
     targetMs: ADDED_P99_TARGET_MS,
     withinTarget: added <= ADDED_P99_TARGET_MS,
   };
@@ -482,7 +493,9 @@ function halfLoadTable(half: HalfLoad): string[] {
     '|---|---:|---:|---:|---:|',
     row(DIRECT, half.direct),
     row(LIMPET, half.limpet),
+    ...(half.passThrough === null ? [] : [row(PASS_THROUGH, half.passThrough)]),
     `| added by limpet | | ${fmtMs(half.addedP99Ms)} (target ≤ ${half.targetMs} ms: ${half.withinTarget ? 'met' : 'not met'}) | | |`,
+    ...(half.passThroughAddedP99Ms === null ? [] : [`| added by the ${PASS_THROUGH} pass-through | | ${fmtMs(half.passThroughAddedP99Ms)} | | |`]),
   ];
 }
 
@@ -506,7 +519,7 @@ async function main(): Promise<void> {
 
   const loadSeconds = ROUNDS * scenarios.length * specs.length * (SECONDS + RUN_OVERHEAD_SECONDS)
     + specs.length * (WARMUP_SECONDS + RUN_OVERHEAD_SECONDS)
-    + (halfLoadWanted ? ROUNDS * 2 * (HALF_LOAD_SECONDS + 1) : 0);
+    + (halfLoadWanted ? ROUNDS * 3 * (HALF_LOAD_SECONDS + 1) : 0);
   console.log(`limpet peer comparison — ${date}`);
   console.log(`machine: ${machine.cpu}, ${machine.cores} cores, node ${machine.node}`);
   console.log(`load: ${tool}, ${SECONDS} s per run, ${WARMUP_SECONDS} s warm-up per target, ${ROUNDS} interleaved rounds, median reported`);
@@ -589,7 +602,7 @@ async function main(): Promise<void> {
     if (!halfLoadWanted) halfLoad = { skipped: 'BENCH_HALF_LOAD_DURATION=0' };
     else if (direct === undefined || limpetOne === undefined || peak === undefined) {
       halfLoad = { skipped: `needs the ${DIRECT} and ${LIMPET} targets and the ka-tiny-50 scenario` };
-    } else halfLoad = await measureHalfLoad(direct, limpetOne, peak);
+    } else halfLoad = await measureHalfLoad(direct, limpetOne, targets.find((t) => t.name === PASS_THROUGH), peak);
 
     const names = specs.map((s) => s.name);
     const skippedReasons = new Map(skipped.map((s) => [s.name, s.reason]));
