@@ -282,6 +282,21 @@ function tcpPassiveOpens(): number | undefined {
   }
 }
 
+/**
+ * Whether the kernel's TIME_WAIT table is (nearly) full. Runs that reconnect per request fill it
+ * within seconds; once at its cap (`net.ipv4.tcp_max_tw_buckets`), per-connection costs of some
+ * servers jump several-fold, so such a run is flagged rather than trusted.
+ */
+function timeWaitTableFull(): boolean | undefined {
+  try {
+    const tw = Number(/TCP:.*\btw (\d+)/.exec(readFileSync('/proc/net/sockstat', 'utf8'))?.[1]);
+    const cap = Number(readFileSync('/proc/sys/net/ipv4/tcp_max_tw_buckets', 'utf8'));
+    return Number.isFinite(tw) && Number.isFinite(cap) && cap > 0 ? tw >= 0.95 * cap : undefined;
+  } catch {
+    return undefined;
+  }
+}
+
 /** RSS and peak RSS (VmHWM) of a process plus its live descendants, summed. */
 export function memoryMb(pid: number): { rssMb: number; peakRssMb: number } | undefined {
   let rssKb = 0;
@@ -505,6 +520,8 @@ export interface RunResult extends LoadResult {
   acceptsPerRequest: number | null;
   /** Peak RSS of the server tree during this run (MB), when asked for. */
   peakRssMb?: number | null;
+  /** The TIME_WAIT table was at its cap by the end of the run (see timeWaitTableFull); null when unknown. */
+  timeWaitFull: boolean | null;
 }
 
 export interface MeasureContext {
@@ -530,6 +547,7 @@ export async function measure(
     const { path: urlPath, ...loadOptions } = load;
     const result = await runLoad({ ...loadOptions, url: `${target.origin}${urlPath}`, cpus: CLIENT_CPU });
     const acceptsAfter = tcpPassiveOpens();
+    const timeWaitFull = timeWaitTableFull() ?? null;
     const clientAfter = cpuTicks(CLIENT_CPU);
     const oursAfter = benchmarkCpuSeconds(context.ourPids);
     const machineAfter = machineBusySeconds();
@@ -553,6 +571,7 @@ export async function measure(
       otherCpuSeconds: other,
       clientCoreBusy: clientBusy,
       acceptsPerRequest: accepts,
+      timeWaitFull,
     };
     if (context.trackPeakRss === true) {
       run.peakRssMb = peakReset ? (memoryMb(target.proxyPid!)?.peakRssMb ?? null) : null;
@@ -567,7 +586,7 @@ export async function measure(
 const DISTURBED_SHARE = 0.05;
 
 export function isDisturbed(r: RunResult): boolean {
-  return r.otherCpuSeconds !== null && r.otherCpuSeconds > DISTURBED_SHARE * r.seconds;
+  return (r.otherCpuSeconds !== null && r.otherCpuSeconds > DISTURBED_SHARE * r.seconds) || r.timeWaitFull === true;
 }
 
 export interface Summary {
@@ -629,7 +648,11 @@ export const fmtRatio = (value: number | null) => (value === null ? '—' : valu
 export function describeRun(name: string, r: RunResult): string {
   const problems = r.errors + r.non2xx > 0 ? `  (!) ${r.errors} socket errors, ${r.non2xx} non-2xx` : '';
   const cpu = r.serverCpuSeconds === null ? '' : `   server CPU ${fmtCpu(r.serverCpuSeconds)} (${fmtCpuPerReq(r.cpuUsPerRequest)}/req)`;
-  const disturbed = isDisturbed(r) ? `  (!) disturbed: other processes used ${fmtCpu(r.otherCpuSeconds)} CPU` : '';
+  const disturbed = !isDisturbed(r)
+    ? ''
+    : r.timeWaitFull === true
+      ? '  (!) disturbed: the TIME_WAIT table was full'
+      : `  (!) disturbed: other processes used ${fmtCpu(r.otherCpuSeconds)} CPU`;
   return `  ${name.padEnd(20)} ${fmtRate(r.requestsPerSec).padStart(8)} req/s   p50 ${fmtMs(r.p50Ms).padStart(8)}   p99 ${fmtMs(r.p99Ms).padStart(8)}${cpu}${problems}${disturbed}`;
 }
 
