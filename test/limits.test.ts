@@ -245,7 +245,7 @@ describe('size values in the config', () => {
   });
 
   it('reports a wrong size with the key, the line and what to write', () => {
-    const text = 'limits:\n  maxBodySize: 10mb\n  maxHeaderSize: 512B\nbackends: [{ id: a, url: "http://127.0.0.1:1" }]\n';
+    const text = 'limits:\n  maxBodySize: 10mb\n  maxHeaderSize: 512B\n  maxUrlLength: 0\nbackends: [{ id: a, url: "http://127.0.0.1:1" }]\n';
     let error: unknown;
     try {
       parseConfig(text, 'limits.yaml', {});
@@ -256,5 +256,7 @@ describe('size values in the config', () => {
     const message = (error as Error).message;
     expect(message).toMatch(/limits\.yaml:2:\d+: limits\.maxBodySize: .*"10mb" \(write "10MB"\)/);
     expect(message).toMatch(/limits\.yaml:3:\d+: limits\.maxHeaderSize: must be at least 1KB/);
+    // 0 turns off only the limits that say so (maxBodySize, maxConnections), never the URL length.
+    expect(message).toMatch(/limits\.yaml:4:\d+: limits\.maxUrlLength: must be at least 64B/);
   });
 });

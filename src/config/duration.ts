@@ -1,3 +1,5 @@
+import { integerOrText } from './units.js';
+
 /** One or more `<number><unit>` parts, e.g. `250ms`, `1.5s`, `1m30s`. Shared with the JSON schema. */
 export const DURATION_PATTERN = '^(?:\\d+(?:\\.\\d+)?(?:ms|s|m|h))+$';
 
@@ -12,14 +14,9 @@ const EXPECTED = 'expected a duration like "250ms", "2s", "5m" or integer millis
  * non-negative integer, which counts milliseconds. Throws an Error whose message says what was
  * expected, ready to show to the person editing the file.
  */
-export function parseDuration(value: unknown): number {
-  if (typeof value === 'number') {
-    if (Number.isSafeInteger(value) && value >= 0) return value;
-    throw new Error(`${EXPECTED}, got ${value}`);
-  }
-  if (typeof value !== 'string') {
-    throw new Error(`${EXPECTED}, got ${value === null || value === undefined ? 'nothing' : typeof value === 'object' ? 'a map or list' : String(value)}`);
-  }
+export function parseDuration(input: unknown): number {
+  const value = integerOrText(input, EXPECTED);
+  if (typeof value === 'number') return value;
   if (!DURATION.test(value)) {
     // A quoted bare number is the likeliest slip; say how to write what was probably meant.
     const hint = /^\d+$/.test(value) ? ` (add a unit, e.g. "${value}ms")` : '';

@@ -51,55 +51,45 @@ function section<S extends z.core.$ZodLooseShape>(shape: S) {
 /** Node fires timers longer than 2^31-1 ms after 1 ms, which would turn a typo into a busy loop. */
 const MAX_TIMER_MS = 596 * 3_600_000;
 
-function duration(min = 0, max = MAX_TIMER_MS) {
+/** A quantity written with units or as a plain integer of its base unit: durations (ms) and sizes (bytes). */
+interface UnitGrammar {
+  what: string;
+  pattern: string;
+  parse(value: unknown): number;
+  format(amount: number): string;
+}
+
+const DURATION_GRAMMAR: UnitGrammar = { what: 'a duration', pattern: DURATION_PATTERN, parse: parseDuration, format: formatDuration };
+const SIZE_GRAMMAR: UnitGrammar = { what: 'a size', pattern: SIZE_PATTERN, parse: parseSize, format: formatSize };
+
+/** A value in `grammar` from `min` to `max`; `zeroMeansOff` also admits 0 below `min`. */
+function quantity(grammar: UnitGrammar, min: number, max: number, zeroMeansOff = false) {
   const error = (issue: { input?: unknown }) => {
     try {
-      parseDuration(issue.input);
-      return `expected a duration, got ${show(issue.input)}`;
+      grammar.parse(issue.input);
+      return `expected ${grammar.what}, got ${show(issue.input)}`;
     } catch (problem) {
       return (problem as Error).message;
     }
   };
-  // The union is what the JSON schema shows editors; parseDuration is the one grammar behind it.
+  // The union is what the JSON schema shows editors; grammar.parse is the one grammar behind it.
   return z
-    .union([text().regex(new RegExp(DURATION_PATTERN), { error }), z.number({ error }).int({ error }).min(0, { error })])
+    .union([text().regex(new RegExp(grammar.pattern), { error }), z.number({ error }).int({ error }).min(0, { error })])
     .transform((value, ctx) => {
-      let ms: number;
+      let amount: number;
       try {
-        ms = parseDuration(value);
+        amount = grammar.parse(value);
       } catch (problem) {
         return fail(ctx, (problem as Error).message);
       }
-      if (ms < min) return fail(ctx, `must be at least ${formatDuration(min)}, got ${show(value)}`);
-      if (ms > max) return fail(ctx, `must be at most ${formatDuration(max)}, got ${show(value)}`);
-      return ms;
+      if (amount < min && !(zeroMeansOff && amount === 0)) return fail(ctx, `must be at least ${grammar.format(min)}, got ${show(value)}`);
+      if (amount > max) return fail(ctx, `must be at most ${grammar.format(max)}, got ${show(value)}`);
+      return amount;
     });
 }
 
-function size(min: number, max: number) {
-  const error = (issue: { input?: unknown }) => {
-    try {
-      parseSize(issue.input);
-      return `expected a size, got ${show(issue.input)}`;
-    } catch (problem) {
-      return (problem as Error).message;
-    }
-  };
-  // As with durations, the union is for editors; parseSize is the one grammar behind it.
-  return z
-    .union([text().regex(new RegExp(SIZE_PATTERN), { error }), z.number({ error }).int({ error }).min(0, { error })])
-    .transform((value, ctx) => {
-      let bytes: number;
-      try {
-        bytes = parseSize(value);
-      } catch (problem) {
-        return fail(ctx, (problem as Error).message);
-      }
-      if (bytes !== 0 && bytes < min) return fail(ctx, `must be at least ${formatSize(min)}, got ${show(value)}`);
-      if (bytes > max) return fail(ctx, `must be at most ${formatSize(max)}, got ${show(value)}`);
-      return bytes;
-    });
-}
+const duration = (min = 0, max = MAX_TIMER_MS) => quantity(DURATION_GRAMMAR, min, max);
+const size = (min: number, max: number, zeroMeansOff = false) => quantity(SIZE_GRAMMAR, min, max, zeroMeansOff);
 
 /** Where a listener binds. */
 export interface HostPort {
@@ -327,7 +317,7 @@ export const configSchema = z
         maxUrlLength: size(64, 1024 ** 2)
           .prefault('8KB')
           .describe('Most bytes of the request target (path and query); more gets 414. Default "8KB".'),
-        maxBodySize: size(1, Number.MAX_SAFE_INTEGER)
+        maxBodySize: size(1, Number.MAX_SAFE_INTEGER, true)
           .prefault(0)
           .describe('Most bytes of a request body; more gets 413. 0 means no limit. Default 0.'),
         maxConnections: integer(0, 10_000_000)

@@ -1,3 +1,5 @@
+import { integerOrText } from './units.js';
+
 /** A byte size: `<integer><unit>` with B, KB, MB or GB (1024-based, as nginx reads k and m). */
 export const SIZE_PATTERN = '^\\d+(?:B|KB|MB|GB)$';
 
@@ -10,14 +12,9 @@ const EXPECTED = 'expected a size like "16KB", "10MB" or integer bytes';
  * A config size in bytes: a string with a unit (`512B`, `16KB`, `10MB`, `1GB`, each 1024-based) or
  * a non-negative integer, which counts bytes. Throws an Error whose message says what was expected.
  */
-export function parseSize(value: unknown): number {
-  if (typeof value === 'number') {
-    if (Number.isSafeInteger(value) && value >= 0) return value;
-    throw new Error(`${EXPECTED}, got ${value}`);
-  }
-  if (typeof value !== 'string') {
-    throw new Error(`${EXPECTED}, got ${value === null || value === undefined ? 'nothing' : typeof value === 'object' ? 'a map or list' : String(value)}`);
-  }
+export function parseSize(input: unknown): number {
+  const value = integerOrText(input, EXPECTED);
+  if (typeof value === 'number') return value;
   const match = SIZE.exec(value);
   if (match === null) {
     // Lower-case and spaced units are the likeliest slips; say how to write what was probably meant.
