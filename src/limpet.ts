@@ -14,6 +14,7 @@ import { Backend, type PoolSettings } from './upstream/backend.js';
 import { BackendSet } from './upstream/backend-set.js';
 import { Exchange, type ExchangeObserver, type ForwardingContext } from './proxy/exchange.js';
 import { UpgradeForwarder } from './proxy/websocket.js';
+import { headLimitStatus } from './proxy/client-limits.js';
 import { ProxyMetrics } from './metrics.js';
 import { AdminServer } from './admin/admin-server.js';
 import { AggregatorRegistry, type MetricObjectWithValues, type MetricValue } from 'prom-client';
@@ -333,11 +334,9 @@ export class Limpet {
     new Exchange(this.context, req, res).start();
   };
 
-  /** `Expect: 100-continue`: a body over the limit is refused before the client sends it. */
+  /** `Expect: 100-continue`: a request over any limit is refused before the client sends its body. */
   private readonly handleExpectContinue = (req: IncomingMessage, res: ServerResponse): void => {
-    const { maxBodySize } = this.context.limits;
-    const declared = req.headers['content-length'];
-    if (maxBodySize === 0 || declared === undefined || Number(declared) <= maxBodySize) res.writeContinue();
+    if (headLimitStatus(req, this.context.limits, req.headers['content-length']) === 0) res.writeContinue();
     this.handleRequest(req, res);
   };
 
