@@ -7,8 +7,7 @@
 //
 // Prints `listening http://HOST:PORT` on stdout once it accepts connections (port 0 picks a free one).
 import http from 'node:http';
-import type { AddressInfo } from 'node:net';
-import { baselineArgs } from './baseline-args.js';
+import { baselineArgs, exitOnStopSignals, listenAndAnnounce } from './baseline-args.js';
 import { backendFor } from './ip-hash.js';
 import httpProxy from 'http-proxy';
 
@@ -32,11 +31,5 @@ proxy.on('error', (_error, _req, res) => {
 const server = http.createServer((req, res) => {
   proxy.web(req, res, { target: backendFor(req.socket.remoteAddress, backends), agent });
 });
-server.listen(port, host, () => {
-  const address = server.address() as AddressInfo;
-  process.stdout.write(`listening http://${address.address}:${address.port}\n`);
-});
-
-const stop = () => process.exit(0);
-process.on('SIGTERM', stop);
-process.on('SIGINT', stop);
+listenAndAnnounce(server, host, port);
+exitOnStopSignals();

@@ -10,7 +10,7 @@
 import type { IncomingHttpHeaders } from 'node:http';
 import replyFrom from '@fastify/reply-from';
 import Fastify from 'fastify';
-import { baselineArgs } from './baseline-args.js';
+import { baselineArgs, exitOnStopSignals } from './baseline-args.js';
 import { backendFor } from './ip-hash.js';
 
 const { host, port, backends } = baselineArgs('reply-from-sticky');
@@ -35,7 +35,4 @@ app.all('/*', (request, reply) =>
 
 const address = await app.listen({ host, port });
 process.stdout.write(`listening ${address}\n`);
-
-const stop = () => process.exit(0);
-process.on('SIGTERM', stop);
-process.on('SIGINT', stop);
+exitOnStopSignals();

@@ -8,8 +8,7 @@
 // Extra backends are accepted (same CLI as http-proxy-sticky) and ignored.
 // Prints `listening http://HOST:PORT` on stdout once it accepts connections (port 0 picks a free one).
 import http from 'node:http';
-import type { AddressInfo } from 'node:net';
-import { baselineArgs } from './baseline-args.js';
+import { baselineArgs, exitOnStopSignals, listenAndAnnounce } from './baseline-args.js';
 import { Pool } from 'undici';
 
 const { host, port, backends } = baselineArgs('undici-passthrough');
@@ -54,11 +53,5 @@ const server = http.createServer((req, res) => {
     },
   );
 });
-server.listen(port, host, () => {
-  const address = server.address() as AddressInfo;
-  process.stdout.write(`listening http://${address.address}:${address.port}\n`);
-});
-
-const stop = () => process.exit(0);
-process.on('SIGTERM', stop);
-process.on('SIGINT', stop);
+listenAndAnnounce(server, host, port);
+exitOnStopSignals();
