@@ -18,7 +18,7 @@ import {
   type Backends, type RunResult, type Skipped, type Summary, type Target,
 } from './harness.js';
 import { chooseLoadTool, type LoadTool } from './load.js';
-import { runPacedLoad, type PacedResult } from './paced-load.js';
+import { pacedGenerator, runPacedLoad, type PacedGenerator, type PacedResult } from './paced-load.js';
 import { startHaproxy, startNginx, type PeerStart } from './peers.js';
 
 const ROUNDS = intFromEnv('BENCH_ROUNDS', 3);
@@ -401,6 +401,7 @@ function overviewTable(
 interface HalfLoadTarget {
   p50Ms: number;
   p99Ms: number;
+  p999Ms: number;
   /** Requests that left more than 2 ms after their slot, summed over the rounds (0 = the rate was held). */
   lateRequests: number;
   errors: number;
@@ -413,6 +414,9 @@ type HalfLoad =
     rate: number;
     connections: number;
     seconds: number;
+    /** Which paced generator ran, and why not the native one when it did not. */
+    generator: PacedGenerator;
+    generatorNote: string | null;
     direct: HalfLoadTarget;
     limpet: HalfLoadTarget;
     /** The bare undici pass-through, when it is among the targets. */
@@ -429,9 +433,12 @@ const HALF_LOAD_CONNECTIONS = 50;
 
 async function measureHalfLoad(direct: Target, limpetOne: Target, passThrough: Target | undefined, peak: number): Promise<HalfLoad> {
   const rate = Math.max(1, Math.round(peak / 2));
+  const built = pacedGenerator();
+  const generatorNote = built.generator === 'node' ? `the Node pacer, which sends in 1 ms bursts: ${built.why}` : null;
   console.log(
     `\nlatency at half load: ${fmtRate(rate)} req/s (half of ${LIMPET}'s ka-tiny-50 median), ` +
-    `${HALF_LOAD_CONNECTIONS} keep-alive connections, ${HALF_LOAD_SECONDS} s per run, paced (bench/paced-load.ts)`,
+    `${HALF_LOAD_CONNECTIONS} keep-alive connections, ${HALF_LOAD_SECONDS} s per run, paced by ` +
+    (generatorNote === null ? 'bench/paced-load.c' : `${generatorNote} (!)`),
   );
   const measured = passThrough === undefined ? [direct, limpetOne] : [direct, limpetOne, passThrough];
   const runs = new Map<string, PacedResult[]>(measured.map((target) => [target.name, []]));
@@ -441,7 +448,10 @@ async function measureHalfLoad(direct: Target, limpetOne: Target, passThrough: T
     for (const target of order) {
       await target.beforeRun?.();
       try {
-        const result = await runPacedLoad({ url: `${target.origin}/`, rate, connections: HALF_LOAD_CONNECTIONS, seconds: HALF_LOAD_SECONDS, cpus: CLIENT_CPU });
+        const result = await runPacedLoad(
+          { url: `${target.origin}/`, rate, connections: HALF_LOAD_CONNECTIONS, seconds: HALF_LOAD_SECONDS, cpus: CLIENT_CPU },
+          built.generator,
+        );
         runs.get(target.name)!.push(result);
         const problems = result.errors + result.non2xx > 0 ? `  (!) ${result.errors} errors, ${result.non2xx} non-2xx` : '';
         const late = result.lateRequests > 0 ? `  (${result.lateRequests} requests left > 2 ms late)` : '';
@@ -459,6 +469,7 @@ async function measureHalfLoad(direct: Target, limpetOne: Target, passThrough: T
     return {
       p50Ms: medianOrNull(rounds.map((r) => r.p50Ms), 3)!,
       p99Ms: medianOrNull(rounds.map((r) => r.p99Ms), 3)!,
+      p999Ms: medianOrNull(rounds.map((r) => r.p999Ms), 3)!,
       lateRequests: rounds.reduce((sum, r) => sum + r.lateRequests, 0),
       errors: rounds.reduce((sum, r) => sum + r.errors + r.non2xx, 0),
       rounds,
@@ -472,6 +483,8 @@ async function measureHalfLoad(direct: Target, limpetOne: Target, passThrough: T
     rate,
     connections: HALF_LOAD_CONNECTIONS,
     seconds: HALF_LOAD_SECONDS,
+    generator: built.generator,
+    generatorNote,
     direct: directSummary,
     limpet: limpetSummary,
     passThrough: passThroughSummary,
@@ -484,18 +497,20 @@ async function measureHalfLoad(direct: Target, limpetOne: Target, passThrough: T
 
 function halfLoadTable(half: HalfLoad): string[] {
   if ('skipped' in half) return [`Latency at half load: skipped (${half.skipped}).`];
-  const row = (name: string, t: HalfLoadTarget) => `| ${name} | ${fmtMs(t.p50Ms)} | ${fmtMs(t.p99Ms)} | ${fmtRate(t.lateRequests)} | ${t.errors} |`;
+  const row = (name: string, t: HalfLoadTarget) =>
+    `| ${name} | ${fmtMs(t.p50Ms)} | ${fmtMs(t.p99Ms)} | ${fmtMs(t.p999Ms)} | ${fmtRate(t.lateRequests)} | ${t.errors} |`;
+  const generator = half.generatorNote === null ? 'bench/paced-load.c (microsecond pacing)' : `${half.generatorNote} (!)`;
   return [
-    `**Latency at half load**: ${fmtRate(half.rate)} req/s (half of ${LIMPET}'s ka-tiny-50 req/s), paced over ${half.connections} keep-alive connections, ` +
-    `${half.seconds} s per run, median of ${ROUNDS}.`,
+    `**Latency at half load**: ${fmtRate(half.rate)} req/s (half of ${LIMPET}'s ka-tiny-50 req/s), paced over ${half.connections} keep-alive connections ` +
+    `by ${generator}, ${half.seconds} s per run, median of ${ROUNDS}.`,
     '',
-    '| target | p50 | p99 | requests sent > 2 ms late | errors / non-2xx |',
-    '|---|---:|---:|---:|---:|',
+    '| target | p50 | p99 | p99.9 | requests sent > 2 ms late | errors / non-2xx |',
+    '|---|---:|---:|---:|---:|---:|',
     row(DIRECT, half.direct),
     row(LIMPET, half.limpet),
     ...(half.passThrough === null ? [] : [row(PASS_THROUGH, half.passThrough)]),
-    `| added by limpet | | ${fmtMs(half.addedP99Ms)} (target ≤ ${half.targetMs} ms: ${half.withinTarget ? 'met' : 'not met'}) | | |`,
-    ...(half.passThroughAddedP99Ms === null ? [] : [`| added by the ${PASS_THROUGH} pass-through | | ${fmtMs(half.passThroughAddedP99Ms)} | | |`]),
+    `| added by limpet | | ${fmtMs(half.addedP99Ms)} (target ≤ ${half.targetMs} ms: ${half.withinTarget ? 'met' : 'not met'}) | | | |`,
+    ...(half.passThroughAddedP99Ms === null ? [] : [`| added by the ${PASS_THROUGH} pass-through | | ${fmtMs(half.passThroughAddedP99Ms)} | | | |`]),
   ];
 }
 

@@ -3,19 +3,26 @@
 // each one's time from write to the last byte of its response is recorded at microsecond
 // resolution.
 //
+// Two generators with one output (PacedResult):
+// - native (bench/paced-load.c), used whenever `cc` can build it: every request leaves at its own
+//   slot (a timerfd per request, microsecond pacing) and costs a few microseconds of CPU;
+// - this file's Node pacer otherwise. Node's timers fire on a 1 ms grid, so it sends each
+//   millisecond's quota as one burst (about 20 requests at half load), and a proxy answers the last
+//   of a burst only after the others: it overstates a proxy's latency against a direct backend.
+//
 // autocannon's `overallRate` is not used for this: it gives every connection a per-second quota
 // that the connection sends back to back as soon as each second starts, so "half load" is a
 // full-speed burst followed by idle time and its latencies are those of full load; it also records
 // whole milliseconds and, with a rate set, adds coordinated-omission corrections based on a 1 ms
 // expected interval.
 //
-// Pacing uses a 1 ms timer (Node's resolution): at 25,000 req/s about 25 requests leave together
-// every millisecond, spread over idle connections, which is still far from closed-loop load.
-//
-// Runs as a child process (`node dist/bench/paced-load.js URL RATE CONNECTIONS SECONDS`) so it has
-// its own event loop and CPU; prints one JSON line (PacedResult). Responses must carry
-// Content-Length (chunked responses are counted as errors).
+// The Node pacer runs as a child process (`node dist/bench/paced-load.js URL RATE CONNECTIONS
+// SECONDS`) so it has its own event loop and CPU; it prints one JSON line (PacedResult). Responses
+// must carry Content-Length (chunked responses are counted as errors).
+import { execFileSync } from 'node:child_process';
+import { existsSync, mkdirSync, statSync } from 'node:fs';
 import net from 'node:net';
+import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { capture, pinnedCommand } from './load.js';
 
@@ -39,6 +46,8 @@ export interface PacedResult {
   lateRequests: number;
 }
 
+export type PacedGenerator = 'native' | 'node';
+
 export interface PacedOptions {
   url: string;
   rate: number;
@@ -47,8 +56,34 @@ export interface PacedOptions {
   cpus: string | undefined;
 }
 
-export async function runPacedLoad(options: PacedOptions): Promise<PacedResult> {
-  const command = [process.execPath, fileURLToPath(import.meta.url), options.url, String(options.rate), String(options.connections), String(options.seconds)];
+const benchDir = path.dirname(fileURLToPath(import.meta.url)); // dist/bench
+const nativeSource = path.resolve(benchDir, '..', '..', 'bench', 'paced-load.c');
+const nativeBinary = path.join(benchDir, 'paced-load');
+
+/**
+ * The native generator, built from bench/paced-load.c when missing or older than its source, or
+ * why it cannot be used (then the Node pacer runs, and the bench says so).
+ */
+export function pacedGenerator(): { generator: 'native'; binary: string } | { generator: 'node'; why: string } {
+  if (!existsSync(nativeSource)) return { generator: 'node', why: `${nativeSource} is missing` };
+  if (existsSync(nativeBinary) && statSync(nativeBinary).mtimeMs >= statSync(nativeSource).mtimeMs) {
+    return { generator: 'native', binary: nativeBinary };
+  }
+  try {
+    mkdirSync(benchDir, { recursive: true });
+    execFileSync('cc', ['-O2', '-o', nativeBinary, nativeSource], { stdio: ['ignore', 'ignore', 'pipe'] });
+    return { generator: 'native', binary: nativeBinary };
+  } catch (error) {
+    const detail = (error as { stderr?: Buffer }).stderr?.toString().trim() || (error as Error).message;
+    return { generator: 'node', why: `cc could not build bench/paced-load.c: ${detail.split('\n')[0]}` };
+  }
+}
+
+export async function runPacedLoad(options: PacedOptions, generator: PacedGenerator): Promise<PacedResult> {
+  const url = new URL(options.url);
+  const command = generator === 'native'
+    ? [nativeBinary, url.hostname, url.port || '80', `${url.pathname}${url.search}`, String(options.rate), String(options.connections), String(options.seconds)]
+    : [process.execPath, fileURLToPath(import.meta.url), options.url, String(options.rate), String(options.connections), String(options.seconds)];
   const output = await capture(pinnedCommand(command, options.cpus), (options.seconds + 30) * 1000);
   return JSON.parse(output) as PacedResult;
 }
