@@ -14,7 +14,7 @@ import path from 'node:path';
 import {
   baselineTarget, CLIENT_CPU, describeRun, directTarget, divide, fmtCpuPerReq, fmtMs, fmtRate, fmtRatio, intFromEnv,
   isTarget, limpetTarget, machine as describeMachine, measure, medianOrNull, otherLoadAtStart, PIN, pinningDescription,
-  round, SERVER_CPU, startBackends, stopChildren, summarise, writeResult,
+  countersUnavailable, round, SERVER_CPU, startBackends, stopChildren, summarise, writeResult,
   type Backends, type RunResult, type Skipped, type Summary, type Target,
 } from './harness.js';
 import { chooseLoadTool, type LoadTool } from './load.js';
@@ -317,6 +317,7 @@ interface LimpetRatio {
   requestsPerSec: number | null;
   p99: number | null;
   cpuPerRequest: number | null;
+  instructionsPerRequest: number | null;
   peakRss: number | null;
 }
 
@@ -326,6 +327,7 @@ function limpetRatio(limpetSummary: ScenarioSummary | undefined, other: Scenario
     requestsPerSec: divide(limpetSummary.requestsPerSec, other.requestsPerSec),
     p99: divide(limpetSummary.p99Ms, other.p99Ms),
     cpuPerRequest: divide(limpetSummary.cpuUsPerRequest, other.cpuUsPerRequest),
+    instructionsPerRequest: divide(limpetSummary.kInstructionsPerRequest, other.kInstructionsPerRequest),
     peakRss: divide(limpetSummary.peakRssMb, other.peakRssMb),
   };
 }
@@ -334,9 +336,10 @@ const fmtPercent = (share: number | null) => (share === null ? '—' : `${Math.r
 const fmtMb = (mb: number | null) => (mb === null ? '—' : `${mb.toFixed(1)} MB`);
 
 const SCENARIO_COLUMNS = [
-  'target', 'req/s', 'p50', 'p99', 'server CPU', 'CPU / req', 'peak RSS', 'load core busy', 'TCP accepts / req',
-  'errors / non-2xx', 'disturbed', 'limpet ÷ it: req/s', 'p99', 'CPU / req', 'peak RSS',
+  'target', 'req/s', 'p50', 'p99', 'server CPU', 'CPU / req', 'instr / req', 'peak RSS', 'load core busy', 'TCP accepts / req',
+  'errors / non-2xx', 'disturbed', 'limpet ÷ it: req/s', 'p99', 'CPU / req', 'instr / req', 'peak RSS',
 ];
+const fmtKilo = (k: number | null) => (k === null ? '—' : `${Math.round(k)} k`);
 
 function scenarioTable(
   scenario: Scenario,
@@ -360,9 +363,12 @@ function scenarioTable(
       continue;
     }
     const r = name === LIMPET ? null : limpetRatio(limpetSummary, m);
-    const ratioCells = r === null ? '— | — | — | —' : `${fmtRatio(r.requestsPerSec)} | ${fmtRatio(r.p99)} | ${fmtRatio(r.cpuPerRequest)} | ${fmtRatio(r.peakRss)}`;
+    const ratioCells = r === null
+      ? '— | — | — | — | —'
+      : `${fmtRatio(r.requestsPerSec)} | ${fmtRatio(r.p99)} | ${fmtRatio(r.cpuPerRequest)} | ${fmtRatio(r.instructionsPerRequest)} | ${fmtRatio(r.peakRss)}`;
     lines.push(
       `| ${name} | ${fmtRate(m.requestsPerSec)} | ${fmtMs(m.p50Ms)} | ${fmtMs(m.p99Ms)} | ${fmtPercent(m.serverCpuShare)} | ${fmtCpuPerReq(m.cpuUsPerRequest)} | ` +
+      `${fmtKilo(m.kInstructionsPerRequest)} | ` +
       `${name === DIRECT ? '—' : fmtMb(m.peakRssMb)} | ${fmtPercent(m.clientCoreBusy)} | ${m.acceptsPerRequest ?? '—'} | ${m.errors} / ${m.non2xx} | ${m.disturbedRounds} / ${ROUNDS} | ${ratioCells} |`,
     );
   }
@@ -541,6 +547,7 @@ async function main(): Promise<void> {
   console.log(`scenarios: ${scenarios.map((s) => s.name).join(', ')}`);
   console.log(`targets: ${specs.map((s) => s.name).join(', ')}`);
   console.log(`pinning: ${pinningDescription()}; targets marked "all cores" unpinned`);
+  console.log(`instructions per request: ${countersUnavailable ?? 'perf stat on each server process tree'}`);
   console.log(`expected duration: about ${Math.ceil(loadSeconds / 60)} min`);
   const otherLoad = await otherLoadAtStart();
 
@@ -630,6 +637,11 @@ async function main(): Promise<void> {
       '',
       ...overviewTable('limpet-1 ÷ peer, CPU per request (below 1: limpet cheaper)', scenarios, names, results, (r) => r.cpuPerRequest),
       '',
+      ...(countersUnavailable !== null
+        ? [`Instructions per request: not counted (${countersUnavailable}).`]
+        : overviewTable('limpet-1 ÷ peer, instructions per request (below 1: limpet does less work; steadier than CPU time on a noisy machine)',
+          scenarios, names, results, (r) => r.instructionsPerRequest)),
+      '',
       ...halfLoadTable(halfLoad),
       ...(skipped.length === 0 ? [] : ['', 'Skipped:', '', ...skipped.map((s) => `- ${s.name}: ${s.reason}`)]),
       '',
@@ -644,6 +656,7 @@ async function main(): Promise<void> {
       warmupSeconds: WARMUP_SECONDS,
       rounds: ROUNDS,
       pinning: pinningDescription(),
+      instructionCounts: countersUnavailable ?? 'perf stat -e instructions,cycles on the server process tree, user + kernel',
       backends: `${BACKEND_COUNT} × bench/backend.ts --raw in one process`,
       scenarios: scenarios.map((s) => ({ ...s, loadCommand: loadCommand(tool, s) })),
       targets: Object.fromEntries(specs.map((spec) => [spec.name, {

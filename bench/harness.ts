@@ -3,7 +3,7 @@
 // and number formatting.
 //
 // Importing this module installs exit and signal handlers that stop every child it started.
-import { execFile, execFileSync, spawn, type ChildProcess } from 'node:child_process';
+import { execFile, execFileSync, spawn, spawnSync, type ChildProcess } from 'node:child_process';
 import { existsSync, mkdirSync, readFileSync, readdirSync, writeFileSync } from 'node:fs';
 import http from 'node:http';
 import net, { type AddressInfo } from 'node:net';
@@ -271,6 +271,51 @@ export async function machineBusyPercent(ms: number): Promise<number | undefined
 }
 
 /** TCP connections accepted on this host so far (/proc/net/snmp PassiveOpens). */
+/** Instructions and cycles a set of processes executed (user and kernel), from `perf stat`. */
+export interface CpuCounters {
+  instructions: number;
+  cycles: number;
+}
+
+/**
+ * Whether `perf stat` can count instructions here (it needs linux-perf and hardware counters,
+ * which some VMs do not expose); null when it can, else why not.
+ */
+export const countersUnavailable: string | null = (() => {
+  if (!onPath('perf')) return 'perf is not installed (Debian: linux-perf)';
+  const probe = spawnSync('perf', ['stat', '-x,', '-e', 'instructions', 'true'], { encoding: 'utf8' });
+  const count = Number(probe.stderr?.split('\n').find((line) => line.includes('instructions'))?.split(',')[0]);
+  if (probe.status === 0 && Number.isFinite(count) && count > 0) return null;
+  return `perf stat cannot count instructions here: ${(probe.stderr ?? '').trim().split('\n').at(-1) ?? `exit ${probe.status}`}`;
+})();
+
+/**
+ * Starts counting instructions and cycles of `pids` (every thread); `stop()` ends the count and
+ * resolves with the totals, or null when perf could not count them. Instruction counts barely
+ * move with the machine's noise, so they compare work per request where timings wander.
+ */
+export function countCpu(pids: number[]): { stop: () => Promise<CpuCounters | null> } {
+  if (countersUnavailable !== null || pids.length === 0) return { stop: async () => null };
+  const child = spawn('perf', ['stat', '-x,', '-e', 'instructions,cycles', '-p', pids.join(',')], { stdio: ['ignore', 'ignore', 'pipe'] });
+  let stderr = '';
+  child.stderr.setEncoding('utf8').on('data', (chunk: string) => { stderr += chunk; });
+  const exited = new Promise<void>((resolve) => child.on('close', () => resolve()));
+  return {
+    stop: async () => {
+      child.kill('SIGINT');
+      await exited;
+      const value = (event: string) => {
+        const line = stderr.split('\n').find((l) => l.split(',')[2]?.startsWith(event));
+        const n = Number(line?.split(',')[0]);
+        return Number.isFinite(n) && n > 0 ? n : null;
+      };
+      const instructions = value('instructions');
+      const cycles = value('cycles');
+      return instructions === null || cycles === null ? null : { instructions, cycles };
+    },
+  };
+}
+
 function tcpPassiveOpens(): number | undefined {
   try {
     const lines = readFileSync('/proc/net/snmp', 'utf8').split('\n').filter((line) => line.startsWith('Tcp:'));
@@ -522,6 +567,12 @@ export interface RunResult extends LoadResult {
   peakRssMb?: number | null;
   /** The TIME_WAIT table was at its cap by the end of the run (see timeWaitTableFull); null when unknown. */
   timeWaitFull: boolean | null;
+  /**
+   * Thousands of instructions and of cycles the server tree executed per completed request (user
+   * and kernel, `perf stat`); null without hardware counters.
+   */
+  kInstructionsPerRequest: number | null;
+  kCyclesPerRequest: number | null;
 }
 
 export interface MeasureContext {
@@ -544,8 +595,10 @@ export async function measure(
     const oursBefore = benchmarkCpuSeconds(context.ourPids);
     const clientBefore = cpuTicks(CLIENT_CPU);
     const acceptsBefore = tcpPassiveOpens();
+    const counting = countCpu([target.serverPid, ...descendantPids(target.serverPid)]);
     const { path: urlPath, ...loadOptions } = load;
     const result = await runLoad({ ...loadOptions, url: `${target.origin}${urlPath}`, cpus: CLIENT_CPU });
+    const counters = await counting.stop();
     const acceptsAfter = tcpPassiveOpens();
     const timeWaitFull = timeWaitTableFull() ?? null;
     const clientAfter = cpuTicks(CLIENT_CPU);
@@ -572,6 +625,8 @@ export async function measure(
       clientCoreBusy: clientBusy,
       acceptsPerRequest: accepts,
       timeWaitFull,
+      kInstructionsPerRequest: counters === null || result.requests === 0 ? null : round(counters.instructions / result.requests / 1000, 1),
+      kCyclesPerRequest: counters === null || result.requests === 0 ? null : round(counters.cycles / result.requests / 1000, 1),
     };
     if (context.trackPeakRss === true) {
       run.peakRssMb = peakReset ? (memoryMb(target.proxyPid!)?.peakRssMb ?? null) : null;
@@ -597,6 +652,8 @@ export interface Summary {
   p99Ms: number;
   serverCpuSeconds: number | null;
   cpuUsPerRequest: number | null;
+  kInstructionsPerRequest: number | null;
+  kCyclesPerRequest: number | null;
   errors: number;
   non2xx: number;
   /** Rounds during which other processes used noticeable CPU (see isDisturbed). */
@@ -610,6 +667,8 @@ export function summarise(runs: RunResult[]): Summary {
     p99Ms: round(median(runs.map((r) => r.p99Ms)), 3),
     serverCpuSeconds: medianOrNull(runs.map((r) => r.serverCpuSeconds), 2),
     cpuUsPerRequest: medianOrNull(runs.map((r) => r.cpuUsPerRequest), 1),
+    kInstructionsPerRequest: medianOrNull(runs.map((r) => r.kInstructionsPerRequest), 1),
+    kCyclesPerRequest: medianOrNull(runs.map((r) => r.kCyclesPerRequest), 1),
     errors: runs.reduce((sum, r) => sum + r.errors, 0),
     non2xx: runs.reduce((sum, r) => sum + r.non2xx, 0),
     disturbedRounds: runs.filter(isDisturbed).length,
@@ -649,7 +708,8 @@ export const fmtRatio = (value: number | null) => (value === null ? '—' : valu
 /** The console line for one run. */
 export function describeRun(name: string, r: RunResult): string {
   const problems = r.errors + r.non2xx > 0 ? `  (!) ${r.errors} socket errors, ${r.non2xx} non-2xx` : '';
-  const cpu = r.serverCpuSeconds === null ? '' : `   server CPU ${fmtCpu(r.serverCpuSeconds)} (${fmtCpuPerReq(r.cpuUsPerRequest)}/req)`;
+  const instructions = r.kInstructionsPerRequest === null ? '' : `, ${Math.round(r.kInstructionsPerRequest)} k instr/req`;
+  const cpu = r.serverCpuSeconds === null ? '' : `   server CPU ${fmtCpu(r.serverCpuSeconds)} (${fmtCpuPerReq(r.cpuUsPerRequest)}/req${instructions})`;
   const disturbed = !isDisturbed(r)
     ? ''
     : r.timeWaitFull === true
