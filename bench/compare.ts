@@ -107,6 +107,12 @@ const TARGETS: TargetSpec[] = [
     start: limpet('1', SERVER_CPU),
   },
   {
+    name: 'limpet-1-cap32',
+    description: `limpet-1 with limits.maxBackendConnections: 32 (at most 32 connections to each backend, further requests queue); ${PINNED}`,
+    sticky: 'ip',
+    start: limpet('1', SERVER_CPU, ['limits: { maxBackendConnections: 32 }']),
+  },
+  {
     name: 'limpet-auto',
     description: `limpet, workers: auto (${CORES} workers + primary), otherwise the same; all cores`,
     sticky: 'ip',

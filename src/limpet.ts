@@ -285,7 +285,7 @@ export class Limpet {
       this.backendsById.delete(backend.id);
       this.passive.forget(backend);
       // In-flight requests finish on the old pool; close() waits for them.
-      void backend.dispatcher.close();
+      void backend.close();
       this.logger.info({ msg: 'backend removed', backend: backend.id });
     }
     const clients = new ClientAddressResolver(applied.trustedProxies);
@@ -321,7 +321,7 @@ export class Limpet {
     this.upgrades.closeAll();
     await Promise.all([closed, this.admin?.close()]);
     clearInterval(idleSweep);
-    await Promise.all([...this.backendsById.values()].map((backend) => backend.dispatcher.close()));
+    await Promise.all([...this.backendsById.values()].map((backend) => backend.close()));
   }
 
   /** Cuts every remaining client connection (shutdown deadline passed). */
@@ -527,5 +527,5 @@ function healthSettings(config: LimpetConfig): HealthCheckSettings {
 }
 
 function poolSettings(config: LimpetConfig): PoolSettings {
-  return { connectTimeout: config.timeouts.connect, keepAliveTimeout: 60_000 };
+  return { connectTimeout: config.timeouts.connect, keepAliveTimeout: 60_000, maxConnections: config.limits.maxBackendConnections };
 }

@@ -130,6 +130,12 @@ export class ProxyMetrics {
     this.gauge('limpet_backend_up', 'Whether the backend is up (1) or down (0).', (b) => (b.available ? 1 : 0), 'max');
     this.gauge('limpet_backend_draining', 'Whether the backend is draining (1): keeps its clients, takes no new ones.', (b) => (b.draining ? 1 : 0), 'max');
     this.gauge('limpet_backend_inflight_requests', 'Requests being forwarded to the backend now.', (b) => b.inflight, 'sum');
+    this.gauge(
+      'limpet_backend_queued_requests',
+      'Requests waiting for a connection to the backend (limits.maxBackendConnections reached).',
+      (b) => b.queued,
+      'sum',
+    );
     this.gauge('limpet_websocket_connections', 'Open WebSocket tunnels to the backend.', (b) => b.tunnels, 'sum');
     const live = this.source;
     new Gauge({

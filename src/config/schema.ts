@@ -323,7 +323,13 @@ export const configSchema = z
         maxConnections: integer(0, 10_000_000)
           .default(0)
           .describe('Most open client connections per process; more are closed at once. 0 means no limit. Default 0.'),
-      }).describe('Limits on what clients may send.'),
+        maxBackendConnections: integer(0, 1_000_000)
+          .default(0)
+          .describe(
+            'Most open connections from each process to each backend. Requests beyond it wait in order for one to come free; ' +
+              'one still waiting after timeouts.response gets 503. WebSocket tunnels are not counted. 0 means no limit. Default 0.',
+          ),
+      }).describe('Limits on what clients may send, and on connections.'),
       retries: integer(0, 10)
         .default(2)
         .describe('Times a request that never reached a backend is sent to the next backend in the client\'s order. Default 2.'),

@@ -89,7 +89,7 @@ export class ActiveHealthChecker {
     let status: number | null = null;
     let error: string | null = null;
     try {
-      const response = await backend.dispatcher.request({
+      const response = await backend.checkDispatcher.request({
         path: backend.healthPath ?? settings.path,
         method: 'GET',
         headers: { 'user-agent': 'limpet-health-check' },

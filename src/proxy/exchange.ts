@@ -69,6 +69,9 @@ export class Exchange implements Dispatcher.DispatchHandler {
   /** Counts a chunked body when a body limit is set; its Content-Length was checked up front otherwise. */
   private bodyLimit: BodySizeLimit | null = null;
   private drainListening = false;
+  /** While the request waits for a free connection (limits.maxBackendConnections): where, and its deadline. */
+  private queuedOn: Backend | null = null;
+  private queueTimer: NodeJS.Timeout | null = null;
 
   constructor(
     private readonly context: ForwardingContext,
@@ -120,9 +123,11 @@ export class Exchange implements Dispatcher.DispatchHandler {
   // --- undici dispatch handler ---------------------------------------------------------------
 
   onConnect(abort: (error?: Error) => void): void {
+    this.leaveQueue();
     this.sent = true;
     this.abortUpstream = abort;
-    if (this.clientGone) abort();
+    // Gone, or answered 503 while it waited in the queue: it must not reach the backend now.
+    if (this.clientGone || this.finished) abort();
   }
 
   onHeaders(statusCode: number, rawHeaders: Buffer[], resume: () => void, statusText: string): boolean {
@@ -170,6 +175,9 @@ export class Exchange implements Dispatcher.DispatchHandler {
   }
 
   onError(error: Error): void {
+    this.leaveQueue();
+    // Already answered (a 503 after waiting in the queue): this is the abort of the dequeued request.
+    if (this.finished) return;
     const backend = this.placement.backend as Backend;
     if (this.clientGone) {
       this.finish(backend, 499);
@@ -247,15 +255,47 @@ export class Exchange implements Dispatcher.DispatchHandler {
   private dispatch(backend: Backend, newConnection = false): void {
     this.attempts++;
     this.sent = false;
+    // Every allowed connection is busy: the pool queues the request, and the wait gets a deadline.
+    if (!newConnection && backend.maxConnections > 0 && backend.inflight >= backend.maxConnections) this.enterQueue(backend);
     backend.inflight++;
     this.placement.backend = backend;
     if (newConnection) backend.dispatchOnNewConnection(this.options as Dispatcher.DispatchOptions, this);
     else backend.dispatcher.dispatch(this.options as Dispatcher.DispatchOptions, this);
   }
 
+  private enterQueue(backend: Backend): void {
+    this.queuedOn = backend;
+    backend.queued++;
+    this.queueTimer = setTimeout(queueTimedOut, this.context.responseTimeout, this);
+  }
+
+  private leaveQueue(): void {
+    if (this.queuedOn === null) return;
+    clearTimeout(this.queueTimer as NodeJS.Timeout);
+    this.queuedOn.queued--;
+    this.queuedOn = null;
+    this.queueTimer = null;
+  }
+
+  /**
+   * No connection came free within timeouts.response: 503, as HAProxy answers a queue timeout. The
+   * backend is busy, not failing, so passive detection is not told; undici still holds the request
+   * in its queue and it is aborted as soon as it is dequeued (onConnect).
+   */
+  onQueueTimeout(): void {
+    const backend = this.queuedOn as Backend;
+    this.leaveQueue();
+    if (this.clientGone) this.finish(backend, 499);
+    else {
+      this.finish(backend, 503);
+      sendProxyError(this.res, 503, 'Backend busy', { 'Retry-After': '1' });
+    }
+  }
+
   private finish(backend: Backend | null, status: number): void {
     if (this.finished) return;
     this.finished = true;
+    this.leaveQueue();
     if (backend !== null && this.attempts > 0) backend.inflight--;
     const seconds = (performance.now() - this.startedAt) / 1000;
     this.context.observer.completed(backend, status, seconds);
@@ -280,11 +320,17 @@ export class Exchange implements Dispatcher.DispatchHandler {
     if (this.finished) return;
     this.clientGone = true;
     if (this.abortUpstream !== null) this.abortUpstream();
+    // Still queued: done now, and aborted the moment undici dequeues it (onConnect).
+    else if (this.queuedOn !== null) this.finish(this.queuedOn, 499);
   }
 
   onClientDrain(): void {
     this.resumeUpstream?.();
   }
+}
+
+function queueTimedOut(exchange: Exchange): void {
+  exchange.onQueueTimeout();
 }
 
 function resendExchange(exchange: Exchange, backend: Backend, newConnection: boolean): void {

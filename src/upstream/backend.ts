@@ -14,6 +14,8 @@ export interface PoolSettings {
   connectTimeout: number;
   /** Upper bound on pooled keep-alive idle time; undici also honours the backend's own Keep-Alive hint. */
   keepAliveTimeout: number;
+  /** Most open connections to the backend (this process); requests beyond wait in order. 0: no limit. */
+  maxConnections: number;
 }
 
 export interface HealthCheckResult {
@@ -53,14 +55,18 @@ export class Backend {
   /** Position in the current backend set; -1 once removed from the config. */
   index = -1;
   inflight = 0;
+  /** Requests waiting for one of the backend's `maxConnections` connections to come free. */
+  queued = 0;
   /** Open WebSocket (and other upgraded) tunnels to this backend. */
   tunnels = 0;
   lastCheck: HealthCheckResult | null = null;
   lastError: string | null = null;
-  private connectTimeout: number;
+  private pool: PoolSettings;
+  /** The active checks' own connection while the pool is capped (see checkDispatcher). */
+  private checkClient: Client | null = null;
 
   constructor(settings: BackendSettings, pool: PoolSettings) {
-    this.connectTimeout = pool.connectTimeout;
+    this.pool = pool;
     this.id = settings.id;
     this.url = settings.url;
     this.target = new URL(settings.url);
@@ -68,6 +74,26 @@ export class Backend {
     this.healthPath = settings.healthPath;
     this.draining = settings.drain;
     this.dispatcher = createPool(settings.url, pool);
+  }
+
+  /** Connection cap of the current pool; 0 means none. */
+  get maxConnections(): number {
+    return this.pool.maxConnections;
+  }
+
+  /**
+   * Where active health checks go: the pool, or under a connection cap a connection of their own,
+   * so that a backend whose every allowed connection is busy is not marked down for it (HAProxy
+   * keeps checks outside `maxconn` too).
+   */
+  get checkDispatcher(): Dispatcher {
+    if (this.pool.maxConnections === 0) return this.dispatcher;
+    return (this.checkClient ??= new Client(this.url, { connectTimeout: this.pool.connectTimeout, pipelining: 1 }));
+  }
+
+  /** Closes the pool and the check connection once their requests are done. */
+  async close(): Promise<void> {
+    await Promise.all([this.dispatcher.close(), this.checkClient?.close()]);
   }
 
   get available(): boolean {
@@ -84,23 +110,31 @@ export class Backend {
    * stale keep-alive socket goes this way: the pool may hold more sockets the backend has closed.
    */
   dispatchOnNewConnection(options: Dispatcher.DispatchOptions, handler: Dispatcher.DispatchHandler): void {
-    const client = new Client(this.url, { connectTimeout: this.connectTimeout, pipelining: 1 });
+    const client = new Client(this.url, { connectTimeout: this.pool.connectTimeout, pipelining: 1 });
     client.dispatch(options, handler);
     // Resolves once the one request is done; it cannot fail, as nothing else closes this client.
     void client.close();
   }
 
-  /** Applies a reloaded config entry; a new URL gets a new pool while the old one finishes its requests. */
+  /**
+   * Applies a reloaded config entry. A new URL or new pool settings get a new pool, returned so the
+   * caller can close the old one once it has finished its requests (queued ones included).
+   */
   reconfigure(settings: BackendSettings, pool: PoolSettings): Pool | null {
-    this.connectTimeout = pool.connectTimeout;
     this.weight = settings.weight;
     this.healthPath = settings.healthPath;
-    if (settings.url === this.url) return null;
-    const old = this.dispatcher;
+    const old = this.pool;
+    const samePool = old.connectTimeout === pool.connectTimeout && old.keepAliveTimeout === pool.keepAliveTimeout &&
+      old.maxConnections === pool.maxConnections;
+    if (settings.url === this.url && samePool) return null;
+    const retired = this.dispatcher;
+    void this.checkClient?.close();
+    this.checkClient = null;
+    this.pool = pool;
     this.url = settings.url;
     this.target = new URL(settings.url);
     this.dispatcher = createPool(settings.url, pool);
-    return old;
+    return retired;
   }
 }
 
@@ -111,5 +145,6 @@ function createPool(url: string, settings: PoolSettings): Pool {
     keepAliveMaxTimeout: settings.keepAliveTimeout,
     // The proxy frames every request itself and sends one at a time per connection.
     pipelining: 1,
+    connections: settings.maxConnections === 0 ? null : settings.maxConnections,
   });
 }
