@@ -20,5 +20,6 @@ COPY config ./config
 VOLUME ["/etc/limpet"]
 EXPOSE 8080 9090
 USER node
-ENTRYPOINT ["node", "dist/src/cli.js"]
+# --no-memory-reducer: see src/runtime-flags.ts
+ENTRYPOINT ["node", "--no-memory-reducer", "dist/src/cli.js"]
 CMD ["--config", "/etc/limpet/limpet.yaml"]

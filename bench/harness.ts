@@ -12,6 +12,7 @@ import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { promisify } from 'node:util';
 import { onPath, pinnedCommand, runLoad, type LoadOptions, type LoadResult } from './load.js';
+import { RUNTIME_FLAGS } from '../src/runtime-flags.js';
 
 export const benchDir = path.dirname(fileURLToPath(import.meta.url)); // dist/bench
 export const distRoot = path.resolve(benchDir, '..');
@@ -540,7 +541,9 @@ export async function limpetTarget(backends: Backends, tmp: string, variant: Lim
     ...backends.origins.map((origin, i) => `  - { id: b${i + 1}, url: "${origin}" }`),
     '',
   ].join('\n'));
-  return startServerTarget(name, description, [process.execPath, ...variant.nodeArgs, cli, '--config', configFile], variant.cpus, `http://127.0.0.1:${port}`);
+  // Started as the limpet command starts it: with its runtime flags.
+  const argv = [process.execPath, ...RUNTIME_FLAGS, ...variant.nodeArgs, cli, '--config', configFile];
+  return startServerTarget(name, description, argv, variant.cpus, `http://127.0.0.1:${port}`);
 }
 
 // ---------------------------------------------------------------------------------------------

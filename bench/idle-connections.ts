@@ -10,6 +10,7 @@ import net, { type AddressInfo } from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { RUNTIME_FLAGS } from '../src/runtime-flags.js';
 
 const CONNECTIONS = Number(process.argv[2] ?? 5000);
 const BATCH = 250;
@@ -89,7 +90,7 @@ try {
     `listen: 127.0.0.1:${limpetPort}\nadmin: { listen: "127.0.0.1:0" }\nlog: { level: warn }\naffinity: { by: ip }\ntimeouts: { clientIdle: 10m }\n` +
       `backends: [{ id: app, url: "http://127.0.0.1:${backendPort}" }]\n`,
   );
-  await measure('limpet', spawn(process.execPath, [cli, '--config', config], { stdio: 'ignore' }), limpetPort);
+  await measure('limpet', spawn(process.execPath, [...RUNTIME_FLAGS, cli, '--config', config], { stdio: 'ignore' }), limpetPort);
 } finally {
   rmSync(tmp, { recursive: true, force: true });
   backend.close();

@@ -1,4 +1,4 @@
-#!/usr/bin/env node
+#!/usr/bin/env -S node --no-memory-reducer
 import { parseArgs } from 'node:util';
 import { readFileSync } from 'node:fs';
 import { ConfigError, formatConfigIssues, parseConfig } from './config/load.js';
@@ -8,6 +8,7 @@ import { runPrimary, runWorker, workerCount } from './cluster.js';
 import { createLogger } from './log.js';
 import { Limpet } from './limpet.js';
 import { runDemo } from './demo.js';
+import { missingRuntimeFlags } from './runtime-flags.js';
 
 const USAGE = `Usage:
   limpet [--config FILE]          run the proxy (default config: config/limpet.yaml)
@@ -78,6 +79,12 @@ async function main(argv: string[]): Promise<number> {
     return 0;
   }
   const logger = createLogger(config.log.level);
+  const missing = missingRuntimeFlags();
+  if (missing.length > 0 && workerCount(config) === 1) {
+    logger.warn({
+      msg: `started without ${missing.join(' ')}: throughput can halve after an idle minute; start with the limpet command, or node ${missing.join(' ')} dist/src/cli.js`,
+    });
+  }
   if (workerCount(config) > 1) {
     await runPrimary(config, file, text, logger);
     return -1;

@@ -5,6 +5,7 @@ import type { MetricObjectWithValues, MetricValue } from 'prom-client';
 import type { LimpetConfig } from './config/load.js';
 import { ConfigReloader } from './config-reloader.js';
 import { backendState, Limpet, type BackendStateUpdate, type LiveFigures } from './limpet.js';
+import { withRuntimeFlags } from './runtime-flags.js';
 import { createLogger, type Logger } from './log.js';
 
 type MetricsJson = MetricObjectWithValues<MetricValue<string>>[];
@@ -147,6 +148,9 @@ export async function runPrimary(configFromFile: LimpetConfig, file: string, tex
   const count = workerCount(config);
   // Set before the first fork; the primary's hand-off is what makes round-robin even, and costly.
   cluster.schedulingPolicy = config.workerBalance === 'kernel' ? cluster.SCHED_NONE : cluster.SCHED_RR;
+  // Workers serve the traffic: they get limpet's V8 flags however the primary was started. (After
+  // the policy: setupPrimary freezes it.)
+  cluster.setupPrimary({ execArgv: withRuntimeFlags(process.execArgv) });
   for (let i = 0; i < count; i++) fork();
   logger.info({ msg: 'workers started', workers: count });
 

@@ -1,4 +1,5 @@
 import { spawn, type ChildProcess } from 'node:child_process';
+import { RUNTIME_FLAGS } from '../../src/runtime-flags.js';
 import { mkdtempSync, renameSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -20,7 +21,11 @@ export interface CliProxy {
   stop(): Promise<void>;
 }
 
-export async function startCli(body: (ports: { port: number; adminPort: number }) => string): Promise<CliProxy> {
+/** `nodeArgs`: flags for node before the script; by default limpet's runtime flags, as the `limpet` command passes them. */
+export async function startCli(
+  body: (ports: { port: number; adminPort: number }) => string,
+  nodeArgs: readonly string[] = RUNTIME_FLAGS,
+): Promise<CliProxy> {
   const port = await freePort();
   const adminPort = await freePort();
   const dir = mkdtempSync(join(tmpdir(), 'limpet-cli-'));
@@ -28,7 +33,7 @@ export async function startCli(body: (ports: { port: number; adminPort: number }
   const text = body({ port, adminPort });
   const header = `listen: 127.0.0.1:${port}\nadmin: { listen: "127.0.0.1:${adminPort}" }\n${/^log:/m.test(text) ? '' : 'log: { level: info }\n'}`;
   writeFileSync(file, header + text);
-  const child = spawn(process.execPath, ['dist/src/cli.js', '--config', file], { stdio: ['ignore', 'pipe', 'inherit'] });
+  const child = spawn(process.execPath, [...nodeArgs, 'dist/src/cli.js', '--config', file], { stdio: ['ignore', 'pipe', 'inherit'] });
   const logs: Record<string, unknown>[] = [];
   let partial = '';
   child.stdout!.on('data', (chunk: Buffer) => {

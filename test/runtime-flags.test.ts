@@ -1,0 +1,63 @@
+import { afterEach, describe, expect, it } from 'vitest';
+import { readdirSync, readFileSync } from 'node:fs';
+import { backendsYaml, startBackends, type TestBackend } from './support/backends.js';
+import { waitFor } from './support/client.js';
+import { startCli, type CliProxy } from './support/cli.js';
+import { RUNTIME_FLAGS } from '../src/runtime-flags.js';
+
+let backends: TestBackend[] = [];
+let proxy: CliProxy | undefined;
+
+afterEach(async () => {
+  await proxy?.stop();
+  await Promise.all(backends.map((b) => b.close()));
+  proxy = undefined;
+  backends = [];
+});
+
+/** The arguments a running process was started with. */
+function commandLine(pid: number): string[] {
+  return readFileSync(`/proc/${pid}/cmdline`, 'utf8').split('\0').filter((arg) => arg !== '');
+}
+
+function childPids(pid: number): number[] {
+  return readdirSync(`/proc/${pid}/task`).flatMap((task) =>
+    readFileSync(`/proc/${pid}/task/${task}/children`, 'utf8').trim().split(/\s+/).filter(Boolean).map(Number));
+}
+
+const warning = (p: CliProxy) => p.logs.find((line) => String(line.msg).startsWith('started without'));
+
+describe('runtime flags (--no-memory-reducer)', () => {
+  it('every launcher passes them: the limpet command, npm start and demo, and the container', () => {
+    const flags = RUNTIME_FLAGS.join(' ');
+    expect(readFileSync('src/cli.ts', 'utf8').split('\n', 1)[0]).toBe(`#!/usr/bin/env -S node ${flags}`);
+    const scripts = (JSON.parse(readFileSync('package.json', 'utf8')) as { scripts: Record<string, string> }).scripts;
+    expect(scripts.start).toContain(`node ${flags} dist/src/cli.js`);
+    expect(scripts.demo).toContain(`node ${flags} dist/src/cli.js`);
+    expect(readFileSync('Dockerfile', 'utf8')).toContain(`ENTRYPOINT ["node", ${RUNTIME_FLAGS.map((f) => `"${f}"`).join(', ')}, "dist/src/cli.js"]`);
+  });
+
+  it('a single process started without them says so, and one started with them does not', async () => {
+    backends = await startBackends(1);
+    proxy = await startCli(() => `${backendsYaml(backends)}\n`, []);
+    const said = await waitFor(() => warning(proxy!), 10_000, 'the warning');
+    expect(said.level).toBe('warn');
+    expect(String(said.msg)).toContain('--no-memory-reducer');
+    await proxy.stop();
+
+    proxy = await startCli(() => `${backendsYaml(backends)}\n`);
+    expect(commandLine(proxy.child.pid!)).toContain('--no-memory-reducer');
+    expect(warning(proxy)).toBeUndefined();
+  });
+
+  it('cluster workers get them even when the primary was started without', async () => {
+    backends = await startBackends(1);
+    proxy = await startCli(() => `workers: 2\n${backendsYaml(backends)}\n`, []);
+    const workers = await waitFor(() => {
+      const pids = childPids(proxy!.child.pid!);
+      return pids.length === 2 ? pids : undefined;
+    }, 10_000, 'two workers');
+    for (const pid of workers) expect(commandLine(pid)).toContain('--no-memory-reducer');
+    expect(commandLine(proxy.child.pid!)).not.toContain('--no-memory-reducer');
+  });
+});
