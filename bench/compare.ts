@@ -13,7 +13,7 @@ import os from 'node:os';
 import path from 'node:path';
 import {
   baselineTarget, CLIENT_CPU, describeRun, directTarget, divide, fmtCpuPerReq, fmtMs, fmtRate, fmtRatio, intFromEnv,
-  isTarget, limpetTarget, machine as describeMachine, measure, medianOrNull, otherLoadAtStart, PIN, pinningDescription,
+  isTarget, limpetTarget, describeMachine, machine as readMachine, measure, medianOrNull, otherLoadAtStart, PIN, pinningDescription,
   countersUnavailable, round, SERVER_CPU, startBackends, stopChildren, summarise, writeResult,
   type Backends, type RunResult, type Skipped, type Summary, type Target,
 } from './harness.js';
@@ -539,7 +539,7 @@ async function main(): Promise<void> {
   const started = Date.now();
   const tool = chooseLoadTool();
   const date = new Date().toISOString();
-  const machine = describeMachine();
+  const machine = readMachine();
   const scenarios = selectFromEnv(SCENARIOS, 'BENCH_SCENARIOS');
   const specs = selectFromEnv(TARGETS, 'BENCH_ONLY');
   const halfLoadWanted = HALF_LOAD_SECONDS > 0;
@@ -548,7 +548,7 @@ async function main(): Promise<void> {
     + specs.length * (WARMUP_SECONDS + RUN_OVERHEAD_SECONDS)
     + (halfLoadWanted ? ROUNDS * 3 * (HALF_LOAD_SECONDS + 1) : 0);
   console.log(`limpet peer comparison — ${date}`);
-  console.log(`machine: ${machine.cpu}, ${machine.cores} cores, node ${machine.node}`);
+  console.log(`machine: ${describeMachine(machine)}`);
   console.log(`load: ${tool}, ${SECONDS} s per run, ${WARMUP_SECONDS} s warm-up per target, ${ROUNDS} interleaved rounds, median reported`);
   console.log(`scenarios: ${scenarios.map((s) => s.name).join(', ')}`);
   console.log(`targets: ${specs.map((s) => s.name).join(', ')}`);
@@ -635,7 +635,7 @@ async function main(): Promise<void> {
     const names = specs.map((s) => s.name);
     const skippedReasons = new Map(skipped.map((s) => [s.name, s.reason]));
     const markdown = [
-      `Median of ${ROUNDS} interleaved rounds, ${SECONDS} s per run, ${tool}; ${machine.cpu}, ${machine.cores} cores, node ${machine.node}; ${date.slice(0, 10)}. ` +
+      `Median of ${ROUNDS} interleaved rounds, ${SECONDS} s per run, ${tool}; ${describeMachine(machine)}; ${date.slice(0, 10)}. ` +
       `Backends: bench/backend.ts --raw on CPU 1 with the load generator${PIN ? '' : ' (unpinned)'}.`,
       '',
       ...scenarios.flatMap((s) => [...scenarioTable(s, names, results.get(s.name)!, skippedReasons), '']),

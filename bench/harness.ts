@@ -392,6 +392,11 @@ export function machine(): Machine {
   return { cpu: cpuModel(), cores: os.availableParallelism(), node: process.version, platform: `${os.type()} ${os.release()}` };
 }
 
+/** "AMD EPYC, 2 cores, node v20.20.2": the machine as every result line names it. */
+export function describeMachine(m: Machine = machine()): string {
+  return `${m.cpu}, ${m.cores} cores, node ${m.node}`;
+}
+
 /**
  * Prints how busy the machine is before the start: pinning keeps the measured processes apart,
  * not other work off the cores.

@@ -10,7 +10,7 @@ import path from 'node:path';
 import { pathToFileURL } from 'node:url';
 import {
   baselineTarget, benchDir, describeRun, directTarget, divide, fmtCpu, fmtCpuPerReq, fmtMs, fmtRate, fmtRatio,
-  intFromEnv, isSkipped, isTarget, limpetTarget, machine as describeMachine, measure, memoryMb, otherLoadAtStart,
+  intFromEnv, isSkipped, isTarget, limpetTarget, describeMachine, machine as readMachine, measure, memoryMb, otherLoadAtStart,
   PIN, pinningDescription, repoRoot, SERVER_CPU, startBackends, stopChildren, summarise, writeResult,
   type Backends, type LimpetVariant, type RunResult, type Skipped, type Summary, type Target,
 } from './harness.js';
@@ -129,10 +129,10 @@ async function main(): Promise<void> {
   const started = Date.now();
   const tool = chooseLoadTool();
   const date = new Date().toISOString();
-  const machine = describeMachine();
+  const machine = readMachine();
   const pinning = pinningDescription();
   console.log(`limpet end-to-end benchmark — ${date}`);
-  console.log(`machine: ${machine.cpu}, ${machine.cores} cores, node ${machine.node}`);
+  console.log(`machine: ${describeMachine(machine)}`);
   console.log(`load: ${tool} — ${loadCommand(tool)}; ${WARMUP_SECONDS} s warm-up per target; ${ROUNDS} interleaved rounds, median reported`);
   console.log(`pinning: ${pinning}`);
   const otherLoad = await otherLoadAtStart();
@@ -183,7 +183,7 @@ async function main(): Promise<void> {
     ].filter((r): r is Ratio => r !== undefined);
 
     const table = [
-      `Median of ${ROUNDS} interleaved rounds; ${loadCommand(tool)}; ${machine.cpu}, ${machine.cores} cores, node ${machine.node}; ${date.slice(0, 10)}.`,
+      `Median of ${ROUNDS} interleaved rounds; ${loadCommand(tool)}; ${describeMachine(machine)}; ${date.slice(0, 10)}.`,
       '',
       '| target | req/s | p50 | p99 | server CPU per run | CPU per request | RSS after run | errors / non-2xx | disturbed rounds |',
       '|---|---:|---:|---:|---:|---:|---:|---:|---:|',

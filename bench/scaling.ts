@@ -16,7 +16,7 @@ import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmdirSync, rmSync, wr
 import os from 'node:os';
 import path from 'node:path';
 import {
-  cpuSeconds, descendantPids, intFromEnv, isSkipped, limpetTarget, machine, median, round, startBackends, stopChildren,
+  cpuSeconds, describeMachine, descendantPids, intFromEnv, isSkipped, limpetTarget, machine, median, round, startBackends, stopChildren,
   writeResult, type Target,
 } from './harness.js';
 import { chooseLoadTool, runLoad, type LoadResult } from './load.js';
@@ -80,11 +80,6 @@ function cpuBudget(name: string, cores: number): CpuBudget | string {
       rmdirSync(dir);
     },
   };
-}
-
-function describeMachine(): string {
-  const m = machine();
-  return `${m.cpu}, ${m.cores} cores, node ${m.node}, ${m.platform}`;
 }
 
 interface Variant {
@@ -171,7 +166,7 @@ async function main(): Promise<void> {
   const lines = [
     `# limpet worker scaling — ${new Date().toISOString()}`,
     '',
-    `${describeMachine()}. Each limpet worker in its own cgroup held to ${WORKER_CPU} of a core (quota ${Math.round(WORKER_CPU * PERIOD_US)} µs per ${PERIOD_US} µs); ` +
+    `${describeMachine()}, ${machine().platform}. Each limpet worker in its own cgroup held to ${WORKER_CPU} of a core (quota ${Math.round(WORKER_CPU * PERIOD_US)} µs per ${PERIOD_US} µs); ` +
       `backends (bench/backend.ts --raw) and ${tool} unconstrained; keep-alive, "ok" responses, ${CONNECTIONS} connections; median of ${ROUNDS} interleaved rounds of ${SECONDS} s.`,
     '',
     '| workers | req/s | per worker | rounds |',

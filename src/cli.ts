@@ -79,13 +79,15 @@ async function main(argv: string[]): Promise<number> {
     return 0;
   }
   const logger = createLogger(config.log.level);
+  const workers = workerCount(config);
+  // Cluster workers get the flags from the primary (runPrimary); a single process has only its own.
   const missing = missingRuntimeFlags();
-  if (missing.length > 0 && workerCount(config) === 1) {
+  if (missing.length > 0 && workers === 1) {
     logger.warn({
       msg: `started without ${missing.join(' ')}: throughput can halve after an idle minute; start with the limpet command, or node ${missing.join(' ')} dist/src/cli.js`,
     });
   }
-  if (workerCount(config) > 1) {
+  if (workers > 1) {
     await runPrimary(config, file, text, logger);
     return -1;
   }

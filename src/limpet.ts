@@ -417,8 +417,7 @@ export class Limpet {
         this.backendsById.set(entry.id, backend);
         this.metrics.backend(backend);
       } else {
-        const retired = backend.reconfigure(entry, pool);
-        if (retired !== null) void retired.close();
+        backend.reconfigure(entry, pool);
       }
       return backend;
     });

@@ -284,12 +284,9 @@ export class Exchange implements Dispatcher.DispatchHandler {
    */
   onQueueTimeout(): void {
     const backend = this.queuedOn as Backend;
-    this.leaveQueue();
-    if (this.clientGone) this.finish(backend, 499);
-    else {
-      this.finish(backend, 503);
-      sendProxyError(this.res, 503, 'Backend busy', { 'Retry-After': '1' });
-    }
+    // finish() leaves the queue.
+    this.finish(backend, this.clientGone ? 499 : 503);
+    if (!this.clientGone) sendProxyError(this.res, 503, 'Backend busy', { 'Retry-After': '1' });
   }
 
   private finish(backend: Backend | null, status: number): void {

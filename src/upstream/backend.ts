@@ -88,7 +88,7 @@ export class Backend {
    */
   get checkDispatcher(): Dispatcher {
     if (this.pool.maxConnections === 0) return this.dispatcher;
-    return (this.checkClient ??= new Client(this.url, { connectTimeout: this.pool.connectTimeout, pipelining: 1 }));
+    return (this.checkClient ??= this.singleConnection());
   }
 
   /** Closes the pool and the check connection once their requests are done. */
@@ -110,31 +110,34 @@ export class Backend {
    * stale keep-alive socket goes this way: the pool may hold more sockets the backend has closed.
    */
   dispatchOnNewConnection(options: Dispatcher.DispatchOptions, handler: Dispatcher.DispatchHandler): void {
-    const client = new Client(this.url, { connectTimeout: this.pool.connectTimeout, pipelining: 1 });
+    const client = this.singleConnection();
     client.dispatch(options, handler);
     // Resolves once the one request is done; it cannot fail, as nothing else closes this client.
     void client.close();
   }
 
   /**
-   * Applies a reloaded config entry. A new URL or new pool settings get a new pool, returned so the
-   * caller can close the old one once it has finished its requests (queued ones included).
+   * Applies a reloaded config entry. A new URL or new pool settings get new connections; the old
+   * pool is closed once it has finished its requests (queued ones included).
    */
-  reconfigure(settings: BackendSettings, pool: PoolSettings): Pool | null {
+  reconfigure(settings: BackendSettings, pool: PoolSettings): void {
     this.weight = settings.weight;
     this.healthPath = settings.healthPath;
     const old = this.pool;
     const samePool = old.connectTimeout === pool.connectTimeout && old.keepAliveTimeout === pool.keepAliveTimeout &&
       old.maxConnections === pool.maxConnections;
-    if (settings.url === this.url && samePool) return null;
-    const retired = this.dispatcher;
-    void this.checkClient?.close();
+    if (settings.url === this.url && samePool) return;
+    void this.close();
     this.checkClient = null;
     this.pool = pool;
     this.url = settings.url;
     this.target = new URL(settings.url);
     this.dispatcher = createPool(settings.url, pool);
-    return retired;
+  }
+
+  /** One connection of its own to the backend, outside the pool. */
+  private singleConnection(): Client {
+    return new Client(this.url, { connectTimeout: this.pool.connectTimeout, pipelining: 1 });
   }
 }
 
