@@ -12,7 +12,7 @@ import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { promisify } from 'node:util';
 import { onPath, pinnedCommand, runLoad, type LoadOptions, type LoadResult } from './load.js';
-import { RUNTIME_FLAGS } from '../src/runtime-flags.js';
+import { RUNTIME_FLAGS } from '../src/runtime/runtime-flags.js';
 
 export const benchDir = path.dirname(fileURLToPath(import.meta.url)); // dist/bench
 export const distRoot = path.resolve(benchDir, '..');

@@ -10,7 +10,7 @@ import net, { type AddressInfo } from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { RUNTIME_FLAGS } from '../src/runtime-flags.js';
+import { RUNTIME_FLAGS } from '../src/runtime/runtime-flags.js';
 
 const CONNECTIONS = Number(process.argv[2] ?? 5000);
 const BATCH = 250;

@@ -1,14 +1,15 @@
 #!/usr/bin/env -S node --no-memory-reducer
 import { parseArgs } from 'node:util';
 import { readFileSync } from 'node:fs';
-import { ConfigError, formatConfigIssues, parseConfig } from './config/load.js';
-import { ConfigReloader } from './config-reloader.js';
 import cluster from 'node:cluster';
-import { runPrimary, runWorker, workerCount } from './cluster.js';
-import { createLogger } from './log.js';
+import { ConfigError, formatConfigIssues, readConfigFile } from './config/load.js';
+import { runPrimary, workerCount } from './cluster/primary.js';
+import { runWorker } from './cluster/worker.js';
+import { createLogger } from './observe/log.js';
 import { Limpet } from './limpet.js';
 import { runDemo } from './demo.js';
-import { missingRuntimeFlags } from './runtime-flags.js';
+import { missingRuntimeFlags } from './runtime/runtime-flags.js';
+import { supervise } from './runtime/supervise.js';
 
 const USAGE = `Usage:
   limpet [--config FILE]          run the proxy (default config: config/limpet.yaml)
@@ -58,21 +59,14 @@ async function main(argv: string[]): Promise<number> {
   }
   const file = values.config as string;
   let config;
-  let text = '';
+  let text;
   try {
-    text = readFileSync(file, 'utf8');
-    config = parseConfig(text, file);
+    ({ config, text } = await readConfigFile(file));
   } catch (error) {
-    if ((error as NodeJS.ErrnoException).code !== undefined && !(error instanceof ConfigError)) {
-      process.stderr.write(`limpet: cannot read ${file}: ${(error as Error).message}\n`);
-      return 1;
-    }
-    if (error instanceof ConfigError) {
-      process.stderr.write(`${formatConfigIssues(error.issues)}\n`);
-      process.stderr.write(`limpet: ${file}: ${error.issues.length} error${error.issues.length === 1 ? '' : 's'}\n`);
-      return 1;
-    }
-    throw error;
+    if (!(error instanceof ConfigError)) throw error;
+    process.stderr.write(`${formatConfigIssues(error.issues)}\n`);
+    process.stderr.write(`limpet: ${file}: ${error.issues.length} error${error.issues.length === 1 ? '' : 's'}\n`);
+    return 1;
   }
   if (values.check) {
     process.stdout.write(`limpet: ${file}: ok (${config.backends.length} backend${config.backends.length === 1 ? '' : 's'}, affinity by ${config.affinity.by})\n`);
@@ -92,24 +86,11 @@ async function main(argv: string[]): Promise<number> {
     return -1;
   }
   const limpet = await Limpet.start(config, { logger });
-  const reloader = new ConfigReloader(file, limpet, logger, limpet.metrics.configReloads);
-  reloader.start(text);
-  process.on('SIGHUP', () => void reloader.reload('signal'));
-  const stop = (signal: string) => {
-    logger.info({ msg: 'shutting down', signal, inflight: limpet.backends.reduce((n, b) => n + b.inflight, 0) });
-    reloader.stop();
-    const deadline = setTimeout(() => {
-      logger.warn({ msg: 'shutdown timeout reached; closing remaining connections' });
-      limpet.closeAllConnections();
-    }, limpet.currentConfig.timeouts.shutdown);
-    deadline.unref();
-    void limpet.close().then(() => {
-      logger.info({ msg: 'stopped' });
-      process.exit(0);
-    });
-  };
-  process.once('SIGTERM', () => stop('SIGTERM'));
-  process.once('SIGINT', () => stop('SIGINT'));
+  supervise(file, text, logger, limpet.metrics.configReloads, {
+    reload: (next) => limpet.reload(next),
+    stopFields: () => ({ inflight: limpet.backends.reduce((n, b) => n + b.inflight, 0) }),
+    stopPlan: () => ({ deadline: limpet.currentConfig.timeouts.shutdown, atDeadline: () => limpet.closeAllConnections(), stop: () => limpet.close() }),
+  });
   return -1;
 }
 

@@ -1,7 +1,7 @@
 import { createServer, type Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { parseConfig } from './config/load.js';
-import { createLogger } from './log.js';
+import { createLogger } from './observe/log.js';
 import { Limpet } from './limpet.js';
 
 /** A demo backend: answers every request with its own id, so stickiness is visible from curl. */

@@ -1,6 +1,6 @@
 import { describe, expect, it } from 'vitest';
 import { readFileSync } from 'node:fs';
-import { ProxyMetrics } from '../src/metrics.js';
+import { ProxyMetrics } from '../src/observe/metrics.js';
 
 /**
  * dashboards/limpet.json must keep working against what limpet really exposes: every PromQL expression

@@ -3,7 +3,7 @@ import { readdirSync, readFileSync } from 'node:fs';
 import { backendsYaml, startBackends, type TestBackend } from './support/backends.js';
 import { waitFor } from './support/client.js';
 import { startCli, type CliProxy } from './support/cli.js';
-import { RUNTIME_FLAGS } from '../src/runtime-flags.js';
+import { RUNTIME_FLAGS } from '../src/runtime/runtime-flags.js';
 
 let backends: TestBackend[] = [];
 let proxy: CliProxy | undefined;

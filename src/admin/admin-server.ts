@@ -1,9 +1,8 @@
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
-import type { AddressInfo } from 'node:net';
 import { timingSafeEqual } from 'node:crypto';
 import type { Backend } from '../upstream/backend.js';
-import type { Logger } from '../log.js';
-import type { LiveFigures } from '../limpet.js';
+import type { Logger } from '../observe/log.js';
+import type { LiveFigures } from '../observe/live-figures.js';
 import { STATUS_PAGE_HTML } from './status-page.js';
 
 /** What the admin API reads and changes in the running proxy. */
@@ -59,17 +58,6 @@ export class AdminServer {
 
   setToken(token: string): void {
     this.token = token === '' ? null : Buffer.from(token);
-  }
-
-  async listen(host: string, port: number): Promise<AddressInfo> {
-    await new Promise<void>((resolve, reject) => {
-      this.server.once('error', reject);
-      this.server.listen(port, host, () => {
-        this.server.off('error', reject);
-        resolve();
-      });
-    });
-    return this.server.address() as AddressInfo;
   }
 
   async close(): Promise<void> {

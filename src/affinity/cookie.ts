@@ -150,7 +150,7 @@ export function serializeSetCookie(attributes: CookieAttributes, value: string, 
   return line;
 }
 
-/** A random secret for when none is configured; cookies then die with the process. */
-export function randomSecret(): Buffer {
-  return randomBytes(32);
+/** A random secret for when none is configured; cookies then die with the process. Text, so workers can be sent it. */
+export function randomSecret(): string {
+  return randomBytes(32).toString('hex');
 }

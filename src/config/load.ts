@@ -4,6 +4,7 @@ import { dirname, resolve } from 'node:path';
 import { isMap, isScalar, isSeq, LineCounter, Parser, parseDocument, type CST, type Document, type YAMLError } from 'yaml';
 import type { z } from 'zod';
 import { configSchema, type LimpetConfig } from './schema.js';
+import { LimpetError } from '../errors.js';
 
 export type { LimpetConfig } from './schema.js';
 
@@ -19,10 +20,21 @@ export interface ConfigIssue {
 }
 
 /** A config that cannot be used, carrying every mistake found in it, not just the first. */
-export class ConfigError extends Error {
-  constructor(readonly issues: ConfigIssue[]) {
-    super(formatConfigIssues(issues));
-    this.name = 'ConfigError';
+export class ConfigError extends LimpetError {
+  override readonly name = 'ConfigError';
+  readonly code = 'LIMPET_CONFIG';
+
+  /** `cause`: the file-system error when the file could not be read at all. */
+  constructor(
+    readonly issues: ConfigIssue[],
+    options?: { cause?: unknown },
+  ) {
+    super(formatConfigIssues(issues), options);
+  }
+
+  /** Whether the file was not there at all (mid-rename, or never written). */
+  get fileMissing(): boolean {
+    return (this.cause as NodeJS.ErrnoException | undefined)?.code === 'ENOENT';
   }
 }
 
@@ -32,14 +44,23 @@ export function formatConfigIssues(issues: readonly ConfigIssue[]): string {
 }
 
 /** Reads, parses and validates a config file; throws ConfigError (line 0 when it cannot be read). */
+export async function readConfigFile(file: string, env: NodeJS.ProcessEnv = process.env): Promise<{ text: string; config: LimpetConfig }> {
+  const text = await readConfigText(file);
+  return { text, config: parseConfig(text, file, env) };
+}
+
+/** The validated config of a file (see readConfigFile). */
 export async function loadConfigFile(file: string, env: NodeJS.ProcessEnv = process.env): Promise<LimpetConfig> {
-  let text: string;
+  return (await readConfigFile(file, env)).config;
+}
+
+/** The text of a config file; a file that cannot be read is a ConfigError at line 0, like any other mistake. */
+export async function readConfigText(file: string): Promise<string> {
   try {
-    text = await readFile(file, 'utf8');
+    return await readFile(file, 'utf8');
   } catch (error) {
-    throw new ConfigError([{ file, line: 0, column: 0, path: '', message: `cannot read the config file: ${(error as Error).message}` }]);
+    throw new ConfigError([{ file, line: 0, column: 0, path: '', message: `cannot read the config file: ${(error as Error).message}`}]);
   }
-  return parseConfig(text, file, env);
 }
 
 type PathSegment = string | number;

@@ -1,27 +1,18 @@
-import type { Backend } from '../upstream/backend.js';
+import type { Backend, CheckPolicy, HealthCheckResult } from '../upstream/backend.js';
 
-export interface HealthCheckSettings {
+export interface HealthCheckSettings extends CheckPolicy {
   path: string;
   interval: number; // ms
   timeout: number; // ms
-  rise: number;
-  fall: number;
   expectStatus: { min: number; max: number };
-  /** How long a passively ejected backend waits before a passing check may bring it back. */
-  cooldown: number; // ms
 }
 
-/** Told about every check and every state change the checks cause. */
-export interface HealthListener {
-  checked(backend: Backend, ok: boolean): void;
-  changed(backend: Backend): void;
-}
+/** Told of every completed check (metrics count them). */
+export type CheckListener = (backend: Backend, ok: boolean) => void;
 
 interface Probe {
   backend: Backend;
   timer: NodeJS.Timeout | null;
-  passes: number;
-  failures: number;
   running: boolean;
 }
 
@@ -29,9 +20,9 @@ interface Probe {
 const JITTER = 0.15;
 
 /**
- * Active health checks: a GET of each backend's health path every `interval` (jittered), marking it
- * down after `fall` consecutive failures and up after `rise` consecutive passes. It only writes
- * backend health; selection reads it through the backend set.
+ * Active health checks: a GET of each backend's health path every `interval` (jittered). It only
+ * probes and hands each result to the backend, which decides its own verdict (`rise`/`fall`);
+ * selection reads that verdict through the backend set. The checker never routes.
  */
 export class ActiveHealthChecker {
   private readonly probes = new Map<Backend, Probe>();
@@ -39,10 +30,10 @@ export class ActiveHealthChecker {
 
   constructor(
     private settings: HealthCheckSettings,
-    private readonly listener: HealthListener,
+    private readonly checked: CheckListener,
   ) {}
 
-  /** Starts probing new backends and stops probing removed ones; kept backends keep their counters. */
+  /** Starts probing new backends and stops probing removed ones; kept backends keep their schedule. */
   track(backends: readonly Backend[], settings: HealthCheckSettings = this.settings): void {
     this.settings = settings;
     const wanted = new Set(backends);
@@ -53,7 +44,7 @@ export class ActiveHealthChecker {
     }
     for (const backend of backends) {
       if (this.probes.has(backend)) continue;
-      const probe: Probe = { backend, timer: null, passes: 0, failures: 0, running: false };
+      const probe: Probe = { backend, timer: null, running: false };
       this.probes.set(backend, probe);
       // The first probe comes soon but at a random point, spreading the fleet from the start.
       this.schedule(probe, Math.random() * Math.min(this.settings.interval, 1000));
@@ -80,75 +71,46 @@ export class ActiveHealthChecker {
     probe.timer.unref();
   }
 
-  private async run(probe: Probe): Promise<boolean> {
-    if (probe.running) return probe.backend.healthy;
+  private async run(probe: Probe): Promise<void> {
+    if (probe.running) return;
     probe.running = true;
     const { backend } = probe;
     const settings = this.settings;
-    const started = Date.now();
-    let status: number | null = null;
-    let error: string | null = null;
+    let result: HealthCheckResult;
     try {
-      const response = await backend.checkDispatcher.request({
-        path: backend.healthPath ?? settings.path,
-        method: 'GET',
-        headers: { 'user-agent': 'limpet-health-check' },
-        headersTimeout: settings.timeout,
-        bodyTimeout: settings.timeout,
-        signal: AbortSignal.timeout(settings.timeout),
-      });
-      status = response.statusCode;
-      await response.body.dump();
-      if (status < settings.expectStatus.min || status > settings.expectStatus.max) {
-        error = `status ${status}, expected ${settings.expectStatus.min}-${settings.expectStatus.max}`;
-      }
-    } catch (caught) {
-      error = describe(caught, settings.timeout);
+      result = await check(backend, settings);
     } finally {
       probe.running = false;
     }
-    const ok = error === null;
-    backend.lastCheck = { at: started, ok, status, error, durationMs: Date.now() - started };
-    if (!ok) backend.lastError = error;
-    if (this.probes.get(backend) !== probe) return ok;
-    this.listener.checked(backend, ok);
-    this.record(probe, ok, started);
-    return ok;
+    // Stopped or no longer tracked while it ran: the result belongs to nobody.
+    if (this.probes.get(backend) !== probe) return;
+    this.checked(backend, result.ok);
+    backend.checkCompleted(result, settings);
   }
+}
 
-  private record(probe: Probe, ok: boolean, now: number): void {
-    const { backend } = probe;
-    let changed = false;
-    if (backend.awaitingFirstCheck) {
-      backend.awaitingFirstCheck = false;
-      if (ok) {
-        backend.healthy = true;
-        probe.passes = 1;
-        this.listener.changed(backend);
-        return;
-      }
+async function check(backend: Backend, settings: HealthCheckSettings): Promise<HealthCheckResult> {
+  const started = Date.now();
+  let status: number | null = null;
+  let error: string | null = null;
+  try {
+    const response = await backend.checkDispatcher.request({
+      path: backend.healthPath ?? settings.path,
+      method: 'GET',
+      headers: { 'user-agent': 'limpet-health-check' },
+      headersTimeout: settings.timeout,
+      bodyTimeout: settings.timeout,
+      signal: AbortSignal.timeout(settings.timeout),
+    });
+    status = response.statusCode;
+    await response.body.dump();
+    if (status < settings.expectStatus.min || status > settings.expectStatus.max) {
+      error = `status ${status}, expected ${settings.expectStatus.min}-${settings.expectStatus.max}`;
     }
-    if (ok) {
-      probe.failures = 0;
-      probe.passes++;
-      if (!backend.healthy && probe.passes >= this.settings.rise) {
-        backend.healthy = true;
-        changed = true;
-      }
-      if (backend.ejected && now - backend.ejectedAt >= this.settings.cooldown) {
-        backend.ejected = false;
-        changed = true;
-      }
-    } else {
-      probe.passes = 0;
-      probe.failures++;
-      if (backend.healthy && probe.failures >= this.settings.fall) {
-        backend.healthy = false;
-        changed = true;
-      }
-    }
-    if (changed) this.listener.changed(backend);
+  } catch (caught) {
+    error = describe(caught, settings.timeout);
   }
+  return { at: started, ok: error === null, status, error, durationMs: Date.now() - started };
 }
 
 function describe(error: unknown, timeout: number): string {

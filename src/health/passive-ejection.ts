@@ -6,26 +6,23 @@ export interface PassiveSettings {
 }
 
 /**
- * Passive detection: counts connection failures that real requests meet, per backend, in a sliding
- * window. At `maxFails` the backend is ejected at once, without waiting for the next active check;
- * the active checker lets it back in after the cooldown.
+ * Passive detection: counts the failures real requests meet at a backend (those that put its
+ * health in question), per backend, in a sliding window. At `maxFails` the backend is ejected at
+ * once, without waiting for the next active check; a passing check after the cooldown readmits it.
  */
 export class PassiveEjector {
   /** Failure times per backend, oldest first, at most maxFails long. */
   private readonly failures = new Map<Backend, number[]>();
 
-  constructor(
-    private settings: PassiveSettings,
-    private readonly onEject: (backend: Backend) => void,
-  ) {}
+  constructor(private settings: PassiveSettings) {}
 
   configure(settings: PassiveSettings): void {
     this.settings = settings;
   }
 
-  /** Records a failure; returns true when it ejected the backend. */
-  recordFailure(backend: Backend, now: number): boolean {
-    if (backend.ejected) return false;
+  /** Records a failure; ejects the backend when it is the `maxFails`th within the window. */
+  recordFailure(backend: Backend, now: number): void {
+    if (backend.ejected) return;
     let times = this.failures.get(backend);
     if (times === undefined) {
       times = [];
@@ -34,12 +31,9 @@ export class PassiveEjector {
     times.push(now);
     while (times.length > 0 && now - (times[0] as number) > this.settings.window) times.shift();
     while (times.length > this.settings.maxFails) times.shift();
-    if (times.length < this.settings.maxFails) return false;
+    if (times.length < this.settings.maxFails) return;
     times.length = 0;
-    backend.ejected = true;
-    backend.ejectedAt = now;
-    this.onEject(backend);
-    return true;
+    backend.eject(now);
   }
 
   forget(backend: Backend): void {

@@ -1,6 +1,7 @@
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import { Transform, type TransformCallback } from 'node:stream';
-import { sendProxyError } from './responses.js';
+import { BodyTooLargeError } from '../errors.js';
+import { sendProxyError } from './respond.js';
 
 /** What a client may send, checked on every request before it is placed or forwarded. */
 export interface ClientLimits {
@@ -36,11 +37,10 @@ export function rejectOverLimit(req: IncomingMessage, res: ServerResponse, statu
 }
 
 /**
- * Passes a chunked body through while counting it; past `maxBytes` it fails, which aborts the
- * upstream request, and `exceeded` tells the exchange to answer 413 rather than 502.
+ * Passes a chunked body through while counting it; past `maxBytes` it fails with BodyTooLargeError,
+ * which aborts the upstream request and tells the exchange to answer 413 rather than 502.
  */
 export class BodySizeLimit extends Transform {
-  exceeded = false;
   private seen = 0;
 
   constructor(private readonly maxBytes: number) {
@@ -53,7 +53,6 @@ export class BodySizeLimit extends Transform {
       callback(null, chunk);
       return;
     }
-    this.exceeded = true;
-    callback(new Error(`request body over ${this.maxBytes} bytes`));
+    callback(new BodyTooLargeError(`request body over ${this.maxBytes} bytes`));
   }
 }

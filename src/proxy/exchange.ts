@@ -1,47 +1,19 @@
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import type { Dispatcher } from 'undici';
-import type { Logger } from '../log.js';
-import type { AffinityRouter } from '../affinity/router.js';
-import { Placement } from '../affinity/router.js';
-import type { ClientAddressResolver } from '../affinity/client-address.js';
+import type { Placement } from '../affinity/policy.js';
+import { BodyTooLargeError, classifyUpstreamFailure, UpstreamBusyError } from '../errors.js';
 import type { Backend } from '../upstream/backend.js';
 import { connectionListedHeaders, isHopByHop, removeHeaders } from './headers.js';
-import { originFormPath, RequestHead } from './request-head.js';
-import { sendProxyError, sendUnavailable } from './responses.js';
-import { BodySizeLimit, headLimitStatus, rejectOverLimit, type ClientLimits } from './client-limits.js';
-
-/** What forwarding needs from the running proxy; swapped whole on reload. */
-export interface ForwardingContext {
-  readonly router: AffinityRouter;
-  readonly clients: ClientAddressResolver;
-  /** Time allowed for response headers, and between body chunks, before a 504 / cut. */
-  readonly responseTimeout: number;
-  readonly retries: number;
-  readonly protocol: 'http' | 'https';
-  /** Lower-case name of the affinity header in header mode, else null. */
-  readonly affinityHeader: string | null;
-  readonly limits: ClientLimits;
-  readonly accessLog: Logger | null;
-  readonly observer: ExchangeObserver;
-}
-
-/** Hooks for what the data path learns: passive health and metrics listen here. */
-export interface ExchangeObserver {
-  /** A request met a connection failure or timeout at `backend`: passive detection counts these. */
-  upstreamFailed(backend: Backend, error: Error): void;
-  /** A request that never reached `failed` is being sent again. */
-  retried(failed: Backend): void;
-  /** A response (or proxy error) was sent for a request placed on `backend`; duration in seconds. */
-  completed(backend: Backend | null, status: number, seconds: number): void;
-}
+import { RequestHead } from './request-head.js';
+import { sendProxyError } from './respond.js';
+import { BodySizeLimit, rejectOverLimit } from './client-limits.js';
+import type { ForwardingContext } from './context.js';
+import { prepareForward } from './prepare.js';
+import { countsAgainstBackend, retryAction, type AttemptFacts } from './retry-policy.js';
 
 const kExchange = Symbol('limpet.exchange');
 type ResponseWithExchange = ServerResponse & { [kExchange]?: Exchange };
 
-/** Errors that prove the request never reached the backend, so sending it elsewhere is safe. */
-const NOT_SENT_CODES = new Set(['ECONNREFUSED', 'UND_ERR_CONNECT_TIMEOUT', 'EHOSTUNREACH', 'ENETUNREACH', 'ENOTFOUND', 'EAI_AGAIN', 'EADDRNOTAVAIL']);
-/** A pooled keep-alive socket the backend had closed: the request died on the wire, unanswered. */
-const STALE_SOCKET_CODES = new Set(['UND_ERR_SOCKET', 'ECONNRESET', 'EPIPE']);
 /** Methods that may be sent twice without changing the outcome (RFC 9110 §9.2.2). */
 const IDEMPOTENT_METHODS = new Set(['GET', 'HEAD', 'OPTIONS', 'PUT', 'DELETE', 'TRACE']);
 
@@ -50,7 +22,7 @@ const IDEMPOTENT_METHODS = new Set(['GET', 'HEAD', 'OPTIONS', 'PUT', 'DELETE', '
  * streamed response. It is its own undici dispatch handler, so forwarding allocates no closures.
  */
 export class Exchange implements Dispatcher.DispatchHandler {
-  private readonly placement = new Placement();
+  private readonly placement: Placement;
   private readonly head = new RequestHead();
   private options: Dispatcher.DispatchOptions | null = null;
   private abortUpstream: ((error?: Error) => void) | null = null;
@@ -64,10 +36,7 @@ export class Exchange implements Dispatcher.DispatchHandler {
   private attempts = 0;
   private status = 0;
   /** A stale keep-alive resend happens at most once per request. */
-  private resentStale = false;
-  private remapHeaderSent = false;
-  /** Counts a chunked body when a body limit is set; its Content-Length was checked up front otherwise. */
-  private bodyLimit: BodySizeLimit | null = null;
+  private resentFresh = false;
   private drainListening = false;
   /** While the request waits for a free connection (limits.maxBackendConnections): where, and its deadline. */
   private queuedOn: Backend | null = null;
@@ -77,36 +46,24 @@ export class Exchange implements Dispatcher.DispatchHandler {
     private readonly context: ForwardingContext,
     private readonly req: IncomingMessage,
     private readonly res: ServerResponse,
-  ) {}
+  ) {
+    this.placement = context.affinity.newPlacement();
+  }
 
   start(): void {
-    const { req, res, context } = this;
-    const path = originFormPath(req.url ?? '');
-    if (path === null) {
-      this.refuseMalformed('Bad request target');
+    const { req, res, context, head } = this;
+    const path = prepareForward(context, req, head, this.placement);
+    if (typeof path !== 'string') {
+      this.finish(null, path.status);
+      if (path.status === 400) {
+        // A request no backend should see: the connection is closed, as for a parse error.
+        res.shouldKeepAlive = false;
+        sendProxyError(res, 400, path.message);
+      } else if (path.status === 503) sendProxyError(res, 503, path.message, path.headers);
+      else rejectOverLimit(req, res, path.status, head.chunked ? Infinity : Number(head.contentLength ?? 0));
       return;
     }
-    const head = this.head;
-    head.copy(req, context.affinityHeader);
-    if (head.hostConflicts(req.url as string, path)) {
-      this.refuseMalformed('Bad Host');
-      return;
-    }
-    const overLimit = headLimitStatus(req, context.limits, head.contentLength);
-    if (overLimit !== 0) {
-      this.finish(null, overLimit);
-      rejectOverLimit(req, res, overLimit, head.chunked ? Infinity : Number(head.contentLength ?? 0));
-      return;
-    }
-    context.router.place(this.placement, req.socket, head, Date.now());
-    const backend = this.placement.backend;
-    if (backend === null) {
-      this.finish(null, 503);
-      sendUnavailable(res);
-      return;
-    }
-    head.appendForwarding(req, context.clients, context.protocol, this.placement.remappedFrom);
-    this.remapHeaderSent = this.placement.remappedFrom !== null;
+    const backend = this.placement.backend as Backend;
     (res as ResponseWithExchange)[kExchange] = this;
     res.on('close', onClientClose);
     this.options = {
@@ -149,7 +106,7 @@ export class Exchange implements Dispatcher.DispatchHandler {
       const listed = connectionListedHeaders(connectionValue);
       if (listed !== null) removeHeaders(flat, listed);
     }
-    const setCookie = this.context.router.setCookieFor(this.placement);
+    const setCookie = this.context.affinity.responseCookie(this.placement);
     if (setCookie !== null) flat.push('Set-Cookie', setCookie);
     const res = this.res;
     if (statusText) res.writeHead(statusCode, statusText, flat);
@@ -183,7 +140,7 @@ export class Exchange implements Dispatcher.DispatchHandler {
       this.finish(backend, 499);
       return;
     }
-    if (this.bodyLimit?.exceeded === true) {
+    if (error instanceof BodyTooLargeError) {
       // The client's fault, not the backend's: no passive failure, no retry.
       this.finish(backend, 413);
       if (this.responded) this.res.destroy();
@@ -196,53 +153,41 @@ export class Exchange implements Dispatcher.DispatchHandler {
       this.res.destroy(error);
       return;
     }
-    const code = (error as NodeJS.ErrnoException).code;
-    const notSent = !this.sent || (code !== undefined && NOT_SENT_CODES.has(code));
-    // The connection died before any answer, and sending twice is harmless with no body read.
-    const safeToResend =
-      !notSent && code !== undefined && STALE_SOCKET_CODES.has(code) &&
-      this.options?.body === null && IDEMPOTENT_METHODS.has(this.req.method ?? '');
-    // The first time that is most likely a stale keep-alive socket, no sign of a sick backend: resend
-    // to the same backend (the client keeps its pin). Failing again, the backend is the problem: the
-    // request goes to the next backend, as nginx's proxy_next_upstream does for idempotent requests.
-    const staleSocket = safeToResend && !this.resentStale;
-    if (!staleSocket) this.context.observer.upstreamFailed(backend, error);
-    if ((notSent || safeToResend) && this.attempts <= this.context.retries) {
-      const next = staleSocket ? backend : this.context.router.retry(this.placement);
+    const failure = classifyUpstreamFailure(error, this.sent);
+    const facts: AttemptFacts = {
+      replayable: this.options?.body === null && IDEMPOTENT_METHODS.has(this.req.method ?? ''),
+      pooled: true,
+      resentFresh: this.resentFresh,
+      attempts: this.attempts,
+      retries: this.context.retries,
+    };
+    if (countsAgainstBackend(failure, facts)) this.context.observer.upstreamFailed(backend, failure);
+    const action = retryAction(failure, facts);
+    if (action !== 'give-up') {
+      const next = action === 'resend-fresh' ? backend : this.context.affinity.retry(this.placement);
       if (next !== null) {
-        this.resentStale ||= staleSocket;
+        this.resentFresh ||= action === 'resend-fresh';
         this.context.observer.retried(backend);
-        backend.inflight--;
-        if (next !== backend && this.placement.remappedFrom !== null && !this.remapHeaderSent) {
-          (this.options as { headers: string[] }).headers.push('X-Limpet-Remapped-From', this.placement.remappedFrom);
-          this.remapHeaderSent = true;
-        }
+        backend.requestFinished();
+        if (next !== backend && this.placement.remappedFrom !== null) this.head.addRemapNotice(this.placement.remappedFrom);
         // Let undici finish tearing down the failed connection first, or the resend joins its fate.
-        setImmediate(resendExchange, this, next, staleSocket);
+        setImmediate(resendExchange, this, next, action === 'resend-fresh');
         return;
       }
     }
-    const status = code === 'UND_ERR_HEADERS_TIMEOUT' ? 504 : 502;
-    backend.lastError = error.message;
-    this.finish(backend, status);
-    sendProxyError(this.res, status, status === 504 ? 'Gateway timeout' : 'Bad gateway');
+    backend.noteError(failure.message);
+    this.finish(backend, failure.status);
+    sendProxyError(this.res, failure.status, failure.status === 504 ? 'Gateway timeout' : 'Bad gateway');
   }
 
   // --- internals ----------------------------------------------------------------------------
 
 
-  /** A request no backend should see: 400, and the connection is closed, as for a parse error. */
-  private refuseMalformed(message: string): void {
-    this.finish(null, 400);
-    this.res.shouldKeepAlive = false;
-    sendProxyError(this.res, 400, message);
-  }
-
   private body(chunked: boolean): IncomingMessage | BodySizeLimit {
     const max = this.context.limits.maxBodySize;
     if (!chunked || max === 0) return this.req;
-    this.bodyLimit = new BodySizeLimit(max);
-    return this.req.pipe(this.bodyLimit);
+    // Counts a chunked body; a Content-Length was checked up front.
+    return this.req.pipe(new BodySizeLimit(max));
   }
 
   /** A retry's second dispatch, unless the client left while it waited. */
@@ -256,8 +201,8 @@ export class Exchange implements Dispatcher.DispatchHandler {
     this.attempts++;
     this.sent = false;
     // Every allowed connection is busy: the pool queues the request, and the wait gets a deadline.
-    if (!newConnection && backend.maxConnections > 0 && backend.inflight >= backend.maxConnections) this.enterQueue(backend);
-    backend.inflight++;
+    if (!newConnection && backend.atConnectionCap) this.enterQueue(backend);
+    backend.requestStarted();
     this.placement.backend = backend;
     if (newConnection) backend.dispatchOnNewConnection(this.options as Dispatcher.DispatchOptions, this);
     else backend.dispatcher.dispatch(this.options as Dispatcher.DispatchOptions, this);
@@ -265,14 +210,14 @@ export class Exchange implements Dispatcher.DispatchHandler {
 
   private enterQueue(backend: Backend): void {
     this.queuedOn = backend;
-    backend.queued++;
+    backend.queueEntered();
     this.queueTimer = setTimeout(queueTimedOut, this.context.responseTimeout, this);
   }
 
   private leaveQueue(): void {
     if (this.queuedOn === null) return;
     clearTimeout(this.queueTimer as NodeJS.Timeout);
-    this.queuedOn.queued--;
+    this.queuedOn.queueLeft();
     this.queuedOn = null;
     this.queueTimer = null;
   }
@@ -284,16 +229,17 @@ export class Exchange implements Dispatcher.DispatchHandler {
    */
   onQueueTimeout(): void {
     const backend = this.queuedOn as Backend;
+    const busy = new UpstreamBusyError(`no connection to ${backend.id} came free in time`);
     // finish() leaves the queue.
-    this.finish(backend, this.clientGone ? 499 : 503);
-    if (!this.clientGone) sendProxyError(this.res, 503, 'Backend busy', { 'Retry-After': '1' });
+    this.finish(backend, this.clientGone ? 499 : busy.status);
+    if (!this.clientGone) sendProxyError(this.res, busy.status, 'Backend busy', BUSY_HEADERS);
   }
 
   private finish(backend: Backend | null, status: number): void {
     if (this.finished) return;
     this.finished = true;
     this.leaveQueue();
-    if (backend !== null && this.attempts > 0) backend.inflight--;
+    if (backend !== null && this.attempts > 0) backend.requestFinished();
     const seconds = (performance.now() - this.startedAt) / 1000;
     this.context.observer.completed(backend, status, seconds);
     const log = this.context.accessLog;
@@ -325,6 +271,9 @@ export class Exchange implements Dispatcher.DispatchHandler {
     this.resumeUpstream?.();
   }
 }
+
+/** A busy backend frees a connection soon: ask for a quick retry (HAProxy's queue timeout answer). */
+const BUSY_HEADERS = { 'Retry-After': '1' } as const;
 
 function queueTimedOut(exchange: Exchange): void {
   exchange.onQueueTimeout();

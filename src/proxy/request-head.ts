@@ -1,6 +1,6 @@
 import type { IncomingMessage } from 'node:http';
 import type { ClientAddressResolver } from '../affinity/client-address.js';
-import type { ClientHints } from '../affinity/router.js';
+import type { ClientHints } from '../affinity/policy.js';
 import { connectionListedHeaders, isHopByHop, removeHeaders } from './headers.js';
 
 /**
@@ -20,6 +20,7 @@ export class RequestHead implements ClientHints {
   private forwardedProto: string | undefined = undefined;
   private forwardedHost: string | undefined = undefined;
   private via: string | undefined = undefined;
+  private remapNoticeAdded = false;
 
   /** `affinityHeaderName`: lower-case name of the header that keys clients in header mode, else null. */
   copy(req: IncomingMessage, affinityHeaderName: string | null): void {
@@ -100,7 +101,14 @@ export class RequestHead implements ClientHints {
     const host = trusted && this.forwardedHost !== undefined ? this.forwardedHost : this.host;
     if (host !== undefined) out.push('X-Forwarded-Host', host);
     out.push('Via', this.via === undefined ? '1.1 limpet' : `${this.via}, 1.1 limpet`);
-    if (remappedFrom !== null) out.push('X-Limpet-Remapped-From', remappedFrom);
+    if (remappedFrom !== null) this.addRemapNotice(remappedFrom);
+  }
+
+  /** Tells the backend the client was moved from `from` (once per request: a retry may move it again). */
+  addRemapNotice(from: string): void {
+    if (this.remapNoticeAdded) return;
+    this.remapNoticeAdded = true;
+    this.headers.push('X-Limpet-Remapped-From', from);
   }
 }
 

@@ -25,9 +25,7 @@ export class BackendSet {
     this.roundRobin = new WeightedRoundRobin(weighted.map((entry) => entry.weight));
     this.usableForPinned = new Uint8Array(backends.length);
     this.usableForNew = new Uint8Array(backends.length);
-    backends.forEach((backend, index) => {
-      backend.index = index;
-    });
+    backends.forEach((backend, index) => backend.placeAt(index));
     this.refresh();
   }
 
@@ -35,13 +33,12 @@ export class BackendSet {
     return this.byId.get(id);
   }
 
-  /** Recomputes the usable flags from each backend's state; call after any health or drain change. */
+  /** Recomputes the usable flags from each backend's state; the registry calls it on every change. */
   refresh(): void {
     for (let i = 0; i < this.backends.length; i++) {
       const backend = this.backends[i] as Backend;
-      const available = backend.available ? 1 : 0;
-      this.usableForPinned[i] = available;
-      this.usableForNew[i] = available && !backend.draining ? 1 : 0;
+      this.usableForPinned[i] = backend.available ? 1 : 0;
+      this.usableForNew[i] = backend.takesNewClients ? 1 : 0;
     }
   }
 }

@@ -1,4 +1,7 @@
-import { Client, Pool, type Dispatcher } from 'undici';
+import type { Dispatcher, Pool } from 'undici';
+import { createPool, singleConnection, samePoolSettings, type PoolSettings } from './pools.js';
+
+export type { PoolSettings } from './pools.js';
 
 export type BackendStatus = 'up' | 'down' | 'draining';
 
@@ -10,14 +13,6 @@ export interface BackendSettings {
   healthPath: string | null;
 }
 
-export interface PoolSettings {
-  connectTimeout: number;
-  /** Upper bound on pooled keep-alive idle time; undici also honours the backend's own Keep-Alive hint. */
-  keepAliveTimeout: number;
-  /** Most open connections to the backend (this process); requests beyond wait in order. 0: no limit. */
-  maxConnections: number;
-}
-
 export interface HealthCheckResult {
   at: number; // epoch ms
   ok: boolean;
@@ -26,59 +21,179 @@ export interface HealthCheckResult {
   durationMs: number;
 }
 
+/** How many check results it takes to change the active verdict, and how long an ejection lasts. */
+export interface CheckPolicy {
+  rise: number;
+  fall: number;
+  /** How long a passively ejected backend waits before a passing check may bring it back (ms). */
+  cooldown: number;
+}
+
+/**
+ * The verdict of the active checks. `pending`: added by a reload and not yet checked; its first
+ * check alone decides (no `rise` wait), and until then it takes no traffic.
+ */
+export type CheckState = 'up' | 'down' | 'pending';
+
+/** What a backend's health looks like to another process (the cluster primary's broadcast). */
+export interface BackendHealth {
+  check: CheckState;
+  ejected: boolean;
+  draining: boolean;
+  lastCheck: HealthCheckResult | null;
+  lastError: string | null;
+}
+
+/** A backend's health as one process tells another. */
+export interface BackendHealthUpdate extends BackendHealth {
+  id: string;
+}
+
+/** The transitions that change whether and how a backend may be selected. */
+export type BackendChange = 'up' | 'down' | 'ejected' | 'readmitted' | 'draining' | 'undrained' | 'retired' | 'adopted';
+
+export type BackendChangeListener = (backend: Backend, change: BackendChange) => void;
+
 let nextSerial = 1;
 
 /**
- * One backend's live state. It is keyed by id and outlives config reloads: a reload updates its
- * url, weight and drain flag but keeps health, counters and the pins that point at it.
- * `available` is the one question selection asks; health checks and passive ejection feed it.
+ * One backend and everything it knows about itself: its settings, its independent health flags
+ * (active check, passive ejection, admin drain, retired), its load counters and its connection
+ * pools. Every change of state is a method here; a change that affects selection is announced once
+ * to the listener given at construction (the registry), which refreshes selection, closes tunnels
+ * and tells other processes. `available` and `takesNewClients` are the only questions selection asks.
+ * It is keyed by id and outlives config reloads: a reload updates its url, weight and health path
+ * but keeps health, counters and the pins that point at it.
  */
 export class Backend {
   /** Small process-unique number, so pin tables can refer to a backend without holding strings. */
   readonly serial = nextSerial++;
   readonly id: string;
-  url: string;
+  private settings: BackendSettings;
   /** The parsed url, for connections made outside the pool (WebSocket tunnels). */
-  target: URL;
-  weight: number;
-  healthPath: string | null;
-  dispatcher: Pool;
-  /** Draining: keeps its pinned clients, takes no new ones. */
-  draining: boolean;
-  /** Verdict of the active checks. Starts up so a fresh proxy serves at once. */
-  healthy = true;
-  /** Added by a reload: down until its first check, which alone decides (no `rise` wait). */
-  awaitingFirstCheck = false;
-  /** Ejected by passive detection; cleared only by a passing active check after the cooldown. */
-  ejected = false;
-  ejectedAt = 0;
-  /** Position in the current backend set; -1 once removed from the config. */
-  index = -1;
-  inflight = 0;
-  /** Requests waiting for one of the backend's `maxConnections` connections to come free. */
-  queued = 0;
-  /** Open WebSocket (and other upgraded) tunnels to this backend. */
-  tunnels = 0;
-  lastCheck: HealthCheckResult | null = null;
-  lastError: string | null = null;
-  private pool: PoolSettings;
+  private parsedUrl: URL;
+  private pool: Pool;
+  private poolSettings: PoolSettings;
   /** The active checks' own connection while the pool is capped (see checkDispatcher). */
-  private checkClient: Client | null = null;
+  private checkClient: Dispatcher | null = null;
+  private readonly changed: BackendChangeListener;
 
-  constructor(settings: BackendSettings, pool: PoolSettings) {
-    this.pool = pool;
+  private checkState: CheckState;
+  private checkPasses = 0;
+  private checkFailures = 0;
+  private ejectedSince: number | null = null;
+  private drainFlag: boolean;
+  private retiredFlag = false;
+  private slot = -1;
+
+  private inflightCount = 0;
+  private queuedCount = 0;
+  private tunnelCount = 0;
+  private lastCheckResult: HealthCheckResult | null = null;
+  private lastErrorText: string | null = null;
+
+  /** `pending`: a backend added by a reload waits for its first check before it takes traffic. */
+  constructor(settings: BackendSettings, pool: PoolSettings, changed: BackendChangeListener, pending = false) {
     this.id = settings.id;
-    this.url = settings.url;
-    this.target = new URL(settings.url);
-    this.weight = settings.weight;
-    this.healthPath = settings.healthPath;
-    this.draining = settings.drain;
-    this.dispatcher = createPool(settings.url, pool);
+    this.settings = settings;
+    this.parsedUrl = new URL(settings.url);
+    this.poolSettings = pool;
+    this.pool = createPool(settings.url, pool);
+    this.changed = changed;
+    this.drainFlag = settings.drain;
+    // A fresh proxy serves at once: its configured backends start up.
+    this.checkState = pending ? 'pending' : 'up';
+  }
+
+  // --- what selection and the data path read -------------------------------------------------
+
+  get url(): string {
+    return this.settings.url;
+  }
+
+  get target(): URL {
+    return this.parsedUrl;
+  }
+
+  get weight(): number {
+    return this.settings.weight;
+  }
+
+  get healthPath(): string | null {
+    return this.settings.healthPath;
+  }
+
+  /** Position in the current backend set (its selection tables); -1 once retired. */
+  get index(): number {
+    return this.slot;
+  }
+
+  /** May serve the clients already pinned to it. */
+  get available(): boolean {
+    return this.checkState === 'up' && this.ejectedSince === null && !this.retiredFlag;
+  }
+
+  /** May take new clients. */
+  get takesNewClients(): boolean {
+    return this.available && !this.drainFlag;
+  }
+
+  get draining(): boolean {
+    return this.drainFlag;
+  }
+
+  get ejected(): boolean {
+    return this.ejectedSince !== null;
+  }
+
+  get retired(): boolean {
+    return this.retiredFlag;
+  }
+
+  get status(): BackendStatus {
+    if (this.checkState !== 'up' || this.ejectedSince !== null) return 'down';
+    return this.drainFlag ? 'draining' : 'up';
+  }
+
+  get health(): BackendHealth {
+    return { check: this.checkState, ejected: this.ejected, draining: this.drainFlag, lastCheck: this.lastCheckResult, lastError: this.lastErrorText };
+  }
+
+  get inflight(): number {
+    return this.inflightCount;
+  }
+
+  /** Requests waiting for one of the backend's `maxConnections` connections to come free. */
+  get queued(): number {
+    return this.queuedCount;
+  }
+
+  /** Open WebSocket (and other upgraded) tunnels to this backend. */
+  get tunnels(): number {
+    return this.tunnelCount;
+  }
+
+  get lastCheck(): HealthCheckResult | null {
+    return this.lastCheckResult;
+  }
+
+  get lastError(): string | null {
+    return this.lastErrorText;
+  }
+
+  /** The pool requests go through. */
+  get dispatcher(): Pool {
+    return this.pool;
   }
 
   /** Connection cap of the current pool; 0 means none. */
   get maxConnections(): number {
-    return this.pool.maxConnections;
+    return this.poolSettings.maxConnections;
+  }
+
+  /** Whether every allowed connection is busy, so a new request would wait in the pool's queue. */
+  get atConnectionCap(): boolean {
+    return this.poolSettings.maxConnections > 0 && this.inflightCount >= this.poolSettings.maxConnections;
   }
 
   /**
@@ -87,22 +202,141 @@ export class Backend {
    * keeps checks outside `maxconn` too).
    */
   get checkDispatcher(): Dispatcher {
-    if (this.pool.maxConnections === 0) return this.dispatcher;
-    return (this.checkClient ??= this.singleConnection());
+    if (this.poolSettings.maxConnections === 0) return this.pool;
+    return (this.checkClient ??= singleConnection(this.settings.url, this.poolSettings));
   }
 
-  /** Closes the pool and the check connection once their requests are done. */
-  async close(): Promise<void> {
-    await Promise.all([this.dispatcher.close(), this.checkClient?.close()]);
+  // --- load counters: no event, they change per request ---------------------------------------
+
+  requestStarted(): void {
+    this.inflightCount++;
   }
 
-  get available(): boolean {
-    return this.healthy && !this.ejected && this.index >= 0;
+  requestFinished(): void {
+    this.inflightCount--;
   }
 
-  get status(): BackendStatus {
-    if (!this.healthy || this.ejected) return 'down';
-    return this.draining ? 'draining' : 'up';
+  queueEntered(): void {
+    this.queuedCount++;
+  }
+
+  queueLeft(): void {
+    this.queuedCount--;
+  }
+
+  tunnelOpened(): void {
+    this.tunnelCount++;
+  }
+
+  tunnelClosed(): void {
+    this.tunnelCount--;
+  }
+
+  /** The latest failure seen at this backend, for the admin API; no change of state. */
+  noteError(message: string): void {
+    this.lastErrorText = message;
+  }
+
+  // --- health transitions ---------------------------------------------------------------------
+
+  /**
+   * Records one active check. `rise` consecutive passes mark it up, `fall` consecutive failures
+   * down; a pending backend's first check decides alone. A pass after the cooldown also ends a
+   * passive ejection.
+   */
+  checkCompleted(result: HealthCheckResult, policy: CheckPolicy): void {
+    this.lastCheckResult = result;
+    if (!result.ok) this.lastErrorText = result.error;
+    if (this.retiredFlag) return;
+    if (this.checkState === 'pending') {
+      this.checkState = result.ok ? 'up' : 'down';
+      this.checkPasses = result.ok ? 1 : 0;
+      this.checkFailures = result.ok ? 0 : 1;
+      if (result.ok) this.changed(this, 'up');
+      return;
+    }
+    if (!result.ok) {
+      this.checkPasses = 0;
+      this.checkFailures++;
+      if (this.checkState === 'up' && this.checkFailures >= policy.fall) {
+        this.checkState = 'down';
+        this.changed(this, 'down');
+      }
+      return;
+    }
+    this.checkFailures = 0;
+    this.checkPasses++;
+    let change: BackendChange | null = null;
+    if (this.checkState === 'down' && this.checkPasses >= policy.rise) {
+      this.checkState = 'up';
+      change = 'up';
+    }
+    if (this.ejectedSince !== null && result.at - this.ejectedSince >= policy.cooldown) {
+      this.ejectedSince = null;
+      change ??= 'readmitted';
+    }
+    if (change !== null) this.changed(this, change);
+  }
+
+  /** Passive detection saw too many failures: no traffic until a check passes after the cooldown. */
+  eject(now: number): void {
+    if (this.ejectedSince !== null || this.retiredFlag) return;
+    this.ejectedSince = now;
+    this.changed(this, 'ejected');
+  }
+
+  /** Admin or config drain: keeps its pinned clients, takes no new ones. Returns whether it changed. */
+  setDraining(draining: boolean): boolean {
+    if (this.drainFlag === draining) return false;
+    this.drainFlag = draining;
+    if (!this.retiredFlag) this.changed(this, draining ? 'draining' : 'undrained');
+    return true;
+  }
+
+  /** Takes the health the cluster primary decided (a worker's copy of the one health view). */
+  adopt(health: BackendHealth): void {
+    this.checkState = health.check;
+    this.ejectedSince = health.ejected ? (this.ejectedSince ?? Date.now()) : null;
+    this.drainFlag = health.draining;
+    this.lastCheckResult = health.lastCheck;
+    this.lastErrorText = health.lastError;
+    if (!this.retiredFlag) this.changed(this, 'adopted');
+  }
+
+  /**
+   * Removed from the config: it can serve no one, its pins move on their next request, and its pool
+   * closes once in-flight requests are done.
+   */
+  retire(): Promise<void> {
+    if (!this.retiredFlag) {
+      this.retiredFlag = true;
+      this.slot = -1;
+      this.changed(this, 'retired');
+    }
+    return this.close();
+  }
+
+  // --- configuration --------------------------------------------------------------------------
+
+  /** Its position in a newly built backend set (the set's selection tables index by it). */
+  placeAt(index: number): void {
+    this.slot = index;
+  }
+
+  /**
+   * Applies a reloaded config entry (not its drain flag: see the reload plan). A new URL or new pool
+   * settings get new connections; the old pool is closed once it has finished its requests, queued
+   * ones included.
+   */
+  reconfigure(settings: BackendSettings, pool: PoolSettings): void {
+    const sameUrl = settings.url === this.settings.url;
+    this.settings = { ...settings, drain: this.drainFlag };
+    if (sameUrl && samePoolSettings(this.poolSettings, pool)) return;
+    void this.close();
+    this.checkClient = null;
+    this.poolSettings = pool;
+    this.parsedUrl = new URL(settings.url);
+    this.pool = createPool(settings.url, pool);
   }
 
   /**
@@ -110,44 +344,14 @@ export class Backend {
    * stale keep-alive socket goes this way: the pool may hold more sockets the backend has closed.
    */
   dispatchOnNewConnection(options: Dispatcher.DispatchOptions, handler: Dispatcher.DispatchHandler): void {
-    const client = this.singleConnection();
+    const client = singleConnection(this.settings.url, this.poolSettings);
     client.dispatch(options, handler);
     // Resolves once the one request is done; it cannot fail, as nothing else closes this client.
     void client.close();
   }
 
-  /**
-   * Applies a reloaded config entry. A new URL or new pool settings get new connections; the old
-   * pool is closed once it has finished its requests (queued ones included).
-   */
-  reconfigure(settings: BackendSettings, pool: PoolSettings): void {
-    this.weight = settings.weight;
-    this.healthPath = settings.healthPath;
-    const old = this.pool;
-    const samePool = old.connectTimeout === pool.connectTimeout && old.keepAliveTimeout === pool.keepAliveTimeout &&
-      old.maxConnections === pool.maxConnections;
-    if (settings.url === this.url && samePool) return;
-    void this.close();
-    this.checkClient = null;
-    this.pool = pool;
-    this.url = settings.url;
-    this.target = new URL(settings.url);
-    this.dispatcher = createPool(settings.url, pool);
+  /** Closes the pool and the check connection once their requests are done. */
+  async close(): Promise<void> {
+    await Promise.all([this.pool.close(), this.checkClient?.close()]);
   }
-
-  /** One connection of its own to the backend, outside the pool. */
-  private singleConnection(): Client {
-    return new Client(this.url, { connectTimeout: this.pool.connectTimeout, pipelining: 1 });
-  }
-}
-
-function createPool(url: string, settings: PoolSettings): Pool {
-  return new Pool(url, {
-    connectTimeout: settings.connectTimeout,
-    keepAliveTimeout: Math.min(4_000, settings.keepAliveTimeout),
-    keepAliveMaxTimeout: settings.keepAliveTimeout,
-    // The proxy frames every request itself and sends one at a time per connection.
-    pipelining: 1,
-    connections: settings.maxConnections === 0 ? null : settings.maxConnections,
-  });
 }

@@ -1,5 +1,5 @@
 import { spawn, type ChildProcess } from 'node:child_process';
-import { RUNTIME_FLAGS } from '../../src/runtime-flags.js';
+import { RUNTIME_FLAGS } from '../../src/runtime/runtime-flags.js';
 import { mkdtempSync, renameSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';

@@ -1,6 +1,6 @@
 import { Writable } from 'node:stream';
 import { parseConfig } from '../../src/config/load.js';
-import { createLogger } from '../../src/log.js';
+import { createLogger } from '../../src/observe/log.js';
 import { Limpet } from '../../src/limpet.js';
 
 /** Collected JSON log lines of an in-process proxy. */

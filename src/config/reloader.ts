@@ -1,9 +1,8 @@
 import { watch, type FSWatcher } from 'node:fs';
-import { readFile } from 'node:fs/promises';
 import { basename, dirname, resolve } from 'node:path';
 import { createHash } from 'node:crypto';
-import { ConfigError, formatConfigIssues, parseConfig, type LimpetConfig } from './config/load.js';
-import type { Logger } from './log.js';
+import { ConfigError, formatConfigIssues, parseConfig, readConfigText, type LimpetConfig } from './load.js';
+import type { Logger } from '../observe/log.js';
 
 /** Quiet time after the last file event before reading: editors write in several steps. */
 const DEBOUNCE_MS = 200;
@@ -77,11 +76,12 @@ export class ConfigReloader {
   private async apply(reason: 'file' | 'signal'): Promise<boolean> {
     let text: string;
     try {
-      text = await readFile(this.file, 'utf8');
+      text = await readConfigText(this.file);
     } catch (error) {
+      if (!(error instanceof ConfigError)) throw error;
       // Mid-rename the file may be briefly absent; the rename's own event brings us back.
-      if (reason === 'file' && (error as NodeJS.ErrnoException).code === 'ENOENT') return false;
-      return this.reject([`${this.file}:0:0: cannot read the file: ${(error as Error).message}`]);
+      if (reason === 'file' && error.fileMissing) return false;
+      return this.reject(formatConfigIssues(error.issues).split('\n'));
     }
     const textDigest = digest(text);
     if (reason === 'file' && textDigest === this.lastDigest) return false;

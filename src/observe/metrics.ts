@@ -1,6 +1,7 @@
 import { Counter, Gauge, Registry, collectDefaultMetrics, type Metric } from 'prom-client';
-import type { Backend } from './upstream/backend.js';
-import type { RemapReason } from './affinity/router.js';
+import type { Backend } from '../upstream/backend.js';
+import type { RemapReason } from '../affinity/policy.js';
+import type { LiveFigures } from './live-figures.js';
 
 /** Bucket bounds for backend response time: from half a millisecond to ten seconds. */
 const DURATION_BUCKETS = [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10];
@@ -225,6 +226,12 @@ export class ProxyMetrics {
   remapped(from: string, to: Backend, reason: RemapReason): void {
     this.remaps.inc({ from, to: to.id, reason });
     this.backend(to).remapsIn++;
+  }
+
+  /** This process's figures of one backend, for the admin API and status page. */
+  live(backend: Backend): LiveFigures {
+    const meters = this.backend(backend);
+    return { inflight: backend.inflight, websockets: backend.tunnels, requests: meters.requests, errors: meters.errors, remapsIn: meters.remapsIn };
   }
 
   contentType(): string {

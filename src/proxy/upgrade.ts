@@ -1,14 +1,17 @@
-import { request as httpRequest, STATUS_CODES, type IncomingMessage, type ClientRequest } from 'node:http';
+import { request as httpRequest, type IncomingMessage, type ClientRequest } from 'node:http';
 import { request as httpsRequest } from 'node:https';
 import type { Socket } from 'node:net';
 import type { Duplex } from 'node:stream';
-import { Placement } from '../affinity/router.js';
+import type { Placement } from '../affinity/policy.js';
+import { classifyUpstreamFailure, UpstreamConnectError, UpstreamTimeoutError } from '../errors.js';
 import type { Backend } from '../upstream/backend.js';
-import { headLimitStatus, LIMIT_MESSAGES } from './client-limits.js';
+import type { ForwardingContext } from './context.js';
 import { FrameBoundary } from './frame-boundary.js';
-import type { ForwardingContext } from './exchange.js';
 import { isHopByHop } from './headers.js';
-import { originFormPath, RequestHead } from './request-head.js';
+import { prepareForward } from './prepare.js';
+import { RequestHead } from './request-head.js';
+import { sendProxyError } from './respond.js';
+import { countsAgainstBackend, retryAction } from './retry-policy.js';
 
 /** A WebSocket close frame, code 1001 "going away": unmasked as a server sends it, masked (zero key) as a client must. */
 const CLOSE_GOING_AWAY_TO_CLIENT = Buffer.from([0x88, 0x02, 0x03, 0xe9]);
@@ -32,31 +35,12 @@ interface Tunnel {
 export class UpgradeForwarder {
   private readonly tunnels = new Set<Tunnel>();
 
-  constructor(
-    private readonly context: () => ForwardingContext,
-    private readonly settings: () => { connectTimeout: number; tunnelIdle: number },
-  ) {}
-
-  get size(): number {
-    return this.tunnels.size;
-  }
-
-  handle(req: IncomingMessage, client: Duplex, firstBytes: Buffer): void {
-    const context = this.context();
+  handle(context: ForwardingContext, req: IncomingMessage, client: Duplex, firstBytes: Buffer): void {
     client.on('error', noop);
-    const path = originFormPath(req.url ?? '');
-    if (path === null) return rejectUpgrade(client, 400, 'Bad request target');
     const head = new RequestHead();
-    head.copy(req, context.affinityHeader);
-    if (head.hostConflicts(req.url as string, path)) {
-      return rejectUpgrade(client, 400, 'Bad Host');
-    }
-    const overLimit = headLimitStatus(req, context.limits, head.contentLength);
-    if (overLimit !== 0) return rejectUpgrade(client, overLimit, LIMIT_MESSAGES[overLimit]);
-    const placement = new Placement();
-    context.router.place(placement, req.socket, head, Date.now());
-    if (placement.backend === null) return rejectUpgrade(client, 503, 'No backend is available', 'Retry-After: 5\r\n');
-    head.appendForwarding(req, context.clients, context.protocol, placement.remappedFrom);
+    const placement = context.affinity.newPlacement();
+    const path = prepareForward(context, req, head, placement);
+    if (typeof path !== 'string') return void sendProxyError(client, path.status, path.message, path.headers);
     head.headers.push('Connection', 'Upgrade', 'Upgrade', req.headers.upgrade ?? 'websocket');
     this.connect(context, req, client, firstBytes, path, head, placement, 1);
   }
@@ -83,7 +67,6 @@ export class UpgradeForwarder {
   ): void {
     const backend = placement.backend as Backend;
     const target = backend.target;
-    const { connectTimeout } = this.settings();
     const send = target.protocol === 'https:' ? httpsRequest : httpRequest;
     const upstreamReq: ClientRequest = send({
       host: target.hostname,
@@ -97,17 +80,16 @@ export class UpgradeForwarder {
     // (a timeout then is a request that never reached the backend, so it may go to the next one),
     // then `timeouts.response` until the backend answers the upgrade (a timeout then is a 504).
     let connected = false;
-    let timer: NodeJS.Timeout | null = setTimeout(() => fail('CONNECT_TIMEOUT', 'connect timeout'), connectTimeout);
+    let timer: NodeJS.Timeout | null = setTimeout(() => upstreamReq.destroy(new UpstreamConnectError('connect timeout')), context.connectTimeout);
     const stopTimer = () => {
       if (timer !== null) clearTimeout(timer);
       timer = null;
     };
-    const fail = (code: string, message: string) => upstreamReq.destroy(Object.assign(new Error(message), { code }));
     upstreamReq.on('socket', (socket: Socket) => {
       const onConnect = () => {
         connected = true;
         stopTimer();
-        timer = setTimeout(() => fail('UPGRADE_TIMEOUT', 'no upgrade response in time'), context.responseTimeout);
+        timer = setTimeout(() => upstreamReq.destroy(new UpstreamTimeoutError('no upgrade response in time')), context.responseTimeout);
       };
       // A TLS socket is usable once its handshake is done; a plain one once connected.
       socket.once(target.protocol === 'https:' ? 'secureConnect' : 'connect', onConnect);
@@ -119,26 +101,21 @@ export class UpgradeForwarder {
       stopTimer();
       client.off('close', onClientClose);
     });
-    upstreamReq.on('error', (error: NodeJS.ErrnoException) => {
+    upstreamReq.on('error', (error: Error) => {
       stopTimer();
       if (client.destroyed) return;
-      // Not connected yet means nothing was sent: another backend may take it.
-      if (!connected) {
-        context.observer.upstreamFailed(backend, error);
-        if (attempt <= context.retries && context.router.retry(placement) !== null) {
-          context.observer.retried(backend);
-          if (!head.headers.includes('X-Limpet-Remapped-From') && placement.remappedFrom !== null) {
-            head.headers.push('X-Limpet-Remapped-From', placement.remappedFrom);
-          }
-          this.connect(context, req, client, firstBytes, path, head, placement, attempt + 1);
-          return;
-        }
-      } else {
-        context.observer.upstreamFailed(backend, error);
+      const failure = classifyUpstreamFailure(error, connected);
+      // A tunnel's connection is always new, so a dead socket is never a stale pooled one.
+      const facts = { replayable: false, pooled: false, resentFresh: false, attempts: attempt, retries: context.retries };
+      if (countsAgainstBackend(failure, facts)) context.observer.upstreamFailed(backend, failure);
+      if (retryAction(failure, facts) === 'next-backend' && context.affinity.retry(placement) !== null) {
+        context.observer.retried(backend);
+        if (placement.remappedFrom !== null) head.addRemapNotice(placement.remappedFrom);
+        this.connect(context, req, client, firstBytes, path, head, placement, attempt + 1);
+        return;
       }
-      backend.lastError = error.message;
-      if (error.code === 'UPGRADE_TIMEOUT') rejectUpgrade(client, 504, 'Gateway timeout');
-      else rejectUpgrade(client, 502, 'Bad gateway');
+      backend.noteError(failure.message);
+      sendProxyError(client, failure.status, failure.status === 504 ? 'Gateway timeout' : 'Bad gateway');
     });
     // The backend answered without switching protocols: relay its answer and close.
     upstreamReq.on('response', (res: IncomingMessage) => {
@@ -162,7 +139,7 @@ export class UpgradeForwarder {
       }
       let text = 'HTTP/1.1 101 Switching Protocols\r\n';
       for (let i = 0; i < res.rawHeaders.length; i += 2) text += `${res.rawHeaders[i]}: ${res.rawHeaders[i + 1]}\r\n`;
-      const setCookie = context.router.setCookieFor(placement);
+      const setCookie = context.affinity.responseCookie(placement);
       if (setCookie !== null) text += `Set-Cookie: ${setCookie}\r\n`;
       client.write(`${text}\r\n`);
       const tunnel: Tunnel = { backend, client, upstream, toClient: new FrameBoundary(), toBackend: new FrameBoundary() };
@@ -174,16 +151,15 @@ export class UpgradeForwarder {
         tunnel.toBackend.feed(firstBytes);
         upstream.write(firstBytes);
       }
-      this.open(tunnel);
+      this.open(tunnel, context.tunnelIdle);
     });
     upstreamReq.end();
   }
 
-  private open(tunnel: Tunnel): void {
+  private open(tunnel: Tunnel, idle: number): void {
     const { backend, client, upstream } = tunnel;
     this.tunnels.add(tunnel);
-    backend.tunnels++;
-    const idle = this.settings().tunnelIdle;
+    backend.tunnelOpened();
     upstream.setNoDelay(true);
     (client as Socket).setNoDelay?.(true);
     let closed = false;
@@ -191,7 +167,7 @@ export class UpgradeForwarder {
       if (closed) return;
       closed = true;
       this.tunnels.delete(tunnel);
-      backend.tunnels--;
+      backend.tunnelClosed();
       client.destroy();
       upstream.destroy();
     };
@@ -224,13 +200,6 @@ function closeTunnel(tunnel: Tunnel): void {
     client.destroy();
     upstream.destroy();
   }, 1000).unref();
-}
-
-function rejectUpgrade(client: Duplex, status: number, message: string, extra = ''): void {
-  if (!client.writable) return void client.destroy();
-  const reason = STATUS_CODES[status] ?? 'Error';
-  const body = `${message}\n`;
-  client.end(`HTTP/1.1 ${status} ${reason}\r\nContent-Type: text/plain; charset=utf-8\r\nContent-Length: ${Buffer.byteLength(body)}\r\n${extra}Connection: close\r\n\r\n${body}`);
 }
 
 function noop(): void {}

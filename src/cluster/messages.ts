@@ -1,0 +1,23 @@
+import type { MetricObjectWithValues, MetricValue } from 'prom-client';
+import type { LimpetConfig } from '../config/schema.js';
+import type { BackendHealthUpdate } from '../upstream/backend.js';
+import type { LiveFigures } from '../observe/live-figures.js';
+
+export type MetricsJson = MetricObjectWithValues<MetricValue<string>>[];
+
+/** Primary → worker. */
+export type ToWorker =
+  | { t: 'init'; config: LimpetConfig; states: BackendHealthUpdate[]; pins: [string, string][] }
+  | { t: 'state'; update: BackendHealthUpdate }
+  | { t: 'pins'; pins: [string, string][] }
+  | { t: 'reload'; config: LimpetConfig }
+  | { t: 'metrics'; id: number }
+  | { t: 'stop' };
+
+/** Worker → primary. */
+export type ToPrimary =
+  | { t: 'hello' }
+  | { t: 'failed'; id: string; message: string }
+  | { t: 'pins'; pins: [string, string][] }
+  | { t: 'metrics'; id: number; json: MetricsJson }
+  | { t: 'live'; figures: Record<string, LiveFigures> };

@@ -1,0 +1,87 @@
+import { Limpet } from '../limpet.js';
+import { createLogger } from '../observe/log.js';
+import type { ProcessRole } from '../runtime/roles.js';
+import { shutDown } from '../runtime/shutdown.js';
+import type { ToPrimary, ToWorker } from './messages.js';
+
+/** How often workers send their pins (batched) and their live figures. */
+const PIN_FLUSH_MS = 20;
+const LIVE_EVERY_MS = 1000;
+
+function toPrimary(message: ToPrimary): void {
+  if (process.connected) process.send?.(message);
+}
+
+/** A worker's part: traffic; health comes from the primary, and what the traffic teaches goes to it. */
+function workerRole(): ProcessRole {
+  let pinBatch: [string, string][] = [];
+  let flushTimer: NodeJS.Timeout | null = null;
+  const flushPins = () => {
+    flushTimer = null;
+    const pins = pinBatch;
+    pinBatch = [];
+    toPrimary({ t: 'pins', pins });
+  };
+  return {
+    servesTraffic: true,
+    decidesHealth: false,
+    behaviour: (local) => ({
+      failureSeen: (backend, failure) => toPrimary({ t: 'failed', id: backend.id, message: failure.message }),
+      backendChanged: () => {},
+      pinWritten: (key, backend) => {
+        pinBatch.push([key, backend.id]);
+        flushTimer ??= setTimeout(flushPins, PIN_FLUSH_MS);
+      },
+      live: (backend) => local.metrics.live(backend),
+      exposition: () => local.metrics.exposition(),
+    }),
+  };
+}
+
+/** A worker: waits for the primary's config and state, then serves traffic until told to stop. */
+export function runWorker(): void {
+  let limpet: Limpet | null = null;
+  const stop = () =>
+    shutDown(
+      {
+        deadline: limpet?.currentConfig.timeouts.shutdown ?? 0,
+        atDeadline: () => limpet?.closeAllConnections(),
+        stop: () => limpet?.close() ?? Promise.resolve(),
+      },
+      null,
+    );
+  // Signals reach the whole process group; the primary decides when workers stop.
+  process.on('SIGINT', () => {});
+  process.on('SIGHUP', () => {});
+  process.on('message', (message: ToWorker) => void handle(message));
+  // The primary is gone: finish in-flight work and leave.
+  process.on('disconnect', () => void stop());
+  toPrimary({ t: 'hello' });
+
+  async function handle(message: ToWorker): Promise<void> {
+    switch (message.t) {
+      case 'init': {
+        const started = await Limpet.start(message.config, { logger: createLogger(message.config.log.level), role: workerRole() });
+        for (const update of message.states) started.adoptHealth(update);
+        for (const [key, id] of message.pins) started.adoptPin(key, id);
+        setInterval(() => toPrimary({ t: 'live', figures: started.liveFigures() }), LIVE_EVERY_MS).unref();
+        limpet = started;
+        return;
+      }
+      case 'state':
+        limpet?.adoptHealth(message.update);
+        return;
+      case 'pins':
+        if (limpet !== null) for (const [key, id] of message.pins) limpet.adoptPin(key, id);
+        return;
+      case 'reload':
+        limpet?.reload(message.config);
+        return;
+      case 'metrics':
+        if (limpet !== null) toPrimary({ t: 'metrics', id: message.id, json: await limpet.metrics.registry.getMetricsAsJSON() });
+        return;
+      case 'stop':
+        await stop();
+    }
+  }
+}

@@ -1,0 +1,99 @@
+/**
+ * limpet's own failures, one class per kind with a stable `code` (undici's `lib/core/errors.js` is
+ * the model). Retry, status-code and log decisions branch on the class, never on message text or
+ * on sets of error-code strings.
+ */
+export abstract class LimpetError extends Error {
+  abstract readonly code: string;
+}
+
+/**
+ * A request could not be completed at its backend. `status` is what the client is answered when
+ * no retry saves it; `cause` keeps the underlying socket or undici error for logs.
+ */
+export abstract class UpstreamError extends LimpetError {
+  abstract readonly status: 502 | 503 | 504;
+  /** Whether the backend's health is in question: passive ejection counts only these. */
+  abstract readonly countsAgainstBackend: boolean;
+
+  constructor(message: string, options?: { cause?: unknown }) {
+    super(message, options);
+  }
+}
+
+/** The connection to the backend was never made (refused, unreachable, connect timeout): nothing was sent, so any backend may take the request. */
+export class UpstreamConnectError extends UpstreamError {
+  override readonly name = 'UpstreamConnectError';
+  readonly code = 'LIMPET_UPSTREAM_CONNECT';
+  readonly status = 502;
+  readonly countsAgainstBackend = true;
+}
+
+/**
+ * The connection died after the request was written and before any response: on a reused
+ * keep-alive socket this is most likely one the backend had just closed, so an idempotent request
+ * without a body may be sent once more.
+ */
+export class UpstreamSocketError extends UpstreamError {
+  override readonly name = 'UpstreamSocketError';
+  readonly code = 'LIMPET_UPSTREAM_SOCKET';
+  readonly status = 502;
+  readonly countsAgainstBackend = true;
+}
+
+/** The backend sent no response head within `timeouts.response`. */
+export class UpstreamTimeoutError extends UpstreamError {
+  override readonly name = 'UpstreamTimeoutError';
+  readonly code = 'LIMPET_UPSTREAM_TIMEOUT';
+  readonly status = 504;
+  readonly countsAgainstBackend = true;
+}
+
+/** Any other failure once the request may have reached the backend: not retried. */
+export class UpstreamProtocolError extends UpstreamError {
+  override readonly name = 'UpstreamProtocolError';
+  readonly code = 'LIMPET_UPSTREAM_PROTOCOL';
+  readonly status = 502;
+  readonly countsAgainstBackend = true;
+}
+
+/** No connection to the backend came free within `timeouts.response` (limits.maxBackendConnections): busy, not failing. */
+export class UpstreamBusyError extends UpstreamError {
+  override readonly name = 'UpstreamBusyError';
+  readonly code = 'LIMPET_UPSTREAM_BUSY';
+  readonly status = 503;
+  readonly countsAgainstBackend = false;
+}
+
+/** No backend can serve the client at all. */
+export class NoBackendError extends LimpetError {
+  override readonly name = 'NoBackendError';
+  readonly code = 'LIMPET_NO_BACKEND';
+}
+
+/** A chunked request body grew past `limits.maxBodySize`: the client's fault, never the backend's. */
+export class BodyTooLargeError extends LimpetError {
+  override readonly name = 'BodyTooLargeError';
+  readonly code = 'LIMPET_BODY_TOO_LARGE';
+}
+
+/** Error codes (Node's and undici's) that prove the connection was never made. */
+const NEVER_CONNECTED = new Set(['ECONNREFUSED', 'UND_ERR_CONNECT_TIMEOUT', 'EHOSTUNREACH', 'ENETUNREACH', 'ENOTFOUND', 'EAI_AGAIN', 'EADDRNOTAVAIL']);
+/** Codes of a connection that died under the request. */
+const SOCKET_DIED = new Set(['UND_ERR_SOCKET', 'ECONNRESET', 'EPIPE']);
+/** Codes of a backend that took too long to answer. */
+const TIMED_OUT = new Set(['UND_ERR_HEADERS_TIMEOUT', 'UND_ERR_BODY_TIMEOUT']);
+
+/**
+ * Turns whatever a forwarding attempt failed with into limpet's kind. `written`: whether any of the
+ * request may have been written to a connection (undici's onConnect, a tunnel's TCP connect).
+ */
+export function classifyUpstreamFailure(error: Error, written: boolean): UpstreamError {
+  if (error instanceof UpstreamError) return error;
+  const code = (error as NodeJS.ErrnoException).code ?? '';
+  const options = { cause: error };
+  if (!written || NEVER_CONNECTED.has(code)) return new UpstreamConnectError(error.message, options);
+  if (TIMED_OUT.has(code)) return new UpstreamTimeoutError(error.message, options);
+  if (SOCKET_DIED.has(code)) return new UpstreamSocketError(error.message, options);
+  return new UpstreamProtocolError(error.message, options);
+}

@@ -1,0 +1,41 @@
+import type { IncomingMessage } from 'node:http';
+import type { Placement } from '../affinity/policy.js';
+import { UNAVAILABLE_HEADERS } from './respond.js';
+import { headLimitStatus, LIMIT_MESSAGES } from './client-limits.js';
+import type { ForwardingContext } from './context.js';
+import { originFormPath, type RequestHead } from './request-head.js';
+
+/** Why a request is answered by the proxy instead of forwarded. */
+export interface Refusal {
+  readonly status: 400 | 413 | 414 | 431 | 503;
+  readonly message: string;
+  readonly headers?: Readonly<Record<string, string>>;
+}
+
+const BAD_TARGET: Refusal = { status: 400, message: 'Bad request target' };
+const BAD_HOST: Refusal = { status: 400, message: 'Bad Host' };
+const NO_BACKEND: Refusal = { status: 503, message: 'No backend is available', headers: UNAVAILABLE_HEADERS };
+const OVER_LIMIT: Record<413 | 414 | 431, Refusal> = {
+  413: { status: 413, message: LIMIT_MESSAGES[413] },
+  414: { status: 414, message: LIMIT_MESSAGES[414] },
+  431: { status: 431, message: LIMIT_MESSAGES[431] },
+};
+
+/**
+ * The first half of every forwarded request, plain or upgrade: the target reduced to origin form,
+ * the head copied and checked (Host, limits), the client placed, the forwarding headers added.
+ * Returns the path to send upstream, or why the request must be refused.
+ */
+export function prepareForward(context: ForwardingContext, req: IncomingMessage, head: RequestHead, placement: Placement): string | Refusal {
+  const target = req.url ?? '';
+  const path = originFormPath(target);
+  if (path === null) return BAD_TARGET;
+  head.copy(req, context.affinityHeader);
+  if (head.hostConflicts(target, path)) return BAD_HOST;
+  const overLimit = headLimitStatus(req, context.limits, head.contentLength);
+  if (overLimit !== 0) return OVER_LIMIT[overLimit];
+  context.affinity.place(placement, req.socket, head, Date.now());
+  if (placement.backend === null) return NO_BACKEND;
+  head.appendForwarding(req, context.clients, context.protocol, placement.remappedFrom);
+  return path;
+}

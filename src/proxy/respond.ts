@@ -1,0 +1,44 @@
+import { STATUS_CODES, type ServerResponse } from 'node:http';
+import type { Duplex } from 'node:stream';
+
+/** Seconds a client is told to wait when no backend can serve. */
+export const RETRY_AFTER_SECONDS = '5';
+
+/** Headers of the answer when no backend can serve the client. */
+export const UNAVAILABLE_HEADERS: Readonly<Record<string, string>> = { 'Retry-After': RETRY_AFTER_SECONDS };
+
+/**
+ * The one writer of the proxy's own answers: a short plain-text body with the status. It writes to
+ * a `ServerResponse` (a request Node parsed) or to a raw socket (a refused upgrade, a request Node
+ * could not parse), which is then closed. A response already under way is cut instead, so the
+ * client never takes a partial body for a whole one. Returns whether the answer was written.
+ */
+export function sendProxyError(target: ServerResponse | Duplex, status: number, message: string, extra?: Readonly<Record<string, string>>): boolean {
+  const body = `${message}\n`;
+  if (isResponse(target)) {
+    if (target.headersSent) {
+      target.destroy();
+      return false;
+    }
+    target.writeHead(status, {
+      'Content-Type': 'text/plain; charset=utf-8',
+      'Content-Length': Buffer.byteLength(body),
+      'Cache-Control': 'no-store',
+      ...extra,
+    });
+    target.end(body);
+    return true;
+  }
+  if (!target.writable || (target as Duplex & { bytesWritten?: number }).bytesWritten! > 0) {
+    target.destroy();
+    return false;
+  }
+  let head = `HTTP/1.1 ${status} ${STATUS_CODES[status] ?? 'Error'}\r\nContent-Type: text/plain; charset=utf-8\r\nContent-Length: ${Buffer.byteLength(body)}\r\nCache-Control: no-store\r\n`;
+  if (extra !== undefined) for (const name in extra) head += `${name}: ${extra[name]}\r\n`;
+  target.end(`${head}Connection: close\r\n\r\n${body}`);
+  return true;
+}
+
+function isResponse(target: ServerResponse | Duplex): target is ServerResponse {
+  return 'writeHead' in target;
+}

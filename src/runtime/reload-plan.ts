@@ -1,0 +1,49 @@
+import type { LimpetConfig } from '../config/schema.js';
+
+/** What a validated new config changes in a running proxy. */
+export interface ReloadPlan {
+  /** The config to run: the new one, with what cannot change live kept at its old value. */
+  applied: LimpetConfig;
+  /** Keys whose change needs a restart (reported, not applied). */
+  needsRestart: string[];
+  /** Backends whose drain flag the file itself changed: id → draining. */
+  drain: Map<string, boolean>;
+  /** Whether the TLS certificate and key must be read again. */
+  reloadTls: boolean;
+}
+
+/**
+ * The pure difference between the running config and a new one. Listener addresses, process
+ * layout and the header-size limit are fixed at start; a drain set through the admin API stays
+ * until the file itself changes that backend's drain.
+ */
+export function planReload(old: LimpetConfig, next: LimpetConfig): ReloadPlan {
+  const needsRestart: string[] = [];
+  if (!sameHostPort(old.listen, next.listen)) needsRestart.push('listen');
+  if (!sameHostPort(old.admin.listen, next.admin.listen)) needsRestart.push('admin.listen');
+  if (old.workers !== next.workers) needsRestart.push('workers');
+  if (old.workerBalance !== next.workerBalance) needsRestart.push('workerBalance');
+  if (old.limits.maxHeaderSize !== next.limits.maxHeaderSize) needsRestart.push('limits.maxHeaderSize');
+  const tlsSwitch = (old.tls === null) !== (next.tls === null);
+  if (tlsSwitch) needsRestart.push('tls (switching between HTTP and HTTPS)');
+  const applied: LimpetConfig = {
+    ...next,
+    listen: old.listen,
+    admin: { ...next.admin, listen: old.admin.listen },
+    workers: old.workers,
+    workerBalance: old.workerBalance,
+    limits: { ...next.limits, maxHeaderSize: old.limits.maxHeaderSize },
+    tls: tlsSwitch ? old.tls : next.tls,
+  };
+  const drainBefore = new Map(old.backends.map((entry) => [entry.id, entry.drain]));
+  const drain = new Map<string, boolean>();
+  for (const entry of next.backends) {
+    const before = drainBefore.get(entry.id);
+    if (before !== undefined && before !== entry.drain) drain.set(entry.id, entry.drain);
+  }
+  return { applied, needsRestart, drain, reloadTls: !tlsSwitch && next.tls !== null };
+}
+
+function sameHostPort(a: { host: string; port: number }, b: { host: string; port: number }): boolean {
+  return a.host === b.host && a.port === b.port;
+}

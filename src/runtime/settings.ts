@@ -1,0 +1,46 @@
+import type { AffinitySettings } from '../affinity/build-affinity.js';
+import type { LimpetConfig } from '../config/schema.js';
+import type { HealthCheckSettings } from '../health/active-checks.js';
+import type { ForwardingContext } from '../proxy/context.js';
+import type { PoolSettings } from '../upstream/pools.js';
+
+/** The config's view for each part of the proxy: each part sees only the keys it needs. */
+
+export function affinitySettings(config: LimpetConfig): AffinitySettings {
+  const { affinity } = config;
+  return {
+    by: affinity.by,
+    cookie: {
+      name: affinity.cookie.name,
+      maxAge: affinity.cookie.maxAge,
+      path: affinity.cookie.path,
+      domain: affinity.cookie.domain,
+      httpOnly: affinity.cookie.httpOnly,
+      secure: affinity.cookie.secure ?? config.tls !== null,
+      sameSite: affinity.cookie.sameSite,
+    },
+    onRecovery: affinity.onRecovery,
+  };
+}
+
+type ConfigDerived = Omit<ForwardingContext, 'affinity' | 'clients' | 'accessLog' | 'observer'>;
+
+export function forwardingSettings(config: LimpetConfig): ConfigDerived {
+  return {
+    responseTimeout: config.timeouts.response,
+    connectTimeout: config.timeouts.connect,
+    tunnelIdle: config.timeouts.tunnel,
+    retries: config.retries,
+    protocol: config.tls === null ? 'http' : 'https',
+    affinityHeader: config.affinity.by === 'header' ? config.affinity.header.toLowerCase() : null,
+    limits: config.limits,
+  };
+}
+
+export function healthSettings(config: LimpetConfig): HealthCheckSettings {
+  return { ...config.healthCheck, cooldown: config.passive.cooldown };
+}
+
+export function poolSettings(config: LimpetConfig): PoolSettings {
+  return { connectTimeout: config.timeouts.connect, keepAliveTimeout: 60_000, maxConnections: config.limits.maxBackendConnections };
+}
