@@ -20,6 +20,6 @@ COPY config ./config
 VOLUME ["/etc/limpet"]
 EXPOSE 8080 9090
 USER node
-# --no-memory-reducer: see src/runtime-flags.ts
+# --no-memory-reducer: see src/runtime/runtime-flags.ts
 ENTRYPOINT ["node", "--no-memory-reducer", "dist/src/cli.js"]
 CMD ["--config", "/etc/limpet/limpet.yaml"]

@@ -6,7 +6,9 @@
 // Environment: BENCH_ROUNDS (default 3), BENCH_DURATION seconds per run (default 2),
 // BENCH_ONLY (targets) and BENCH_SCENARIOS (scenarios): comma-separated names or prefixes, `*`
 // allowed (e.g. BENCH_ONLY=limpet-1,nginx BENCH_SCENARIOS='ka-*-50'), BENCH_HALF_LOAD_DURATION
-// seconds per half-load run (default 5, 0 skips it), BENCH_TOOL (wrk | autocannon).
+// seconds per half-load run (default 5, 0 skips it), BENCH_TOOL (wrk | autocannon),
+// BENCH_LIMPET_BASELINE (another build's dist/src/cli.js: adds target limpet-1-baseline, the same
+// settings as limpet-1, so a change is measured against its parent in one interleaved run).
 import http from 'node:http';
 import { mkdtempSync, rmSync } from 'node:fs';
 import os from 'node:os';
@@ -83,9 +85,11 @@ const nodeBaseline = (script: string) =>
   async (spec: TargetSpec, backends: Backends): Promise<PeerStart> =>
     ({ prepared: await baselineTarget(spec.name, spec.description, script, backends, SERVER_CPU) });
 
-const limpet = (workers: string, cpus: string | undefined, extraYaml: string[] = []) =>
+const limpet = (workers: string, cpus: string | undefined, extraYaml: string[] = [], cli?: string) =>
   async (spec: TargetSpec, backends: Backends, tmp: string): Promise<PeerStart> =>
-    ({ prepared: await limpetTarget(backends, tmp, { name: spec.name, description: spec.description, nodeArgs: [], extraYaml: [`workers: ${workers}`, ...extraYaml], cpus }) });
+    ({ prepared: await limpetTarget(backends, tmp, { name: spec.name, description: spec.description, nodeArgs: [], extraYaml: [`workers: ${workers}`, ...extraYaml], cpus, cli }) });
+
+const BASELINE_CLI = process.env.BENCH_LIMPET_BASELINE;
 
 const nginx = (workerProcesses: '1' | 'auto', cpus: string | undefined) =>
   (spec: TargetSpec, backends: Backends, tmp: string) => startNginx(spec.name, spec.description, backends, tmp, workerProcesses, cpus);
@@ -106,6 +110,12 @@ const TARGETS: TargetSpec[] = [
     sticky: 'ip',
     start: limpet('1', SERVER_CPU),
   },
+  ...(BASELINE_CLI === undefined ? [] : [{
+    name: 'limpet-1-baseline',
+    description: `limpet-1 from another build (${BASELINE_CLI}); ${PINNED}`,
+    sticky: 'ip' as const,
+    start: limpet('1', SERVER_CPU, [], path.resolve(BASELINE_CLI)),
+  }]),
   {
     name: 'limpet-1-cap32',
     description: `limpet-1 with limits.maxBackendConnections: 32 (at most 32 connections to each backend, further requests queue); ${PINNED}`,

@@ -3,10 +3,10 @@
 // and number formatting.
 //
 // Importing this module installs exit and signal handlers that stop every child it started.
+import { freePort } from './free-port.js';
 import { execFile, execFileSync, spawn, spawnSync, type ChildProcess } from 'node:child_process';
 import { existsSync, mkdirSync, readFileSync, readdirSync, writeFileSync } from 'node:fs';
 import http from 'node:http';
-import net, { type AddressInfo } from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -134,16 +134,7 @@ export async function waitUntilServing(child: ChildProcess, url: string): Promis
   throw new Error(`GET ${url} did not answer 200 within ${READY_TIMEOUT_MS / 1000} s (last status: ${last || 'no answer'})`);
 }
 
-export function freePort(): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const server = net.createServer();
-    server.once('error', reject);
-    server.listen(0, '127.0.0.1', () => {
-      const { port } = server.address() as AddressInfo;
-      server.close(() => resolve(port));
-    });
-  });
-}
+export { freePort } from './free-port.js';
 
 const execFileAsync = promisify(execFile);
 
@@ -526,13 +517,15 @@ export interface LimpetVariant {
   nodeArgs: string[];
   /** Config lines added to the common ones (affinity by ip, log level warn, the backends). */
   extraYaml: string[];
+  /** Another build's `dist/src/cli.js` (BENCH_LIMPET_BASELINE), to compare two builds in one run. */
+  cli?: string;
   cpus: string | undefined;
 }
 
 /** limpet (dist/src/cli.js) with affinity by ip over the backends, its config written into `tmp`. */
 export async function limpetTarget(backends: Backends, tmp: string, variant: LimpetVariant): Promise<Target | Skipped> {
   const { name, description } = variant;
-  const cli = path.join(distRoot, 'src', 'cli.js');
+  const cli = variant.cli ?? path.join(distRoot, 'src', 'cli.js');
   if (!existsSync(cli)) return { name, description, reason: `${path.relative(repoRoot, cli)} is not built` };
   const [port, adminPort] = [await freePort(), await freePort()];
   const configFile = path.join(tmp, `${name.replace(/\s+/g, '-')}.yaml`);

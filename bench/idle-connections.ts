@@ -3,6 +3,7 @@
 // N connections, the growth of its resident memory is divided by N.
 //
 //   node dist/bench/idle-connections.js [connections]   (default 5000; needs ulimit -n above 2×N)
+import { freePort } from './free-port.js';
 import { spawn, type ChildProcess } from 'node:child_process';
 import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import http from 'node:http';
@@ -19,15 +20,6 @@ const cli = path.resolve(here, '..', 'src', 'cli.js');
 
 function residentKb(pid: number): number {
   return Number(/VmRSS:\s+(\d+)/.exec(readFileSync(`/proc/${pid}/status`, 'utf8'))?.[1] ?? NaN);
-}
-
-function freePort(): Promise<number> {
-  return new Promise((resolve) => {
-    const server = net.createServer().listen(0, '127.0.0.1', () => {
-      const { port } = server.address() as AddressInfo;
-      server.close(() => resolve(port));
-    });
-  });
 }
 
 async function untilListening(port: number): Promise<void> {

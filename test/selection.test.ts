@@ -203,7 +203,6 @@ describe('Selector: balance', () => {
     { name: '1, 2, 3, 4', weights: [1, 2, 3, 4] },
     { name: 'fractional', weights: [1, 5, 10, 3, 0.5, 2, 7] },
     { name: '20 mixed', weights: Array.from({ length: 20 }, (_, i) => (i % 5) + 1) },
-    { name: 'one zero', weights: [2, 0, 1] },
   ])('gives each backend its weighted share of Maglev slots ±1 ($name)', ({ weights }) => {
     const table = buildMaglevTable(weighted(weights));
     expect(table.length).toBe(DEFAULT_MAGLEV_TABLE_SIZE);
@@ -333,6 +332,8 @@ describe('Selector: a backend becoming unusable', () => {
   it('rejects duplicate ids and invalid weights', () => {
     expect(() => new Selector([{ id: 'a', weight: 1 }, { id: 'a', weight: 1 }])).toThrow(/duplicate backend id "a"/);
     expect(() => new Selector([{ id: 'a', weight: -1 }])).toThrow(RangeError);
+    expect(() => new Selector([{ id: 'a', weight: 0 }])).toThrow(RangeError);
+    expect(() => new WeightedRoundRobin([1, 0])).toThrow(RangeError);
     expect(() => new Selector([{ id: 'a', weight: Number.NaN }])).toThrow(RangeError);
     expect(() => buildMaglevTable(equalBackends(3), 65536)).toThrow(/prime/);
   });
@@ -432,17 +433,5 @@ describe('WeightedRoundRobin', () => {
   it('returns -1 when nothing is usable', () => {
     expect(new WeightedRoundRobin([1, 1]).next(new Uint8Array(2))).toBe(-1);
     expect(new WeightedRoundRobin([]).next(new Uint8Array(0))).toBe(-1);
-  });
-
-  it('uses zero-weight backends only when nothing weighted is usable, then in turn', () => {
-    const roundRobin = new WeightedRoundRobin([0, 2, 1, 0]);
-    const all = allUsable(4);
-    const counts = [0, 0, 0, 0];
-    for (let i = 0; i < 30; i++) counts[roundRobin.next(all)]++;
-    expect(counts).toEqual([0, 20, 10, 0]);
-    const zeroOnly = Uint8Array.from([1, 0, 0, 1]);
-    const fallback = [0, 0, 0, 0];
-    for (let i = 0; i < 10; i++) fallback[roundRobin.next(zeroOnly)]++;
-    expect(fallback).toEqual([5, 0, 0, 5]);
   });
 });

@@ -23,21 +23,15 @@ export function maglevTableSize(backendCount: number): number {
   return size;
 }
 
-/**
- * The weights selection uses: validated, with an all-zero set treated as all-equal so that a
- * table can always be filled.
- */
+/** The weights selection uses, validated: every backend has a positive share. */
 export function effectiveWeights(backends: readonly WeightedBackend[]): Float64Array {
   const weights = new Float64Array(backends.length);
-  let total = 0;
   backends.forEach((backend, index) => {
-    if (!Number.isFinite(backend.weight) || backend.weight < 0) {
-      throw new RangeError(`backend "${backend.id}": weight must be a finite number ≥ 0, got ${backend.weight}`);
+    if (!Number.isFinite(backend.weight) || backend.weight <= 0) {
+      throw new RangeError(`backend "${backend.id}": weight must be a finite number > 0, got ${backend.weight}`);
     }
     weights[index] = backend.weight;
-    total += backend.weight;
   });
-  if (total === 0) weights.fill(1);
   return weights;
 }
 

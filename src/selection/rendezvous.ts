@@ -4,12 +4,6 @@ import { effectiveWeights } from './maglev.js';
 
 const SEED_SALT = 0x68727721;
 const TWO_POW_32 = 4294967296;
-/**
- * Stand-in weight for zero-weight backends: they rank below every weighted backend for every key
- * (their scores stay under 1e-290), yet still in a key-specific order among themselves, so load
- * that falls through to them spreads too.
- */
-const ZERO_WEIGHT = 1e-300;
 
 /**
  * Per-backend inputs of weighted rendezvous (highest random weight) hashing: a seed from the
@@ -29,7 +23,6 @@ export interface RendezvousSet {
 
 export function rendezvousSet(backends: readonly WeightedBackend[]): RendezvousSet {
   const weights = effectiveWeights(backends);
-  for (let i = 0; i < weights.length; i++) if (weights[i] === 0) weights[i] = ZERO_WEIGHT;
   const seeds = new Uint32Array(backends.length);
   backends.forEach((backend, index) => {
     seeds[index] = hashSeed(backend.id, SEED_SALT);

@@ -10,7 +10,7 @@ export class WeightedRoundRobin {
 
   constructor(weights: readonly number[]) {
     for (const weight of weights) {
-      if (!Number.isFinite(weight) || weight < 0) throw new RangeError(`weight must be a finite number ≥ 0, got ${weight}`);
+      if (!Number.isFinite(weight) || weight <= 0) throw new RangeError(`weight must be a finite number > 0, got ${weight}`);
     }
     this.weights = Float64Array.from(weights);
     this.current = new Float64Array(weights.length);
@@ -18,29 +18,17 @@ export class WeightedRoundRobin {
 
   /** Index of the next backend among those with `usable[i]` set, or -1 if none is usable. */
   next(usable: ArrayLike<number>): number {
-    const picked = this.step(usable, false);
-    // Only zero-weight backends usable: share the load among them rather than sending it all to one.
-    return picked >= 0 || !this.anyUsable(usable) ? picked : this.step(usable, true);
-  }
-
-  private step(usable: ArrayLike<number>, unitWeights: boolean): number {
     const { weights, current } = this;
     let best = -1;
     let total = 0;
     for (let i = 0; i < weights.length; i++) {
       if (!usable[i]) continue;
-      const weight = unitWeights ? 1 : (weights[i] as number);
-      if (weight === 0) continue;
+      const weight = weights[i] as number;
       current[i] = (current[i] as number) + weight;
       total += weight;
       if (best < 0 || (current[i] as number) > (current[best] as number)) best = i;
     }
     if (best >= 0) current[best] = (current[best] as number) - total;
     return best;
-  }
-
-  private anyUsable(usable: ArrayLike<number>): boolean {
-    for (let i = 0; i < this.weights.length; i++) if (usable[i]) return true;
-    return false;
   }
 }

@@ -1,13 +1,1 @@
-import { createServer } from 'node:net';
-
-/** A port that was free a moment ago, for processes that must be told their port up front. */
-export function freePort(host = '127.0.0.1'): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const server = createServer();
-    server.once('error', reject);
-    server.listen(0, host, () => {
-      const { port } = server.address() as { port: number };
-      server.close(() => resolve(port));
-    });
-  });
-}
+export { freePort } from '../../bench/free-port.js';
