@@ -5,6 +5,11 @@
  */
 export abstract class LimpetError extends Error {
   abstract readonly code: string;
+
+  constructor(message: string, options?: { cause?: unknown }) {
+    super(message, options);
+    this.name = new.target.name;
+  }
 }
 
 /**
@@ -12,21 +17,14 @@ export abstract class LimpetError extends Error {
  * no retry saves it; `cause` keeps the underlying socket or undici error for logs.
  */
 export abstract class UpstreamError extends LimpetError {
-  abstract readonly status: 502 | 503 | 504;
+  readonly status: 502 | 503 | 504 = 502;
   /** Whether the backend's health is in question: passive ejection counts only these. */
-  abstract readonly countsAgainstBackend: boolean;
-
-  constructor(message: string, options?: { cause?: unknown }) {
-    super(message, options);
-  }
+  readonly countsAgainstBackend: boolean = true;
 }
 
 /** The connection to the backend was never made (refused, unreachable, connect timeout): nothing was sent, so any backend may take the request. */
 export class UpstreamConnectError extends UpstreamError {
-  override readonly name = 'UpstreamConnectError';
   readonly code = 'LIMPET_UPSTREAM_CONNECT';
-  readonly status = 502;
-  readonly countsAgainstBackend = true;
 }
 
 /**
@@ -35,45 +33,34 @@ export class UpstreamConnectError extends UpstreamError {
  * without a body may be sent once more.
  */
 export class UpstreamSocketError extends UpstreamError {
-  override readonly name = 'UpstreamSocketError';
   readonly code = 'LIMPET_UPSTREAM_SOCKET';
-  readonly status = 502;
-  readonly countsAgainstBackend = true;
 }
 
 /** The backend sent no response head within `timeouts.response`. */
 export class UpstreamTimeoutError extends UpstreamError {
-  override readonly name = 'UpstreamTimeoutError';
   readonly code = 'LIMPET_UPSTREAM_TIMEOUT';
-  readonly status = 504;
-  readonly countsAgainstBackend = true;
+  override readonly status = 504;
 }
 
 /** Any other failure once the request may have reached the backend: not retried. */
 export class UpstreamProtocolError extends UpstreamError {
-  override readonly name = 'UpstreamProtocolError';
   readonly code = 'LIMPET_UPSTREAM_PROTOCOL';
-  readonly status = 502;
-  readonly countsAgainstBackend = true;
 }
 
 /** No connection to the backend came free within `timeouts.response` (limits.maxBackendConnections): busy, not failing. */
 export class UpstreamBusyError extends UpstreamError {
-  override readonly name = 'UpstreamBusyError';
   readonly code = 'LIMPET_UPSTREAM_BUSY';
-  readonly status = 503;
-  readonly countsAgainstBackend = false;
+  override readonly status = 503;
+  override readonly countsAgainstBackend = false;
 }
 
 /** No backend can serve the client at all. */
 export class NoBackendError extends LimpetError {
-  override readonly name = 'NoBackendError';
   readonly code = 'LIMPET_NO_BACKEND';
 }
 
 /** A chunked request body grew past `limits.maxBodySize`: the client's fault, never the backend's. */
 export class BodyTooLargeError extends LimpetError {
-  override readonly name = 'BodyTooLargeError';
   readonly code = 'LIMPET_BODY_TOO_LARGE';
 }
 

@@ -21,7 +21,6 @@ export interface ConfigIssue {
 
 /** A config that cannot be used, carrying every mistake found in it, not just the first. */
 export class ConfigError extends LimpetError {
-  override readonly name = 'ConfigError';
   readonly code = 'LIMPET_CONFIG';
 
   /** `cause`: the file-system error when the file could not be read at all. */
