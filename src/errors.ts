@@ -34,6 +34,18 @@ export class UpstreamConnectError extends UpstreamError {
  */
 export class UpstreamSocketError extends UpstreamError {
   readonly code = 'LIMPET_UPSTREAM_SOCKET';
+
+  /**
+   * `reusedConnection`: the connection had carried earlier responses, so the backend most likely
+   * closed it idle as this request arrived — a race, no sign of a sick backend.
+   */
+  constructor(
+    message: string,
+    readonly reusedConnection: boolean,
+    options?: { cause?: unknown },
+  ) {
+    super(message, options);
+  }
 }
 
 /** The backend sent no response head within `timeouts.response`. */
@@ -81,6 +93,24 @@ export function classifyUpstreamFailure(error: Error, written: boolean): Upstrea
   const options = { cause: error };
   if (!written || NEVER_CONNECTED.has(code)) return new UpstreamConnectError(error.message, options);
   if (TIMED_OUT.has(code)) return new UpstreamTimeoutError(error.message, options);
-  if (SOCKET_DIED.has(code)) return new UpstreamSocketError(error.message, options);
+  if (SOCKET_DIED.has(code)) return new UpstreamSocketError(error.message, readEarlierResponses(error), options);
   return new UpstreamProtocolError(error.message, options);
+}
+
+/**
+ * Whether the connection had read earlier responses: undici attaches the socket's counters to its
+ * own socket errors, and limpet's connector marks Node's (upstream/pools.ts).
+ */
+function readEarlierResponses(error: Error & { socket?: { bytesRead?: number }; connectionReused?: boolean }): boolean {
+  if (error.connectionReused !== undefined) return error.connectionReused;
+  const bytesRead = error.socket?.bytesRead;
+  return bytesRead !== undefined && bytesRead > 0;
+}
+
+/**
+ * undici takes a 204's or 304's Content-Length as a promise of body bytes and fails the exchange
+ * when none come; such a response is complete at its head (RFC 9110 §8.6, §15.3.5).
+ */
+export function bodilessLengthMismatch(error: Error, status: number): boolean {
+  return (status === 204 || status === 304) && (error as NodeJS.ErrnoException).code === 'UND_ERR_RES_CONTENT_LENGTH_MISMATCH';
 }

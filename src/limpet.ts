@@ -15,6 +15,7 @@ import type { LiveFigures } from './observe/live-figures.js';
 import { ProxyMetrics } from './observe/metrics.js';
 import { headLimitStatus } from './proxy/client-limits.js';
 import type { ExchangeObserver, ForwardingContext } from './proxy/context.js';
+import { ClientConnection } from './proxy/client-connection.js';
 import { Exchange } from './proxy/exchange.js';
 import { UpgradeForwarder } from './proxy/upgrade.js';
 import { affinitySettings, forwardingSettings, healthSettings, poolSettings } from './runtime/settings.js';
@@ -104,6 +105,7 @@ export class Limpet {
           checkContinue: this.handleExpectContinue,
           upgrade: this.handleUpgrade,
           refused: (status) => this.metrics.requestCompleted(null, status, 0),
+          maxUrlLength: () => this.context.limits.maxUrlLength,
           connectionOpened: () => this.metrics.clientConnections++,
           connectionClosed: () => this.metrics.clientConnections--,
           connectionDropped: () => this.metrics.connectionsDropped.inc(),
@@ -244,15 +246,23 @@ export class Limpet {
   // --- the data path's entry points ----------------------------------------------------------------
 
   private readonly handleRequest = (req: IncomingMessage, res: ServerResponse): void => {
-    if (this.closing) res.shouldKeepAlive = false;
-    new Exchange(this.context, req, res).start();
+    this.admit(req, res, false);
   };
 
-  /** `Expect: 100-continue`: a request over any limit is refused before the client sends its body. */
+  /**
+   * `Expect: 100-continue`: the expectation goes to the backend, which invites the body (its 100 is
+   * relayed) or refuses the upload before it is sent. A request over any limit is refused here.
+   */
   private readonly handleExpectContinue = (req: IncomingMessage, res: ServerResponse): void => {
-    if (headLimitStatus(req, this.context.limits, req.headers['content-length']) === 0) res.writeContinue();
-    this.handleRequest(req, res);
+    this.admit(req, res, headLimitStatus(req, this.context.limits, req.headers['content-length']) === 0);
   };
+
+  /** Every request goes through its connection, which forwards one at a time in order. */
+  private admit(req: IncomingMessage, res: ServerResponse, expectContinue: boolean): void {
+    if (this.closing) res.shouldKeepAlive = false;
+    const connection = ClientConnection.of(req.socket);
+    connection.admit(new Exchange(this.context, req, res, connection, expectContinue));
+  }
 
   private readonly handleUpgrade = (req: IncomingMessage, socket: Duplex, head: Buffer): void => {
     this.upgrades.handle(this.context, req, socket, head);

@@ -323,6 +323,12 @@ export const configSchema = z
         maxConnections: integer(0, 10_000_000)
           .default(0)
           .describe('Most open client connections per process; more are closed at once. 0 means no limit. Default 0.'),
+        allowUnderscoreHeaders: bool()
+          .default(false)
+          .describe(
+            'Forward request header fields whose names contain "_". Off by default, as in nginx: backends that read X_Forwarded_For ' +
+              'as X-Forwarded-For (CGI, WSGI, PHP) would believe a forged one. Default false.',
+          ),
         maxBackendConnections: integer(0, 1_000_000)
           .default(0)
           .describe(

@@ -9,6 +9,8 @@ export interface ClientLimits {
   readonly maxUrlLength: number;
   /** 0: no limit. */
   readonly maxBodySize: number;
+  /** Forward header names containing "_" (dropped by default). */
+  readonly allowUnderscoreHeaders: boolean;
 }
 
 /**

@@ -1,18 +1,27 @@
 import type { IncomingMessage, ServerResponse } from 'node:http';
+import type { Socket } from 'node:net';
+import type { Readable } from 'node:stream';
 import type { Dispatcher } from 'undici';
 import type { Placement } from '../affinity/policy.js';
-import { BodyTooLargeError, classifyUpstreamFailure, UpstreamBusyError } from '../errors.js';
+import { bodilessLengthMismatch, BodyTooLargeError, classifyUpstreamFailure, UpstreamBusyError, UpstreamProtocolError } from '../errors.js';
 import type { Backend } from '../upstream/backend.js';
-import { connectionListedHeaders, isHopByHop, removeHeaders } from './headers.js';
+import { copyResponseHeaders } from './headers.js';
 import { RequestHead } from './request-head.js';
 import { sendProxyError } from './respond.js';
 import { BodySizeLimit, rejectOverLimit } from './client-limits.js';
+import type { ClientConnection, Sequenced } from './client-connection.js';
 import type { ForwardingContext } from './context.js';
 import { prepareForward } from './prepare.js';
 import { countsAgainstBackend, retryAction, type AttemptFacts } from './retry-policy.js';
 
 const kExchange = Symbol('limpet.exchange');
 type ResponseWithExchange = ServerResponse & { [kExchange]?: Exchange };
+/** Node's own path for interim responses, ordered with the rest of the connection's output. */
+interface RawWritable {
+  _writeRaw(data: string, encoding: BufferEncoding): boolean;
+}
+const kQueued = Symbol('limpet.queuedExchange');
+type SocketWithQueuedExchange = Socket & { [kQueued]?: Exchange | undefined };
 
 /** Methods that may be sent twice without changing the outcome (RFC 9110 §9.2.2). */
 const IDEMPOTENT_METHODS = new Set(['GET', 'HEAD', 'OPTIONS', 'PUT', 'DELETE', 'TRACE']);
@@ -21,7 +30,7 @@ const IDEMPOTENT_METHODS = new Set(['GET', 'HEAD', 'OPTIONS', 'PUT', 'DELETE', '
  * One client request on its way through the proxy: placement, the forwarded request, and the
  * streamed response. It is its own undici dispatch handler, so forwarding allocates no closures.
  */
-export class Exchange implements Dispatcher.DispatchHandler {
+export class Exchange implements Dispatcher.DispatchHandler, Sequenced {
   private readonly placement: Placement;
   private readonly head = new RequestHead();
   private options: Dispatcher.DispatchOptions | null = null;
@@ -46,21 +55,34 @@ export class Exchange implements Dispatcher.DispatchHandler {
     private readonly context: ForwardingContext,
     private readonly req: IncomingMessage,
     private readonly res: ServerResponse,
+    /** The client connection, which forwards its requests one at a time. */
+    private readonly connection: ClientConnection,
+    /** The client sent `Expect: 100-continue`: the backend decides whether the body is wanted. */
+    private readonly expectContinue = false,
   ) {
     this.placement = context.affinity.newPlacement();
   }
 
+  get received(): boolean {
+    return this.req.complete;
+  }
+
   start(): void {
     const { req, res, context, head } = this;
+    // The client left while this request waited behind an earlier one on its connection.
+    if (req.socket.destroyed) {
+      this.finish(null, 499);
+      return;
+    }
     const path = prepareForward(context, req, head, this.placement);
     if (typeof path !== 'string') {
-      this.finish(null, path.status);
-      if (path.status === 400) {
+      if (path.status === 400 || path.status === 501) {
         // A request no backend should see: the connection is closed, as for a parse error.
         res.shouldKeepAlive = false;
-        sendProxyError(res, 400, path.message);
+        sendProxyError(res, path.status, path.message);
       } else if (path.status === 503) sendProxyError(res, 503, path.message, path.headers);
       else rejectOverLimit(req, res, path.status, head.chunked ? Infinity : Number(head.contentLength ?? 0));
+      this.finish(null, path.status);
       return;
     }
     const backend = this.placement.backend as Backend;
@@ -88,24 +110,23 @@ export class Exchange implements Dispatcher.DispatchHandler {
   }
 
   onHeaders(statusCode: number, rawHeaders: Buffer[], resume: () => void, statusText: string): boolean {
-    if (statusCode < 200) return true; // 1xx: the client side sends its own 100 Continue
+    if (statusCode < 200) {
+      this.relayInformational(statusCode, rawHeaders, statusText);
+      return true;
+    }
+    const flat: string[] = [];
+    const codings = copyResponseHeaders(rawHeaders, flat);
+    if (codings !== null) {
+      // A coding besides chunked travels with the body: relayed as sent (Node frames the chunks
+      // again), except to an HTTP/1.0 client, which cannot take a chunked body.
+      if (this.req.httpVersionMinor === 0) {
+        this.abortUpstream?.(new UpstreamProtocolError(`transfer coding "${codings}" cannot reach an HTTP/1.0 client`));
+        return false;
+      }
+      flat.push('Transfer-Encoding', codings);
+    }
     this.responded = true;
     this.resumeUpstream = resume;
-    const flat: string[] = [];
-    let connectionValue: string | undefined;
-    for (let i = 0; i < rawHeaders.length; i += 2) {
-      const name = (rawHeaders[i] as Buffer).toString('latin1');
-      const lower = name.toLowerCase();
-      if (isHopByHop(lower)) {
-        if (lower === 'connection') connectionValue = (rawHeaders[i + 1] as Buffer).toString('latin1');
-        continue;
-      }
-      flat.push(name, (rawHeaders[i + 1] as Buffer).toString('latin1'));
-    }
-    if (connectionValue !== undefined) {
-      const listed = connectionListedHeaders(connectionValue);
-      if (listed !== null) removeHeaders(flat, listed);
-    }
     const setCookie = this.context.affinity.responseCookie(this.placement);
     if (setCookie !== null) flat.push('Set-Cookie', setCookie);
     const res = this.res;
@@ -114,6 +135,7 @@ export class Exchange implements Dispatcher.DispatchHandler {
     this.status = statusCode;
     return true;
   }
+
 
   onData(chunk: Buffer): boolean {
     if (this.res.write(chunk)) return true;
@@ -142,15 +164,21 @@ export class Exchange implements Dispatcher.DispatchHandler {
     }
     if (error instanceof BodyTooLargeError) {
       // The client's fault, not the backend's: no passive failure, no retry.
-      this.finish(backend, 413);
       if (this.responded) this.res.destroy();
       else rejectOverLimit(this.req, this.res, 413, Infinity);
+      this.finish(backend, 413);
       return;
     }
     if (this.responded) {
+      if (bodilessLengthMismatch(error, this.status)) {
+        // A 204 or 304 is complete at its head, whatever its Content-Length says (RFC 9110 §8.6).
+        this.res.end();
+        this.finish(backend, this.status);
+        return;
+      }
       // Mid-response: the client must see a cut response, not a complete-looking one.
-      this.finish(backend, this.status);
       this.res.destroy(error);
+      this.finish(backend, this.status);
       return;
     }
     const failure = classifyUpstreamFailure(error, this.sent);
@@ -176,11 +204,31 @@ export class Exchange implements Dispatcher.DispatchHandler {
       }
     }
     backend.noteError(failure.message);
-    this.finish(backend, failure.status);
     sendProxyError(this.res, failure.status, failure.status === 504 ? 'Gateway timeout' : 'Bad gateway');
+    this.finish(backend, failure.status);
   }
 
   // --- internals ----------------------------------------------------------------------------
+
+  /**
+   * An interim response (102, 103, …) goes on to the client before the final one, as RFC 9110
+   * §15.2 asks of a proxy; not to an HTTP/1.0 client, which knows none.
+   */
+  private relayInformational(statusCode: number, rawHeaders: Buffer[], statusText: string): void {
+    if (statusCode === 101 || this.req.httpVersionMinor === 0 || this.res.headersSent) return;
+    if (statusCode === 100) {
+      // Only a client that asked for it is invited to send its body.
+      if (this.expectContinue) this.res.writeContinue();
+      return;
+    }
+    const flat: string[] = [];
+    copyResponseHeaders(rawHeaders, flat);
+    let head = `HTTP/1.1 ${statusCode} ${statusText}\r\n`;
+    for (let i = 0; i < flat.length; i += 2) head += `${flat[i]}: ${flat[i + 1]}\r\n`;
+    // Node writes interim responses this way itself (writeProcessing, writeEarlyHints), in order
+    // with the connection's other responses.
+    (this.res as unknown as RawWritable)._writeRaw(`${head}\r\n`, 'latin1');
+  }
 
 
   private body(chunked: boolean): IncomingMessage | BodySizeLimit {
@@ -204,14 +252,21 @@ export class Exchange implements Dispatcher.DispatchHandler {
     if (!newConnection && backend.atConnectionCap) this.enterQueue(backend);
     backend.requestStarted();
     this.placement.backend = backend;
-    if (newConnection) backend.dispatchOnNewConnection(this.options as Dispatcher.DispatchOptions, this);
-    else backend.dispatcher.dispatch(this.options as Dispatcher.DispatchOptions, this);
+    const options = this.options as Dispatcher.DispatchOptions & { headers: string[]; body: Readable | null };
+    if (this.expectContinue) backend.dispatchExpectingContinue(options, this);
+    else if (newConnection) backend.dispatchOnNewConnection(options, this);
+    else backend.dispatcher.dispatch(options, this);
   }
 
   private enterQueue(backend: Backend): void {
     this.queuedOn = backend;
     backend.queueEntered();
     this.queueTimer = setTimeout(queueTimedOut, this.context.responseTimeout, this);
+    // A half-closed client is answered once its request has gone out; while the request has not,
+    // the end of the client's side is taken as its leaving (HAProxy's abortonclose for queued requests).
+    const socket = this.req.socket as SocketWithQueuedExchange;
+    socket[kQueued] = this;
+    socket.once('end', onQueuedClientEnd);
   }
 
   private leaveQueue(): void {
@@ -220,6 +275,11 @@ export class Exchange implements Dispatcher.DispatchHandler {
     this.queuedOn.queueLeft();
     this.queuedOn = null;
     this.queueTimer = null;
+    const socket = this.req.socket as SocketWithQueuedExchange | null;
+    if (socket !== null) {
+      socket[kQueued] = undefined;
+      socket.off('end', onQueuedClientEnd);
+    }
   }
 
   /**
@@ -230,11 +290,12 @@ export class Exchange implements Dispatcher.DispatchHandler {
   onQueueTimeout(): void {
     const backend = this.queuedOn as Backend;
     const busy = new UpstreamBusyError(`no connection to ${backend.id} came free in time`);
+    if (!this.clientGone) sendProxyError(this.res, busy.status, 'Backend busy', BUSY_HEADERS);
     // finish() leaves the queue.
     this.finish(backend, this.clientGone ? 499 : busy.status);
-    if (!this.clientGone) sendProxyError(this.res, busy.status, 'Backend busy', BUSY_HEADERS);
   }
 
+  /** Accounts for the request once its answer is written (or abandoned), and lets the connection's next one go. */
   private finish(backend: Backend | null, status: number): void {
     if (this.finished) return;
     this.finished = true;
@@ -256,6 +317,7 @@ export class Exchange implements Dispatcher.DispatchHandler {
         client: (this.req.socket ?? this.res.socket)?.remoteAddress ?? null,
       });
     }
+    this.connection.finished();
   }
 
   /** The client went away: stop the upstream request and free its socket. */
@@ -266,6 +328,7 @@ export class Exchange implements Dispatcher.DispatchHandler {
     // Still queued: done now, and aborted the moment undici dequeues it (onConnect).
     else if (this.queuedOn !== null) this.finish(this.queuedOn, 499);
   }
+
 
   onClientDrain(): void {
     this.resumeUpstream?.();
@@ -285,6 +348,12 @@ function resendExchange(exchange: Exchange, backend: Backend, newConnection: boo
 
 function onClientClose(this: ResponseWithExchange): void {
   this[kExchange]?.onClientClose();
+}
+
+/** The client ended its side while its request waited for a backend connection: it has left. */
+function onQueuedClientEnd(this: SocketWithQueuedExchange): void {
+  this[kQueued]?.onClientClose();
+  this.destroy();
 }
 
 function onClientDrain(this: ResponseWithExchange): void {

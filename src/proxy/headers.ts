@@ -46,3 +46,31 @@ export function removeHeaders(flat: string[], lowerNames: ReadonlySet<string>): 
   }
   flat.length = write;
 }
+
+/**
+ * Copies a response's raw headers into `flat` as [name, value, …] strings, without hop-by-hop ones
+ * or those its Connection header lists. Returns the Transfer-Encoding value when it names a coding
+ * besides chunked (`gzip, chunked`), which must be passed on for the body to mean anything; else null.
+ */
+export function copyResponseHeaders(raw: readonly Buffer[], flat: string[]): string | null {
+  let connectionValue: string | undefined;
+  let codings: string | null = null;
+  for (let i = 0; i < raw.length; i += 2) {
+    const name = (raw[i] as Buffer).toString('latin1');
+    const lower = name.toLowerCase();
+    if (isHopByHop(lower)) {
+      if (lower === 'connection') connectionValue = (raw[i + 1] as Buffer).toString('latin1');
+      else if (lower === 'transfer-encoding') {
+        const value = (raw[i + 1] as Buffer).toString('latin1');
+        if (value.length !== 7 || value.toLowerCase() !== 'chunked') codings = codings === null ? value : `${codings}, ${value}`;
+      }
+      continue;
+    }
+    flat.push(name, (raw[i + 1] as Buffer).toString('latin1'));
+  }
+  if (connectionValue !== undefined) {
+    const listed = connectionListedHeaders(connectionValue);
+    if (listed !== null) removeHeaders(flat, listed);
+  }
+  return codings;
+}

@@ -7,13 +7,14 @@ import { originFormPath, type RequestHead } from './request-head.js';
 
 /** Why a request is answered by the proxy instead of forwarded. */
 export interface Refusal {
-  readonly status: 400 | 413 | 414 | 431 | 503;
+  readonly status: 400 | 413 | 414 | 431 | 501 | 503;
   readonly message: string;
   readonly headers?: Readonly<Record<string, string>>;
 }
 
 const BAD_TARGET: Refusal = { status: 400, message: 'Bad request target' };
 const BAD_HOST: Refusal = { status: 400, message: 'Bad Host' };
+const OTHER_CODING: Refusal = { status: 501, message: 'Transfer codings other than chunked are not supported' };
 const NO_BACKEND: Refusal = { status: 503, message: 'No backend is available', headers: UNAVAILABLE_HEADERS };
 const OVER_LIMIT: Record<413 | 414 | 431, Refusal> = {
   413: { status: 413, message: LIMIT_MESSAGES[413] },
@@ -30,8 +31,10 @@ export function prepareForward(context: ForwardingContext, req: IncomingMessage,
   const target = req.url ?? '';
   const path = originFormPath(target);
   if (path === null) return BAD_TARGET;
-  head.copy(req, context.affinityHeader);
+  head.copy(req, context.affinityHeader, context.limits.allowUnderscoreHeaders);
   if (head.hostConflicts(target, path)) return BAD_HOST;
+  // undici would have to re-frame the body and drop the coding: refused, as nginx does.
+  if (head.otherCoding) return OTHER_CODING;
   const overLimit = headLimitStatus(req, context.limits, head.contentLength);
   if (overLimit !== 0) return OVER_LIMIT[overLimit];
   context.affinity.place(placement, req.socket, head, Date.now());

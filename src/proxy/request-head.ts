@@ -17,13 +17,19 @@ export class RequestHead implements ClientHints {
   duplicateHost = false;
   contentLength: string | undefined = undefined;
   chunked = false;
+  /** A transfer coding other than chunked (`gzip, chunked`): limpet cannot pass it on as sent. */
+  otherCoding = false;
   private forwardedProto: string | undefined = undefined;
   private forwardedHost: string | undefined = undefined;
   private via: string | undefined = undefined;
   private remapNoticeAdded = false;
 
-  /** `affinityHeaderName`: lower-case name of the header that keys clients in header mode, else null. */
-  copy(req: IncomingMessage, affinityHeaderName: string | null): void {
+  /**
+   * `affinityHeaderName`: lower-case name of the header that keys clients in header mode, else null.
+   * Names with "_" are dropped unless `allowUnderscores`: backends that map "_" to "-" would read
+   * `X_Forwarded_For` as the forwarding header limpet vouches for.
+   */
+  copy(req: IncomingMessage, affinityHeaderName: string | null, allowUnderscores: boolean): void {
     const raw = req.rawHeaders;
     const out = this.headers;
     let connectionValue: string | undefined;
@@ -56,6 +62,7 @@ export class RequestHead implements ClientHints {
           continue;
         case 'transfer-encoding':
           this.chunked = true;
+          if (value.length !== 7 || value.toLowerCase() !== 'chunked') this.otherCoding = true;
           continue;
         case 'connection':
           connectionValue = connectionValue === undefined ? value : `${connectionValue}, ${value}`;
@@ -66,6 +73,7 @@ export class RequestHead implements ClientHints {
         default:
           if (isHopByHop(lower)) continue;
           if (lower === affinityHeaderName) this.affinityHeader = value;
+          if (!allowUnderscores && lower.includes('_')) continue;
       }
       out.push(name, value);
     }

@@ -11,7 +11,8 @@ export const UNAVAILABLE_HEADERS: Readonly<Record<string, string>> = { 'Retry-Af
  * The one writer of the proxy's own answers: a short plain-text body with the status. It writes to
  * a `ServerResponse` (a request Node parsed) or to a raw socket (a refused upgrade, a request Node
  * could not parse), which is then closed. A response already under way is cut instead, so the
- * client never takes a partial body for a whole one. Returns whether the answer was written.
+ * client never takes a partial body for a whole one (on a raw socket the caller knows whether one
+ * is). Returns whether the answer was written.
  */
 export function sendProxyError(target: ServerResponse | Duplex, status: number, message: string, extra?: Readonly<Record<string, string>>): boolean {
   const body = `${message}\n`;
@@ -29,7 +30,7 @@ export function sendProxyError(target: ServerResponse | Duplex, status: number, 
     target.end(body);
     return true;
   }
-  if (!target.writable || (target as Duplex & { bytesWritten?: number }).bytesWritten! > 0) {
+  if (!target.writable) {
     target.destroy();
     return false;
   }

@@ -37,11 +37,14 @@ export function retryAction(failure: UpstreamError, facts: AttemptFacts): RetryA
 }
 
 /**
- * Whether a failure speaks to the backend's health. The first dead pooled socket of a request does
- * not (the backend had just closed an idle connection); a busy queue does not either.
+ * Whether a failure speaks to the backend's health. A connection that had served earlier responses
+ * and died before answering does not (the backend closed it idle as the request arrived), nor does
+ * the first dead pooled socket of a replayable request; a busy queue does not either.
  */
 export function countsAgainstBackend(failure: UpstreamError, facts: AttemptFacts): boolean {
-  return failure.countsAgainstBackend && !suspectStaleSocket(failure, facts);
+  if (!failure.countsAgainstBackend) return false;
+  if (failure instanceof UpstreamSocketError && facts.pooled && failure.reusedConnection) return false;
+  return !suspectStaleSocket(failure, facts);
 }
 
 function suspectStaleSocket(failure: UpstreamError, facts: AttemptFacts): boolean {

@@ -1,10 +1,11 @@
 import { createServer, type IncomingMessage, type Server, type ServerOptions, type ServerResponse } from 'node:http';
 import { createServer as createTlsServer, type Server as TlsServer } from 'node:https';
+import { Server as TlsBaseServer } from 'node:tls';
 import { readFileSync } from 'node:fs';
 import type { AddressInfo, Socket } from 'node:net';
 import type { Duplex } from 'node:stream';
 import type { LimpetConfig } from '../config/schema.js';
-import { sendProxyError } from '../proxy/respond.js';
+import { ClientConnection } from '../proxy/client-connection.js';
 
 /** What the proxy listener hands on: requests, upgrades, and what it sees of connections. */
 export interface ListenerHandlers {
@@ -12,8 +13,10 @@ export interface ListenerHandlers {
   /** `Expect: 100-continue`: decide whether to invite the body, then handle the request. */
   checkContinue(req: IncomingMessage, res: ServerResponse): void;
   upgrade(req: IncomingMessage, socket: Duplex, head: Buffer): void;
-  /** A request Node could not parse was answered with `status` (400, 408 or 431). */
+  /** A request the proxy answered itself before it reached the request path: `status` 400, 408, 414, 431 or 501. */
   refused(status: number): void;
+  /** The longest request target allowed now (limits.maxUrlLength), to tell 414 from 431. */
+  maxUrlLength(): number;
   connectionOpened(): void;
   connectionClosed(): void;
   /** A connection closed on arrival because `limits.maxConnections` were open. */
@@ -36,18 +39,63 @@ export function createProxyListener(config: LimpetConfig, handlers: ListenerHand
   server.on('checkContinue', handlers.checkContinue);
   server.on('drop', handlers.connectionDropped);
   server.on('connection', (socket: Socket) => {
+    if ((socket as CountedSocket)[kCounted] === true) return;
+    (socket as CountedSocket)[kCounted] = true;
     handlers.connectionOpened();
     socket.once('close', handlers.connectionClosed);
   });
-  // A request Node could not parse: 400 (431 for oversized heads, 408 for slow ones) and close; never crash.
-  server.on('clientError', (error: NodeJS.ErrnoException, socket: Duplex) => {
-    const status = error.code === 'HPE_HEADER_OVERFLOW' ? 431 : error.code === 'ERR_HTTP_REQUEST_TIMEOUT' ? 408 : 400;
-    if (sendProxyError(socket, status, CLIENT_ERROR_MESSAGES[status] as string)) handlers.refused(status);
+  // A client that sends its request and then shuts down its write side still gets its answer
+  // (RFC 9112 §9.6); the connection closes after it. Node would otherwise abort the request.
+  (server as Server & { httpAllowHalfOpen: boolean }).httpAllowHalfOpen = true;
+  // A request Node could not parse: 400 (414 or 431 for an oversized head, 408 for a slow one) and
+  // close, after any answers still owed on the connection; never crash.
+  server.on('clientError', (error: NodeJS.ErrnoException & { rawPacket?: Buffer }, socket: Duplex) => {
+    const status = clientErrorStatus(error, handlers.maxUrlLength());
+    if (ClientConnection.refuse(socket, status, CLIENT_ERROR_MESSAGES[status] as string)) handlers.refused(status);
+  });
+  // CONNECT asks for a tunnel to any host, which a reverse proxy does not offer: 501, and the
+  // connection stays open for the client's next request.
+  server.on('connect', (_req: IncomingMessage, socket: Duplex, head: Buffer) => {
+    handlers.refused(501);
+    socket.write(CONNECT_REFUSAL);
+    if (head.length > 0) socket.unshift(head);
+    server.emit(server instanceof TlsBaseServer ? 'secureConnection' : 'connection', socket);
   });
   return server;
 }
 
-const CLIENT_ERROR_MESSAGES: Record<number, string> = { 400: 'Bad request', 408: 'Request timeout', 431: 'Request header fields too large' };
+const kCounted = Symbol('limpet.counted');
+type CountedSocket = Socket & { [kCounted]?: boolean };
+
+const CONNECT_MESSAGE = 'CONNECT is not supported by this proxy\n';
+const CONNECT_REFUSAL =
+  `HTTP/1.1 501 Not Implemented\r\nContent-Type: text/plain; charset=utf-8\r\nContent-Length: ${Buffer.byteLength(CONNECT_MESSAGE)}\r\n` +
+  `Cache-Control: no-store\r\n\r\n${CONNECT_MESSAGE}`;
+
+/** The status for a parse error: an oversized head is 414 when its request line alone is over the URL limit. */
+function clientErrorStatus(error: NodeJS.ErrnoException & { rawPacket?: Buffer }, maxUrlLength: number): 400 | 408 | 414 | 431 {
+  if (error.code === 'ERR_HTTP_REQUEST_TIMEOUT') return 408;
+  if (error.code !== 'HPE_HEADER_OVERFLOW') return 400;
+  return requestTargetLength(error.rawPacket) > maxUrlLength ? 414 : 431;
+}
+
+/** Length of the request target in a packet that starts with a request line; 0 when it does not. */
+function requestTargetLength(packet: Buffer | undefined): number {
+  if (packet === undefined) return 0;
+  const space = packet.indexOf(32);
+  // A method is a short token of capitals: anything else is not the start of a request line.
+  if (space < 1 || space > 20 || !/^[A-Z]+$/.test(packet.toString('latin1', 0, space))) return 0;
+  const lineEnd = packet.indexOf('\r\n', space + 1, 'latin1');
+  const end = lineEnd < 0 ? packet.length : packet.lastIndexOf(' HTTP/', lineEnd, 'latin1');
+  return (end > space ? end : lineEnd < 0 ? packet.length : lineEnd) - space - 1;
+}
+
+const CLIENT_ERROR_MESSAGES: Record<number, string> = {
+  400: 'Bad request',
+  408: 'Request timeout',
+  414: 'Request target too long',
+  431: 'Request header fields too large',
+};
 
 /** The limits a running listener can take without a restart, and its certificate. */
 export function reconfigureListener(server: Server, config: LimpetConfig, reloadTls: boolean): void {

@@ -1,4 +1,6 @@
 import type { Dispatcher, Pool } from 'undici';
+import type { Readable } from 'node:stream';
+import { dispatchExpectingContinue } from './expect-continue.js';
 import { createPool, singleConnection, samePoolSettings, type PoolSettings } from './pools.js';
 
 export type { PoolSettings } from './pools.js';
@@ -348,6 +350,11 @@ export class Backend {
     client.dispatch(options, handler);
     // Resolves once the one request is done; it cannot fail, as nothing else closes this client.
     void client.close();
+  }
+
+  /** Sends a request that expects `100 Continue` on a connection of its own (see expect-continue.ts). */
+  dispatchExpectingContinue(options: Dispatcher.DispatchOptions & { headers: string[]; body: Readable | null }, handler: Dispatcher.DispatchHandler): void {
+    dispatchExpectingContinue(this.parsedUrl, options, handler, this.poolSettings.connectTimeout);
   }
 
   /** Closes the pool and the check connection once their requests are done. */

@@ -1,4 +1,5 @@
-import { Client, Pool } from 'undici';
+import type { Socket } from 'node:net';
+import { buildConnector, Client, Pool } from 'undici';
 
 /** How limpet's connections to one backend behave. */
 export interface PoolSettings {
@@ -12,7 +13,7 @@ export interface PoolSettings {
 /** The pool that forwarded requests share. */
 export function createPool(url: string, settings: PoolSettings): Pool {
   return new Pool(url, {
-    connectTimeout: settings.connectTimeout,
+    connect: markingConnector(settings.connectTimeout),
     keepAliveTimeout: Math.min(4_000, settings.keepAliveTimeout),
     keepAliveMaxTimeout: settings.keepAliveTimeout,
     // The proxy frames every request itself and sends one at a time per connection.
@@ -24,6 +25,27 @@ export function createPool(url: string, settings: PoolSettings): Pool {
 /** One connection of its own to the backend, outside the pool (checks under a cap, stale-socket resends). */
 export function singleConnection(url: string, settings: PoolSettings): Client {
   return new Client(url, { connectTimeout: settings.connectTimeout, pipelining: 1 });
+}
+
+/**
+ * undici's own connector, plus a mark on every error a connection meets: whether it had already
+ * read earlier responses. A reset on such a connection before any answer is most likely the
+ * backend closing it idle as the request arrived (see errors.ts); Node's socket errors carry no
+ * such fact, and undici hands the error object itself to the request. Per connection, not per request.
+ */
+function markingConnector(timeout: number): buildConnector.connector {
+  const connect = buildConnector({ timeout });
+  return (options, callback) =>
+    connect(options, (error, socket) => {
+      // On failure undici's connector passes no socket at all.
+      if (socket) socket.prependListener('error', markReuse);
+      // undici's callback type is a union of its two outcomes; pass them on as given.
+      (callback as (error: Error | null, socket: Socket | null) => void)(error, socket);
+    });
+}
+
+function markReuse(this: Socket, error: Error & { connectionReused?: boolean }): void {
+  error.connectionReused = this.bytesRead > 0;
 }
 
 export function samePoolSettings(a: PoolSettings, b: PoolSettings): boolean {

@@ -1,0 +1,84 @@
+import type { Socket } from 'node:net';
+import type { Duplex } from 'node:stream';
+import { sendProxyError } from './respond.js';
+
+/** What a client connection sequences: a request that can be started once the ones before it are answered. */
+export interface Sequenced {
+  start(): void;
+  /** Whether the whole request (head and body) has arrived. */
+  readonly received: boolean;
+}
+
+const kConnection = Symbol('limpet.clientConnection');
+type SocketWithConnection = Duplex & { [kConnection]?: ClientConnection; _httpMessage?: { headersSent: boolean; writableEnded: boolean } | null };
+
+/**
+ * One client connection's requests, forwarded one at a time in arrival order. Pipelined requests
+ * (RFC 9112 §9.3.2) wait until the one before them is answered, as nginx and HAProxy do: responses
+ * stay in order, a non-safe request never overtakes an answer, and one connection holds at most one
+ * upstream request. A request Node cannot parse behind pipelined ones is answered after them.
+ */
+export class ClientConnection {
+  private current: Sequenced | null = null;
+  private readonly waiting: Sequenced[] = [];
+  /** A parse error seen while earlier requests were still being answered: written after them. */
+  private refusal: { status: number; message: string } | null = null;
+
+  private constructor(private readonly socket: Duplex) {}
+
+  /** The connection a request arrived on (created on its first request). */
+  static of(socket: Socket): ClientConnection {
+    const holder = socket as SocketWithConnection;
+    return (holder[kConnection] ??= new ClientConnection(socket));
+  }
+
+  /** Starts the request now, or once those before it are answered. */
+  admit(request: Sequenced): void {
+    if (this.current !== null) {
+      this.waiting.push(request);
+      return;
+    }
+    this.current = request;
+    request.start();
+  }
+
+  /** The current request is answered (or abandoned): the next one may go. */
+  finished(): void {
+    const next = this.waiting.shift();
+    this.current = next ?? null;
+    if (next !== undefined) {
+      next.start();
+      return;
+    }
+    if (this.refusal !== null) {
+      const { status, message } = this.refusal;
+      this.refusal = null;
+      writeRefusal(this.socket, status, message);
+    }
+  }
+
+  /**
+   * Answers a request Node could not parse (or did not receive in time) with `status` and closes
+   * the connection — after the answers to the whole requests before it, never in their place. An
+   * error inside the request being answered ends that one at once. Returns whether it was answered.
+   */
+  static refuse(socket: Duplex, status: number, message: string): boolean {
+    const connection = (socket as SocketWithConnection)[kConnection];
+    if (connection?.current?.received === true) {
+      connection.refusal = { status, message };
+      return true;
+    }
+    return writeRefusal(socket, status, message);
+  }
+}
+
+function writeRefusal(socket: Duplex, status: number, message: string): boolean {
+  // A response half written cannot be followed by another: cut the connection instead. (One that
+  // is ended is whole; Node flushes it before these bytes.)
+  const current = (socket as SocketWithConnection)._httpMessage;
+  if (current?.headersSent === true && !current.writableEnded) {
+    socket.destroy();
+    return false;
+  }
+  return sendProxyError(socket, status, message);
+}
