@@ -8,6 +8,7 @@ import { runWorker } from './cluster/worker.js';
 import { createLogger } from './observe/log.js';
 import { Limpet } from './limpet.js';
 import { runDemo } from './demo.js';
+import { LimpetError } from './errors.js';
 import { missingRuntimeFlags } from './runtime/runtime-flags.js';
 import { supervise } from './runtime/supervise.js';
 
@@ -105,7 +106,9 @@ else main(process.argv.slice(2)).then(
     if (code >= 0) process.exitCode = code;
   },
   (error: unknown) => {
-    process.stderr.write(`limpet: ${error instanceof Error ? (error.stack ?? error.message) : String(error)}\n`);
+    // limpet's own errors (a port in use) are one line meant for the operator; anything else is a bug, with its stack.
+    const text = error instanceof LimpetError ? error.message : error instanceof Error ? (error.stack ?? error.message) : String(error);
+    process.stderr.write(`limpet: ${text}\n`);
     process.exitCode = 1;
   },
 );

@@ -68,3 +68,31 @@ export async function startCli(
     },
   };
 }
+
+/** What a `limpet` run that ends by itself (a failed start, `--check`) left behind. */
+export interface CliRun {
+  code: number | null;
+  stdout: string;
+  stderr: string;
+}
+
+/**
+ * Runs the real CLI with `args` until it exits. A run still going after `timeoutMs` is killed and
+ * the wait fails: the cases this serves end on their own, and hanging is the bug they look for.
+ */
+export async function runCliToExit(args: readonly string[], timeoutMs = 20_000): Promise<CliRun> {
+  const child = spawn(process.execPath, [...RUNTIME_FLAGS, 'dist/src/cli.js', ...args], { stdio: ['ignore', 'pipe', 'pipe'] });
+  let stdout = '';
+  let stderr = '';
+  child.stdout!.on('data', (chunk: Buffer) => (stdout += chunk.toString('utf8')));
+  child.stderr!.on('data', (chunk: Buffer) => (stderr += chunk.toString('utf8')));
+  let code: number | null | undefined;
+  child.on('close', (exitCode) => (code = exitCode));
+  try {
+    await waitFor(() => code !== undefined, timeoutMs, `limpet ${args.join(' ')} to exit`);
+  } finally {
+    // Workers of a killed primary see it disconnect and stop by themselves.
+    if (code === undefined) child.kill('SIGKILL');
+  }
+  return { code: code ?? null, stdout, stderr };
+}
