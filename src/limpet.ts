@@ -283,7 +283,8 @@ export class Limpet {
     const { host, port } = this.config.listen;
     const address = this.server === null ? null : await bind(this.server, this.config.listen, 'listen');
     const admin = this.admin === null ? null : await bind(this.admin.server, this.config.admin.listen, 'admin.listen');
-    if (admin === null) return;
+    if (admin === null || this.admin === null) return;
+    this.admin.listening(this.config.admin.listen.host);
     this.logger.info({
       msg: 'listening',
       address: address === null ? `${host}:${port} (workers)` : `${address.address}:${address.port}`,
