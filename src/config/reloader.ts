@@ -2,7 +2,7 @@ import { watch, type FSWatcher, type Stats } from 'node:fs';
 import { stat } from 'node:fs/promises';
 import { basename, dirname, resolve } from 'node:path';
 import { createHash } from 'node:crypto';
-import { ConfigError, formatConfigIssues, parseConfig, readConfigText, type LimpetConfig } from './load.js';
+import { ConfigError, configWarningsLog, formatConfigIssues, parseConfigWithWarnings, readConfigText, type ConfigIssue, type LimpetConfig } from './load.js';
 import type { Logger } from '../observe/log.js';
 
 /** Quiet time after the last file event before reading: editors write in several steps. */
@@ -165,8 +165,9 @@ export class ConfigReloader {
     const textDigest = digest(text);
     if (reason === 'file' && textDigest === this.lastDigest) return false;
     let config: LimpetConfig;
+    let warnings: ConfigIssue[];
     try {
-      config = parseConfig(text, this.file);
+      ({ config, warnings } = parseConfigWithWarnings(text, this.file));
     } catch (error) {
       if (!(error instanceof ConfigError)) throw error;
       this.lastDigest = textDigest;
@@ -176,6 +177,7 @@ export class ConfigReloader {
     const needsRestart = this.target.reload(config);
     this.reloads.inc({ result: 'success' });
     this.logger.info({ msg: 'config reloaded', reason, file: this.file, backends: config.backends.map((b) => b.id) });
+    if (warnings.length > 0) this.logger.warn(configWarningsLog(this.file, warnings));
     if (needsRestart.length > 0) {
       this.logger.warn({ msg: 'config changes that need a restart were not applied', keys: needsRestart });
     }
