@@ -59,7 +59,7 @@ describe('config values', () => {
     expect(parseConfig(MINIMAL, 'f.yaml', {})).toEqual({
       listen: { host: '0.0.0.0', port: 8080 },
       workers: 1,
-      log: { level: 'info', access: false },
+      log: { level: 'info', access: false, accessQuery: false },
       tls: null,
       admin: { listen: { host: '127.0.0.1', port: 9090 }, token: '' },
       affinity: {

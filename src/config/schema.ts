@@ -254,6 +254,9 @@ export const configSchema = z
       log: section({
         level: oneOf(['debug', 'info', 'warn', 'error']).default('info').describe('Least severe level logged. Default "info".'),
         access: bool().default(false).describe('Log one JSON line per request. Default false.'),
+        accessQuery: bool()
+          .default(false)
+          .describe('Keep the query string in the access log\'s path; off because queries can carry tokens. Default false.'),
       }).describe('Logging: JSON lines on stdout.'),
       tls: z
         .strictObject(

@@ -247,7 +247,7 @@ export class Exchange implements Dispatcher.DispatchHandler {
       log.info({
         msg: 'request',
         method: this.req.method,
-        path: this.req.url,
+        path: this.context.accessLogQuery ? this.req.url : this.req.url?.split('?', 1)[0],
         status,
         backend: backend?.id ?? null,
         remappedFrom: this.placement.remappedFrom,
