@@ -67,7 +67,7 @@ export function runWorker(): void {
           started = await Limpet.start(message.config, { logger: createLogger(message.config.log.level), role: workerRole() });
         } catch (error) {
           if (!(error instanceof ListenError)) throw error;
-          // The primary stops the whole proxy (and this worker): a replacement would fail alike.
+          // The primary ends this worker, and during start-up the whole proxy: a replacement would fail alike.
           const cause = error.cause as NodeJS.ErrnoException;
           toPrimary({ t: 'listenFailed', host: error.host, port: error.port, setting: error.setting, code: cause.code ?? '', reason: cause.message });
           return;
