@@ -396,7 +396,7 @@ describe('config warnings: a bare number below 1000 on a key measured in seconds
       const warned = (key: string) => cli.logs.find((l) => l.msg === 'config values that are probably mistakes' && (l.warnings as string[]).some((w) => w.includes(`: warning: ${key}: `)));
       const atStart = await waitFor(() => warned('timeouts.shutdown'), 10_000, 'the warning at start');
       expect(atStart).toMatchObject({ level: 'warn', file: cli.file });
-      expect((atStart.warnings as string[])[0]).toMatch(new RegExp(`^${cli.file}:\\d+:\\d+: warning: timeouts\\.shutdown: a bare number counts milliseconds`));
+      expect((atStart!.warnings as string[])[0]).toMatch(new RegExp(`^${cli.file}:\\d+:\\d+: warning: timeouts\\.shutdown: a bare number counts milliseconds`));
       cli.writeConfig(`passive: { cooldown: 10 }\nbackends: [{ id: app-1, url: "${backend.url}" }]\n`);
       await waitFor(() => warned('passive.cooldown'), 10_000, 'the warning on reload');
     } finally {
