@@ -20,6 +20,12 @@ COPY config ./config
 VOLUME ["/etc/limpet"]
 EXPOSE 8080 9090
 USER node
+# Liveness from inside the container, with node itself (the slim image has no curl): GET /healthz on
+# the admin port at 127.0.0.1, which admin.listen 127.0.0.1:9090 (the default) and 0.0.0.0:9090 both
+# serve. Moved the admin port? Set LIMPET_ADMIN_PORT to it (the config can read the same variable:
+# admin: { listen: "0.0.0.0:${LIMPET_ADMIN_PORT:-9090}" }).
+HEALTHCHECK --interval=10s --timeout=5s --start-period=10s --retries=3 \
+  CMD ["node", "-e", "const r = process.getBuiltinModule('node:http').get({ host: '127.0.0.1', port: process.env.LIMPET_ADMIN_PORT || 9090, path: '/healthz', timeout: 3000 }, (res) => process.exit(res.statusCode === 200 ? 0 : 1)); r.on('timeout', () => r.destroy()); r.on('error', () => process.exit(1));"]
 # --no-memory-reducer: see src/runtime/runtime-flags.ts
 ENTRYPOINT ["node", "--no-memory-reducer", "dist/src/cli.js"]
 CMD ["--config", "/etc/limpet/limpet.yaml"]

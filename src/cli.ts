@@ -2,12 +2,13 @@
 import { parseArgs } from 'node:util';
 import { readFileSync } from 'node:fs';
 import cluster from 'node:cluster';
-import { ConfigError, formatConfigIssues, readConfigFile } from './config/load.js';
+import { ConfigError, configWarningsLog, formatConfigIssues, readConfigFile } from './config/load.js';
 import { runPrimary, workerCount } from './cluster/primary.js';
 import { runWorker } from './cluster/worker.js';
 import { createLogger } from './observe/log.js';
 import { Limpet } from './limpet.js';
 import { runDemo } from './demo.js';
+import { LimpetError } from './errors.js';
 import { missingRuntimeFlags } from './runtime/runtime-flags.js';
 import { supervise } from './runtime/supervise.js';
 
@@ -60,8 +61,9 @@ async function main(argv: string[]): Promise<number> {
   const file = values.config as string;
   let config;
   let text;
+  let warnings;
   try {
-    ({ config, text } = await readConfigFile(file));
+    ({ config, text, warnings } = await readConfigFile(file));
   } catch (error) {
     if (!(error instanceof ConfigError)) throw error;
     process.stderr.write(`${formatConfigIssues(error.issues)}\n`);
@@ -69,10 +71,13 @@ async function main(argv: string[]): Promise<number> {
     return 1;
   }
   if (values.check) {
-    process.stdout.write(`limpet: ${file}: ok (${config.backends.length} backend${config.backends.length === 1 ? '' : 's'}, affinity by ${config.affinity.by})\n`);
+    if (warnings.length > 0) process.stderr.write(`${formatConfigIssues(warnings, 'warning')}\n`);
+    const warned = warnings.length === 0 ? '' : `; ${warnings.length} warning${warnings.length === 1 ? '' : 's'}`;
+    process.stdout.write(`limpet: ${file}: ok (${config.backends.length} backend${config.backends.length === 1 ? '' : 's'}, affinity by ${config.affinity.by}${warned})\n`);
     return 0;
   }
   const logger = createLogger(config.log.level);
+  if (warnings.length > 0) logger.warn(configWarningsLog(file, warnings));
   const workers = workerCount(config);
   // Cluster workers get the flags from the primary (runPrimary); a single process has only its own.
   const missing = missingRuntimeFlags();
@@ -105,7 +110,9 @@ else main(process.argv.slice(2)).then(
     if (code >= 0) process.exitCode = code;
   },
   (error: unknown) => {
-    process.stderr.write(`limpet: ${error instanceof Error ? (error.stack ?? error.message) : String(error)}\n`);
+    // limpet's own errors (a port in use) are one line meant for the operator; anything else is a bug, with its stack.
+    const text = error instanceof LimpetError ? error.message : error instanceof Error ? (error.stack ?? error.message) : String(error);
+    process.stderr.write(`limpet: ${text}\n`);
     process.exitCode = 1;
   },
 );

@@ -1,6 +1,7 @@
 import { createServer, type Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { parseConfig } from './config/load.js';
+import { ListenError } from './errors.js';
 import { createLogger } from './observe/log.js';
 import { Limpet } from './limpet.js';
 
@@ -26,15 +27,37 @@ function demoConfig(port: number, adminPort: number, by: 'cookie' | 'ip', backen
   ].join('\n');
 }
 
-/** `limpet demo`: three backends, a cookie-affinity proxy on `port` (admin on `port + 1010`, so 9090) and an ip-affinity one on `port + 1`. */
+/**
+ * `limpet demo`: three backends, a cookie-affinity proxy on `port` (admin on `port + 1010`, so 9090)
+ * and an ip-affinity one on `port + 1`. All or nothing: when one of those ports is taken, whatever
+ * started is closed and a ListenError names the port and how `--port` moves it.
+ */
 export async function runDemo(port: number): Promise<void> {
   const logger = createLogger('warn');
-  const servers = await Promise.all(['app-1', 'app-2', 'app-3'].map(startDemoBackend));
-  const backends = servers.map((server, i) => ({ id: `app-${i + 1}`, port: (server.address() as AddressInfo).port }));
-  const byCookie = await Limpet.start(parseConfig(demoConfig(port, port === 0 ? 0 : port + 1010, 'cookie', backends), '<demo>'), { logger });
+  const servers: Server[] = [];
+  const proxies: Limpet[] = [];
+  const start = async (name: 'cookie' | 'ip', yaml: string): Promise<Limpet> => {
+    try {
+      const proxy = await Limpet.start(parseConfig(yaml, '<demo>'), { logger });
+      proxies.push(proxy);
+      return proxy;
+    } catch (error) {
+      throw error instanceof ListenError ? new ListenError(error.host, error.port, demoPortName(name, error.setting), error.cause) : error;
+    }
+  };
+  let byCookie: Limpet;
+  let byIp: Limpet;
+  let backends: { id: string; port: number }[];
+  try {
+    servers.push(...(await Promise.all(['app-1', 'app-2', 'app-3'].map(startDemoBackend))));
+    backends = servers.map((server, i) => ({ id: `app-${i + 1}`, port: (server.address() as AddressInfo).port }));
+    byCookie = await start('cookie', demoConfig(port, port === 0 ? 0 : port + 1010, 'cookie', backends));
+    byIp = await start('ip', demoConfig(port === 0 ? 0 : port + 1, 0, 'ip', backends));
+  } catch (error) {
+    await Promise.all([...proxies.map((proxy) => proxy.close()), ...servers.map(closeServer)]);
+    throw error;
+  }
   const cookiePort = byCookie.address.port;
-  const ipPort = port === 0 ? 0 : port + 1;
-  const byIp = await Limpet.start(parseConfig(demoConfig(ipPort, 0, 'ip', backends), '<demo>'), { logger });
   const url = `http://127.0.0.1:${cookiePort}/`;
   const ipUrl = `http://127.0.0.1:${byIp.address.port}/`;
   process.stdout.write(
@@ -58,9 +81,20 @@ export async function runDemo(port: number): Promise<void> {
     ].join('\n'),
   );
   const stop = () => {
-    void Promise.all([byCookie.close(), byIp.close(), ...servers.map((s) => new Promise((r) => s.close(r)))]).then(() => process.exit(0));
-    for (const s of servers) s.closeAllConnections();
+    void Promise.all([byCookie.close(), byIp.close(), ...servers.map(closeServer)]).then(() => process.exit(0));
   };
   process.once('SIGINT', stop);
   process.once('SIGTERM', stop);
+}
+
+function closeServer(server: Server): Promise<void> {
+  const closed = new Promise<void>((resolve) => server.close(() => resolve()));
+  server.closeAllConnections();
+  return closed;
+}
+
+/** A demo port as its user knows it: only `--port` was given. */
+function demoPortName(proxy: 'cookie' | 'ip', setting: string): string {
+  if (setting === 'admin.listen') return 'the demo status page: --port + 1010';
+  return proxy === 'cookie' ? 'the demo proxy: --port' : 'the demo ip-affinity proxy: --port + 1';
 }

@@ -76,6 +76,35 @@ export class BodyTooLargeError extends LimpetError {
   readonly code = 'LIMPET_BODY_TOO_LARGE';
 }
 
+/** Why a bind failed, in words, for the error codes an operator meets; anything else keeps Node's message. */
+const BIND_FAILURES: Readonly<Record<string, string>> = {
+  EADDRINUSE: 'address already in use',
+  EACCES: 'permission denied (ports below 1024 need root or CAP_NET_BIND_SERVICE)',
+  EADDRNOTAVAIL: 'not an address of this host',
+  ENOTFOUND: 'host name not found',
+  EAI_AGAIN: 'host name lookup failed',
+};
+
+/**
+ * A listener could not bind its address. `setting` names where the address came from (`listen`,
+ * `admin.listen`), so the one line an operator sees says what to change:
+ * `cannot listen on 127.0.0.1:9090 (admin.listen): address already in use`.
+ */
+export class ListenError extends LimpetError {
+  readonly code = 'LIMPET_LISTEN';
+
+  constructor(
+    readonly host: string,
+    readonly port: number,
+    readonly setting: string,
+    cause: unknown,
+  ) {
+    const code = (cause as NodeJS.ErrnoException | undefined)?.code ?? '';
+    const reason = BIND_FAILURES[code] ?? (cause instanceof Error ? cause.message : String(cause));
+    super(`cannot listen on ${host.includes(':') ? `[${host}]` : host}:${port} (${setting}): ${reason}`, { cause });
+  }
+}
+
 /** Error codes (Node's and undici's) that prove the connection was never made. */
 const NEVER_CONNECTED = new Set(['ECONNREFUSED', 'UND_ERR_CONNECT_TIMEOUT', 'EHOSTUNREACH', 'ENETUNREACH', 'ENOTFOUND', 'EAI_AGAIN', 'EADDRNOTAVAIL']);
 /** Codes of a connection that died under the request. */

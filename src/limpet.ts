@@ -6,7 +6,8 @@ import { buildAffinity, type AffinityMemory } from './affinity/build-affinity.js
 import { ClientAddressResolver } from './affinity/client-address.js';
 import { AffinityCookieCodec } from './affinity/cookie.js';
 import { PinTable } from './affinity/pin-table.js';
-import type { LimpetConfig } from './config/schema.js';
+import type { HostPort, LimpetConfig } from './config/schema.js';
+import { ListenError } from './errors.js';
 import { ActiveHealthChecker } from './health/active-checks.js';
 import { PassiveEjector } from './health/passive-ejection.js';
 import type { Logger } from './observe/log.js';
@@ -129,9 +130,15 @@ export class Limpet {
     this.sweepTimer = setInterval(() => pins.sweep(Math.floor(Date.now() / 1000)), sweepEvery).unref();
   }
 
+  /** Builds and binds a proxy; all or nothing: when a listener cannot bind, whatever did is closed and a ListenError thrown. */
   static async start(config: LimpetConfig, options: LimpetOptions): Promise<Limpet> {
     const limpet = new Limpet(config, options.logger, options.role ?? STANDALONE);
-    await limpet.listen();
+    try {
+      await limpet.listen();
+    } catch (error) {
+      await limpet.close();
+      throw error;
+    }
     return limpet;
   }
 
@@ -284,10 +291,10 @@ export class Limpet {
 
   private async listen(): Promise<void> {
     const { host, port } = this.config.listen;
-    const address = this.server === null ? null : await listenOn(this.server, host, port);
-    const adminListen = this.config.admin.listen;
-    const admin = this.admin === null ? null : await listenOn(this.admin.server, adminListen.host, adminListen.port);
-    if (admin === null) return;
+    const address = this.server === null ? null : await bind(this.server, this.config.listen, 'listen');
+    const admin = this.admin === null ? null : await bind(this.admin.server, this.config.admin.listen, 'admin.listen');
+    if (admin === null || this.admin === null) return;
+    this.admin.listening(this.config.admin.listen.host);
     this.logger.info({
       msg: 'listening',
       address: address === null ? `${host}:${port} (workers)` : `${address.address}:${address.port}`,
@@ -295,5 +302,14 @@ export class Limpet {
       affinity: this.config.affinity.by,
       backends: this.registry.backends.map((backend) => backend.id),
     });
+  }
+}
+
+/** Binds a listener; a failure becomes a ListenError naming the address and the setting it came from. */
+async function bind(server: Server, { host, port }: HostPort, setting: string): Promise<AddressInfo> {
+  try {
+    return await listenOn(server, host, port);
+  } catch (error) {
+    throw new ListenError(host, port, setting, error);
   }
 }

@@ -1,7 +1,7 @@
 import { afterEach, describe, expect, it } from 'vitest';
 import { backendsYaml, startBackends, type TestBackend } from './support/backends.js';
 import { request, waitFor } from './support/client.js';
-import { startProxy } from './support/proxy.js';
+import { startProxy, type LogCapture } from './support/proxy.js';
 import { parseExposition, sample } from './support/exposition.js';
 import { parseConfig } from '../src/config/load.js';
 import type { Limpet } from '../src/limpet.js';
@@ -124,6 +124,41 @@ describe('admin API', () => {
     const undrained = await request(admin, { path: '/backends/app-1/undrain', method: 'POST', headers: auth });
     expect(JSON.parse(undrained.body).state).toBe('up');
     expect(sample(await scrape(proxy), 'limpet_backend_draining', { backend: 'app-1' })).toBe(0);
+  });
+
+  it('logs every rejected call on a mutating route with its method, path and peer', async () => {
+    backends = await startBackends(1);
+    const started = await startProxy(`admin: { listen: "127.0.0.1:0", token: t0ken }\n${backendsYaml(backends)}`);
+    proxy = started.limpet;
+    const admin = proxy.adminAddress.port;
+    const rejected = () => started.logs.lines.filter((l) => l.msg === 'admin call rejected');
+    expect((await request(admin, { path: '/backends/app-1/drain', method: 'POST', localAddress: '127.0.5.7' })).status).toBe(401);
+    expect((await request(admin, { path: '/backends/app-1/drain?token=t0ken', method: 'GET' })).status).toBe(405);
+    expect((await request(admin, { path: '/backends/app-1/drain', method: 'POST', headers: { authorization: 'Bearer t0ken' } })).status).toBe(200);
+    expect(rejected()).toEqual([
+      expect.objectContaining({ level: 'warn', status: 401, method: 'POST', path: '/backends/app-1/drain', from: '127.0.5.7' }),
+      expect.objectContaining({ level: 'warn', status: 405, method: 'GET', path: '/backends/app-1/drain', from: '127.0.0.1' }),
+    ]);
+  });
+
+  it('warns when the admin port listens beyond loopback without a token, at start and when a reload drops the token', async () => {
+    backends = await startBackends(1);
+    const unguarded = (logs: LogCapture) => logs.lines.filter((l) => String(l.msg).startsWith('the admin port is reachable beyond loopback'));
+    const loopback = await startProxy(backendsYaml(backends));
+    proxy = loopback.limpet;
+    expect(unguarded(loopback.logs)).toEqual([]);
+    await proxy.close();
+
+    const open = await startProxy(`admin: { listen: "0.0.0.0:0" }\n${backendsYaml(backends)}`);
+    proxy = open.limpet;
+    expect(unguarded(open.logs)).toEqual([expect.objectContaining({ level: 'warn', host: '0.0.0.0' })]);
+    await proxy.close();
+
+    const guarded = await startProxy(`admin: { listen: "0.0.0.0:0", token: t0ken }\n${backendsYaml(backends)}`);
+    proxy = guarded.limpet;
+    expect(unguarded(guarded.logs)).toEqual([]);
+    proxy.reload(parseConfig(`listen: 127.0.0.1:0\nadmin: { listen: "0.0.0.0:0" }\n${backendsYaml(backends)}`, 'test.yaml', {}));
+    expect(unguarded(guarded.logs)).toEqual([expect.objectContaining({ level: 'warn', host: '0.0.0.0' })]);
   });
 
   it('reports not ready when no backend is up', async () => {

@@ -3,7 +3,10 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { parseDuration } from '../src/config/duration.js';
-import { ConfigError, formatConfigIssues, loadConfigFile, parseConfig, type ConfigIssue } from '../src/config/load.js';
+import { ConfigError, formatConfigIssues, loadConfigFile, parseConfig, parseConfigWithWarnings, type ConfigIssue } from '../src/config/load.js';
+import { startBackend } from './support/backends.js';
+import { waitFor } from './support/client.js';
+import { runCliToExit, startCli } from './support/cli.js';
 import { configJsonSchemaText } from '../src/config/write-json-schema.js';
 
 const MINIMAL = 'backends: [{ id: a, url: "http://127.0.0.1:3001" }]\n';
@@ -56,7 +59,7 @@ describe('config values', () => {
     expect(parseConfig(MINIMAL, 'f.yaml', {})).toEqual({
       listen: { host: '0.0.0.0', port: 8080 },
       workers: 1,
-      log: { level: 'info', access: false },
+      log: { level: 'info', access: false, accessQuery: false },
       tls: null,
       admin: { listen: { host: '127.0.0.1', port: 9090 }, token: '' },
       affinity: {
@@ -332,6 +335,74 @@ describe('config mistakes, each located exactly', () => {
         message: "cannot read the config file: ENOENT: no such file or directory, open '/nonexistent/limpet.yaml'",
       },
     ]);
+  });
+});
+
+describe('config warnings: a bare number below 1000 on a key measured in seconds', () => {
+  const SECONDS_KEYS = [
+    'healthCheck.interval',
+    'passive.window',
+    'passive.cooldown',
+    'timeouts.response',
+    'timeouts.clientIdle',
+    'timeouts.clientHeaders',
+    'timeouts.clientRequest',
+    'timeouts.tunnel',
+    'timeouts.shutdown',
+  ];
+  const warningsOf = (text: string, env: NodeJS.ProcessEnv = {}) => parseConfigWithWarnings(text, 'f.yaml', env).warnings;
+
+  it.each(SECONDS_KEYS)('%s: 100 is warned at its value, with what was probably meant', (key) => {
+    const [section, name] = key.split('.') as [string, string];
+    const text = `${MINIMAL}${section}:\n  ${name}: 100\n`;
+    const { config, warnings } = parseConfigWithWarnings(text, 'f.yaml', {});
+    expect((config as unknown as Record<string, Record<string, number>>)[section]![name]).toBe(100);
+    expect(warnings).toEqual([
+      { file: 'f.yaml', line: 3, column: 3 + name.length + 2, path: key, message: 'a bare number counts milliseconds, so 100 is 100ms: write "100s" for seconds (or "100ms" to keep 100ms)' },
+    ]);
+    expect(formatConfigIssues(warnings, 'warning')).toBe(`f.yaml:3:${5 + name.length}: warning: ${key}: ${warnings[0]!.message}`);
+  });
+
+  it('warns for a value that came from ${VAR} too, and for every such key at once, in file order', () => {
+    const warnings = warningsOf(`${MINIMAL}timeouts: { shutdown: "\${STOP}", tunnel: 5 }\npassive: { cooldown: 10 }\n`, { STOP: '10' });
+    expect(warnings.map((w) => `${w.line}:${w.column} ${w.path}`)).toEqual(['2:23 timeouts.shutdown', '2:42 timeouts.tunnel', '3:22 passive.cooldown']);
+  });
+
+  it('is silent for units, 0 (off), 1000 and more, and keys where sub-second values are common', () => {
+    expect(warningsOf(MINIMAL)).toEqual([]);
+    expect(warningsOf(`${MINIMAL}timeouts: { shutdown: 0, response: 1000, tunnel: 10s, clientIdle: "500ms", connect: 500 }\nhealthCheck: { timeout: 250 }\n`)).toEqual([]);
+  });
+
+  it('turns the "at least 1s" error of a bare number into the same hint', () => {
+    expect(onlyIssue(`${MINIMAL}affinity: { sessionTtl: 30 }\n`).message).toBe(
+      'must be at least 1s, got 30 (a bare number counts milliseconds, so 30 is 30ms: write "30s" for seconds)',
+    );
+    expect(onlyIssue(`${MINIMAL}timeouts: { connect: 0 }\n`).message).toBe('must be at least 1ms, got 0');
+  });
+
+  it('limpet --check prints them with file:line and still exits 0', async () => {
+    const file = join(mkdtempSync(join(tmpdir(), 'limpet-check-')), 'limpet.yaml');
+    writeFileSync(file, `${MINIMAL}timeouts:\n  shutdown: 10\n`);
+    const run = await runCliToExit(['--check', '--config', file]);
+    expect(run.code).toBe(0);
+    expect(run.stderr).toBe(`${file}:3:13: warning: timeouts.shutdown: a bare number counts milliseconds, so 10 is 10ms: write "10s" for seconds (or "10ms" to keep 10ms)\n`);
+    expect(run.stdout).toBe(`limpet: ${file}: ok (1 backend, affinity by cookie; 1 warning)\n`);
+  });
+
+  it('the running proxy logs them at start and on reload', async () => {
+    const backend = await startBackend('app-1');
+    const cli = await startCli(() => `timeouts: { shutdown: 10 }\nbackends: [{ id: app-1, url: "${backend.url}" }]\n`);
+    try {
+      const warned = (key: string) => cli.logs.find((l) => l.msg === 'config values that are probably mistakes' && (l.warnings as string[]).some((w) => w.includes(`: warning: ${key}: `)));
+      const atStart = await waitFor(() => warned('timeouts.shutdown'), 10_000, 'the warning at start');
+      expect(atStart).toMatchObject({ level: 'warn', file: cli.file });
+      expect((atStart!.warnings as string[])[0]).toMatch(new RegExp(`^${cli.file}:\\d+:\\d+: warning: timeouts\\.shutdown: a bare number counts milliseconds`));
+      cli.writeConfig(`passive: { cooldown: 10 }\nbackends: [{ id: app-1, url: "${backend.url}" }]\n`);
+      await waitFor(() => warned('passive.cooldown'), 10_000, 'the warning on reload');
+    } finally {
+      await cli.stop();
+      await backend.close();
+    }
   });
 });
 

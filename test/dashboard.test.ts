@@ -136,6 +136,17 @@ describe('Grafana dashboard', () => {
     for (const name of ['process_cpu_seconds_total', 'process_resident_memory_bytes']) expect(used.has(name), name).toBe(true);
   });
 
+  it('counts each backend once across replicas: limpet_backend_up is taken per backend before it is counted', () => {
+    // Every replica reports every backend; a plain sum or count would multiply by the replicas.
+    const perBackend = /(?:max|min) by \(backend\) \(limpet_backend_up\{[^}]*\}\)/g;
+    const uses = expressions().filter(({ where, expr }) => !where.startsWith('variable') && metricNames(expr).includes('limpet_backend_up'));
+    expect(uses.length).toBeGreaterThanOrEqual(3);
+    for (const { where, expr } of uses) expect(expr.match(perBackend)?.length ?? 0, `${where}: ${expr}`).toBe(expr.split('limpet_backend_up').length - 1);
+    const stat = (title: string) => allPanels(dashboard.panels).find((p) => p.title === title)?.targets?.[0]?.expr;
+    expect(stat('Backends up')).toMatch(/^count\(max by \(backend\) \(limpet_backend_up\{[^}]*\}\) == 1\)/);
+    expect(stat('Backends down')).toMatch(/^count\(max by \(backend\) \(limpet_backend_up\{[^}]*\}\) == 0\)/);
+  });
+
   it('has unique panel ids, the Prometheus input on every query panel, and no overlapping panels', () => {
     const panels = allPanels(dashboard.panels);
     expect(new Set(panels.map((p) => p.id)).size).toBe(panels.length);

@@ -16,6 +16,20 @@ afterEach(async () => {
 });
 
 describe('forwarding', () => {
+  it('logs the path without its query string, unless log.accessQuery is on; the backend gets the query either way', async () => {
+    backends = await startBackends(1);
+    const target = '/reset?token=s3cret&next=%2Fhome';
+    for (const [accessQuery, logged] of [[false, '/reset'], [true, target]] as const) {
+      const started = await startProxy(`log: { access: true, accessQuery: ${accessQuery} }\n${backendsYaml(backends)}`, 'info');
+      proxy = started.limpet;
+      expect((await request(started.port, { path: target })).status).toBe(200);
+      expect(backends[0]!.seen.at(-1)!.url).toBe(target);
+      expect(started.logs.lines.filter((line) => line.msg === 'request').map((line) => line.path)).toEqual([logged]);
+      await proxy.close();
+      proxy = null;
+    }
+  });
+
   it('preserves Host, strips hop-by-hop headers and the headers Connection names, and adds X-Forwarded-*', async () => {
     backends = await startBackends(1);
     const started = await startProxy(`affinity: { by: ip }\n${backendsYaml(backends)}`);

@@ -1,7 +1,11 @@
 import { afterEach, describe, expect, it } from 'vitest';
 import { answerWithId, backendsYaml, startBackend, startBackends, type TestBackend } from './support/backends.js';
 import { request, waitFor } from './support/client.js';
-import { startCli, type CliProxy } from './support/cli.js';
+import { spawnSync } from 'node:child_process';
+import { linkSync, mkdirSync, mkdtempSync, readFileSync, renameSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { startCli, type CliLaunch, type CliProxy } from './support/cli.js';
 import { parseExposition, sample } from './support/exposition.js';
 
 let backends: TestBackend[] = [];
@@ -118,6 +122,111 @@ describe('hot reload', () => {
     await waitFor(async () => (await backendIds(cli!.adminPort)).every((x) => x.weight === 5), 10_000, 'weights applied');
     await waitFor(() => cli!.logs.some((l) => l.msg === 'config changes that need a restart were not applied' && (l.keys as string[]).includes('workers')), 10_000, 'restart warning');
     expect((await request(cli.port)).status).toBe(200);
+  });
+});
+
+/** Whether this host lets a test bind-mount a file in a private mount namespace (root, or CAP_SYS_ADMIN). */
+const canBindMount = (() => {
+  const dir = mkdtempSync(join(tmpdir(), 'limpet-mount-'));
+  writeFileSync(join(dir, 'a'), 'a');
+  writeFileSync(join(dir, 'b'), 'b');
+  const probe = spawnSync('unshare', ['--mount', 'sh', '-c', 'mount --bind "$0/a" "$0/b" && cat "$0/b"', dir], { encoding: 'utf8' });
+  return probe.status === 0 && probe.stdout === 'a';
+})();
+if (!canBindMount) console.warn('test/live-reload.test.ts: no bind mounts here (unshare --mount needs root): the single-file mount is reproduced through a hard link only');
+
+const hasPython = spawnSync('python3', ['--version']).status === 0;
+if (!hasPython) console.warn('test/live-reload.test.ts: python3 is missing, so the test of a change without any file event (written through mmap) is SKIPPED');
+
+/**
+ * Ways a container can be shown one config file, each with the path the test writes (the host's)
+ * and the path limpet reads. The content of one inode changes without an event in the folder
+ * limpet watches: a folder watch alone never notices.
+ */
+const SINGLE_FILE_MOUNTS: { name: string; available: boolean; launch: CliLaunch }[] = [
+  {
+    // `docker run -v ./limpet.yaml:/etc/limpet/limpet.yaml`: the same, in a private mount namespace.
+    name: 'a real bind mount of the file (docker -v file:file)',
+    available: canBindMount,
+    launch: (file) => {
+      const seen = join(mkdtempSync(join(tmpdir(), 'limpet-container-')), 'limpet.yaml');
+      writeFileSync(seen, '');
+      return { command: ['unshare', '--mount', 'sh', '-c', 'mount --bind "$0" "$1" && shift && exec "$@"', file, seen], config: seen };
+    },
+  },
+  {
+    // A hard link is the same inode under a parent folder of its own, which is what inotify sees of
+    // a bind-mounted file: a write through the host's path is reported to the host's folder only.
+    name: 'a hard link in another folder (what inotify sees of a bind mount)',
+    available: true,
+    launch: (file) => {
+      const seen = join(mkdtempSync(join(tmpdir(), 'limpet-container-')), 'limpet.yaml');
+      linkSync(file, seen);
+      return { command: [], config: seen };
+    },
+  },
+];
+
+describe('hot reload where the folder sees no event', () => {
+  for (const mount of SINGLE_FILE_MOUNTS) {
+    it.skipIf(!mount.available)(`applies a host write to ${mount.name}`, async () => {
+      backends = await startBackends(2);
+      cli = await startCli(() => `${HEALTH}${backendsYaml(backends.slice(0, 1))}\n`, undefined, mount.launch);
+      // Written in place from the host: `cat > limpet.yaml`, or an editor that keeps the inode.
+      cli.overwriteConfig(`${HEALTH}${backendsYaml(backends)}\n`);
+      await waitFor(async () => (await backendIds(cli!.adminPort)).length === 2, 10_000, 'the added backend in /backends');
+      await waitFor(() => cli!.logs.some((l) => l.msg === 'config reloaded' && l.reason === 'file'), 10_000, 'the reload logged');
+    });
+  }
+
+  it.skipIf(!hasPython)('applies a change that raises no file event at all (written through mmap, as on a network filesystem), from the periodic stat', async () => {
+    backends = await startBackends(2);
+    cli = await startCli(() => `${HEALTH}backends:\n  - { id: app-1, url: "${backends[0]!.url}" }\n  - { id: app-2, url: "${backends[1]!.url}" }\n`);
+    // Same length, as mmap cannot grow a file; neither the folder nor the file watch hears of it.
+    const edit = 'import mmap, sys\nwith open(sys.argv[1], "r+b") as f, mmap.mmap(f.fileno(), 0) as m:\n    at = m.find(b"id: app-2")\n    m[at:at + 9] = b"id: app-9"\n    m.flush()\n';
+    expect(spawnSync('python3', ['-c', edit, cli.file]).status).toBe(0);
+    expect(readFileSync(cli.file, 'utf8')).toContain('id: app-9');
+    await waitFor(async () => (await backendIds(cli!.adminPort)).some((b) => b.id === 'app-9'), 10_000, 'app-9 in /backends');
+  });
+
+  it('follows a Kubernetes ConfigMap through two symlink swaps', async () => {
+    backends = await startBackends(3);
+    const dir = mkdtempSync(join(tmpdir(), 'limpet-configmap-'));
+    // The kubelet's layout: limpet.yaml → ..data/limpet.yaml, ..data → ..<timestamp>, swapped by a rename.
+    let version = 0;
+    const publish = (text: string) => {
+      const data = `..v${++version}`;
+      mkdirSync(join(dir, data));
+      writeFileSync(join(dir, data, 'limpet.yaml'), text);
+      symlinkSync(data, join(dir, '..data_tmp'));
+      renameSync(join(dir, '..data_tmp'), join(dir, '..data'));
+      if (version > 1) rmSync(join(dir, `..v${version - 1}`), { recursive: true });
+    };
+    cli = await startCli(() => `${HEALTH}${backendsYaml(backends.slice(0, 1))}\n`, undefined, (file) => {
+      publish(readFileSync(file, 'utf8'));
+      symlinkSync('..data/limpet.yaml', join(dir, 'limpet.yaml'));
+      return { command: [], config: join(dir, 'limpet.yaml') };
+    });
+    publish(cli.render(`${HEALTH}${backendsYaml(backends.slice(0, 2))}\n`));
+    await waitFor(async () => (await backendIds(cli!.adminPort)).length === 2, 10_000, 'the first swap applied');
+    publish(cli.render(`${HEALTH}${backendsYaml(backends)}\n`));
+    await waitFor(async () => (await backendIds(cli!.adminPort)).length === 3, 10_000, 'the second swap applied');
+  });
+
+  it('says once that the file is gone and once that it is back, keeps serving meanwhile, and applies it when it returns', async () => {
+    backends = await startBackends(2);
+    cli = await startCli(() => `${HEALTH}${backendsYaml(backends.slice(0, 1))}\n`);
+    const said = (msg: string) => cli!.logs.filter((l) => l.msg === msg);
+    rmSync(cli.file);
+    await waitFor(() => said('config file is gone; the running config stays until it is back').length > 0, 10_000, 'the file to be missed');
+    // Another look while it is missing (SIGHUP reads it, and fails) says nothing new about it.
+    cli.child.kill('SIGHUP');
+    await waitFor(() => said('config reload rejected; the previous config keeps serving').length > 0, 10_000, 'the SIGHUP reload to fail');
+    expect((await request(cli.port)).status).toBe(200);
+    cli.overwriteConfig(`${HEALTH}${backendsYaml(backends)}\n`);
+    await waitFor(async () => (await backendIds(cli!.adminPort)).length === 2, 10_000, 'the returned file applied');
+    expect(said('config file is gone; the running config stays until it is back')).toHaveLength(1);
+    expect(said('config file is back')).toHaveLength(1);
   });
 });
 

@@ -1,8 +1,10 @@
 import { afterEach, describe, expect, it } from 'vitest';
+import { spawn } from 'node:child_process';
 import { readdirSync, readFileSync } from 'node:fs';
 import { backendsYaml, startBackends, type TestBackend } from './support/backends.js';
 import { waitFor } from './support/client.js';
 import { startCli, type CliProxy } from './support/cli.js';
+import { startProxy } from './support/proxy.js';
 import { RUNTIME_FLAGS } from '../src/runtime/runtime-flags.js';
 
 let backends: TestBackend[] = [];
@@ -59,5 +61,37 @@ describe('runtime flags (--no-memory-reducer)', () => {
     }, 10_000, 'two workers');
     for (const pid of workers) expect(commandLine(pid)).toContain('--no-memory-reducer');
     expect(commandLine(proxy.child.pid!)).not.toContain('--no-memory-reducer');
+  });
+});
+
+describe('the container', () => {
+  /** The HEALTHCHECK's command, read from the Dockerfile as docker reads it (exec form, a JSON array). */
+  function healthCheckCommand(): string[] {
+    const dockerfile = readFileSync('Dockerfile', 'utf8').replace(/\\\n\s*/g, '');
+    const line = dockerfile.split('\n').find((l) => l.startsWith('HEALTHCHECK '));
+    expect(line, 'a HEALTHCHECK instruction').toBeDefined();
+    const command = /\sCMD (\[.*\])$/.exec(line!)?.[1];
+    expect(command, 'HEALTHCHECK ... CMD [exec form]').toBeDefined();
+    return JSON.parse(command!) as string[];
+  }
+
+  it('checks itself with node alone (no curl in the slim image): GET /healthz on the admin port, LIMPET_ADMIN_PORT or 9090', async () => {
+    const [program, flag, code] = healthCheckCommand();
+    expect([program, flag]).toEqual(['node', '-e']);
+    expect(code).toContain("'/healthz'");
+    expect(code).toContain('process.env.LIMPET_ADMIN_PORT || 9090');
+    // Run as docker would, from a folder whose package.json says "type": "module", like /app.
+    // Not spawnSync: the admin server answering it runs in this process.
+    const check = (adminPort: number) =>
+      new Promise<number | null>((resolve) => spawn(process.execPath, ['-e', code!], { env: { ...process.env, LIMPET_ADMIN_PORT: String(adminPort) } }).on('exit', resolve));
+    backends = await startBackends(1);
+    const { limpet } = await startProxy(backendsYaml(backends));
+    const adminPort = limpet.adminAddress.port;
+    try {
+      expect(await check(adminPort)).toBe(0);
+    } finally {
+      await limpet.close();
+    }
+    expect(await check(adminPort)).toBe(1);
   });
 });

@@ -1,5 +1,6 @@
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import { timingSafeEqual } from 'node:crypto';
+import { isIPv4 } from 'node:net';
 import type { Backend } from '../upstream/backend.js';
 import type { Logger } from '../observe/log.js';
 import type { LiveFigures } from '../observe/live-figures.js';
@@ -40,6 +41,8 @@ const DRAIN_ROUTE = /^\/backends\/([^/]+)\/(drain|undrain)$/;
 export class AdminServer {
   readonly server: Server;
   private token: Buffer | null;
+  /** The host bound when it is not loopback; null while unbound or on loopback. */
+  private exposedOn: string | null = null;
 
   constructor(
     private readonly target: AdminTarget,
@@ -56,8 +59,24 @@ export class AdminServer {
     });
   }
 
+  /** Called once bound: from here on, an admin port others can reach without a token is warned about. */
+  listening(host: string): void {
+    this.exposedOn = isLoopbackHost(host) ? null : host;
+    this.warnIfUnguarded();
+  }
+
   setToken(token: string): void {
+    const hadToken = this.token !== null;
     this.token = token === '' ? null : Buffer.from(token);
+    if (hadToken) this.warnIfUnguarded();
+  }
+
+  private warnIfUnguarded(): void {
+    if (this.token !== null || this.exposedOn === null) return;
+    this.logger.warn({
+      msg: 'the admin port is reachable beyond loopback and admin.token is empty: anyone who reaches it can drain backends; set admin.token or listen on 127.0.0.1',
+      host: this.exposedOn,
+    });
   }
 
   async close(): Promise<void> {
@@ -120,11 +139,13 @@ export class AdminServer {
     const drain = DRAIN_ROUTE.exec(path);
     if (drain !== null) {
       if (method !== 'POST') {
+        this.rejected(req, path, 405);
         res.setHeader('Allow', 'POST');
         sendJson(res, 405, { error: 'use POST' });
         return;
       }
       if (!this.authorized(req)) {
+        this.rejected(req, path, 401);
         res.setHeader('WWW-Authenticate', 'Bearer realm="limpet-admin"');
         sendJson(res, 401, { error: 'a valid bearer token is required' });
         return;
@@ -140,6 +161,11 @@ export class AdminServer {
       return;
     }
     sendJson(res, 404, { error: 'not found' });
+  }
+
+  /** A refused call on a mutating route: someone is probing, or a deploy script has the wrong token. */
+  private rejected(req: IncomingMessage, path: string, status: 401 | 405): void {
+    this.logger.warn({ msg: 'admin call rejected', status, method: req.method, path, from: req.socket.remoteAddress });
   }
 
   private authorized(req: IncomingMessage): boolean {
@@ -165,4 +191,10 @@ function send(res: ServerResponse, status: number, type: string, body: string): 
 
 function sendJson(res: ServerResponse, status: number, value: unknown): void {
   send(res, status, 'application/json; charset=utf-8', `${JSON.stringify(value)}\n`);
+}
+
+/** Loopback is reachable from this host only: 127.0.0.0/8, ::1 (also IPv4-mapped) and localhost. */
+function isLoopbackHost(host: string): boolean {
+  const bare = host.toLowerCase().replace(/^::ffff:(?=\d+\.)/, '');
+  return bare === 'localhost' || bare === '::1' || (isIPv4(bare) && bare.startsWith('127.'));
 }

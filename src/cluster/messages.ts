@@ -17,6 +17,10 @@ export type ToWorker =
 /** Worker → primary. */
 export type ToPrimary =
   | { t: 'hello' }
+  /** Serving: the listener is bound. */
+  | { t: 'ready' }
+  /** The listener could not bind (a ListenError's fields; `code` and `reason` are its cause's). */
+  | { t: 'listenFailed'; host: string; port: number; setting: string; code: string; reason: string }
   | { t: 'failed'; id: string; message: string }
   | { t: 'pins'; pins: [string, string][] }
   | { t: 'metrics'; id: number; json: MetricsJson }

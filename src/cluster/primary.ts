@@ -2,6 +2,7 @@ import cluster, { type Worker } from 'node:cluster';
 import { availableParallelism } from 'node:os';
 import { AggregatorRegistry } from 'prom-client';
 import type { LimpetConfig } from '../config/schema.js';
+import { ListenError } from '../errors.js';
 import { Limpet } from '../limpet.js';
 import { addLiveFigures, emptyLiveFigures, type LiveFigures } from '../observe/live-figures.js';
 import type { Logger } from '../observe/log.js';
@@ -126,7 +127,9 @@ async function aggregateMetrics(own: ProxyMetrics, workers: Workers): Promise<st
  * The primary of a multi-worker proxy. It serves no traffic: it runs the health checks and passive
  * ejection (one health view), the admin port with metrics aggregated over all workers, and the
  * config reloader, and relays every pin a worker makes to the others, so all workers place every
- * client alike. A worker that dies is replaced and given the current state.
+ * client alike. A worker that dies once serving is replaced and given the current state. One that
+ * cannot start (its port is taken) stops the whole proxy during start-up, which resolves only once
+ * every worker serves; later, it is not replaced, so a broken start cannot fork in a loop.
  */
 export async function runPrimary(configFromFile: LimpetConfig, file: string, text: string, logger: Logger): Promise<void> {
   const workers = new Workers();
@@ -134,9 +137,27 @@ export async function runPrimary(configFromFile: LimpetConfig, file: string, tex
   // Its config carries the secret the primary drew when none is configured, so every worker shares
   // it: otherwise a cookie one worker set would be refused by the next.
   const limpet = await Limpet.start(configFromFile, { logger, role: primaryRole(workers) });
+  const count = workerCount(limpet.currentConfig);
+
+  // All or nothing: start-up ends when every worker serves, or fails when one cannot start (its
+  // port is taken), since a replacement would fail alike and the primary would fork forever.
+  const serving = new Set<Worker>();
+  /** Why a worker that never served could not start, when it said so (a ListenError). */
+  const startErrors = new Map<Worker, Error>();
+  let startedUp = false;
+  let startup!: { resolve(): void; reject(error: Error): void };
+  const allServing = new Promise<void>((resolve, reject) => (startup = { resolve, reject }));
 
   const onMessage = (worker: Worker, message: ToPrimary) => {
     switch (message.t) {
+      case 'ready':
+        serving.add(worker);
+        if (serving.size === count) startup.resolve();
+        return;
+      case 'listenFailed':
+        startErrors.set(worker, new ListenError(message.host, message.port, message.setting, Object.assign(new Error(message.reason), { code: message.code })));
+        worker.kill();
+        return;
       case 'hello':
         // The worker's handlers are in place (an ESM entry loads asynchronously): now it can be told.
         workers.send(worker, { t: 'init', config: limpet.currentConfig, states: limpet.healthUpdates(), pins: limpet.pinSnapshot() });
@@ -163,18 +184,38 @@ export async function runPrimary(configFromFile: LimpetConfig, file: string, tex
     worker.on('message', (message: ToPrimary) => onMessage(worker, message));
     worker.once('exit', (code, signal) => {
       workers.remove(worker);
+      const served = serving.delete(worker);
       if (stopping) return;
-      logger.error({ msg: 'worker exited; starting a replacement', pid: worker.process.pid, code, signal });
-      fork();
+      if (served) {
+        logger.error({ msg: 'worker exited; starting a replacement', pid: worker.process.pid, code, signal });
+        return fork();
+      }
+      const error = startErrors.get(worker) ?? new Error(`a worker exited while starting (code ${code}, signal ${signal})`);
+      startErrors.delete(worker);
+      if (startedUp) {
+        // The others serve on; replacing a worker that cannot start would only fork in a loop.
+        logger.error({ msg: 'a replacement worker could not start; not replacing it', error: error.message });
+        return;
+      }
+      stopping = true;
+      workers.kill();
+      startup.reject(error);
     });
   };
-  const count = workerCount(limpet.currentConfig);
   // Set before the first fork; the primary's hand-off is what makes round-robin even, and costly.
   cluster.schedulingPolicy = limpet.currentConfig.workerBalance === 'kernel' ? cluster.SCHED_NONE : cluster.SCHED_RR;
   // Workers serve the traffic: they get limpet's V8 flags however the primary was started. (After
   // the policy: setupPrimary freezes it.)
   cluster.setupPrimary({ execArgv: withRuntimeFlags(process.execArgv) });
   for (let i = 0; i < count; i++) fork();
+  try {
+    await allServing;
+  } catch (error) {
+    await workers.exited();
+    await limpet.close();
+    throw error;
+  }
+  startedUp = true;
   logger.info({ msg: 'workers started', workers: count });
 
   supervise(file, text, logger, limpet.metrics.configReloads, {

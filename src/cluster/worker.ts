@@ -1,3 +1,4 @@
+import { ListenError } from '../errors.js';
 import { Limpet } from '../limpet.js';
 import { createLogger } from '../observe/log.js';
 import type { ProcessRole } from '../runtime/roles.js';
@@ -61,11 +62,21 @@ export function runWorker(): void {
   async function handle(message: ToWorker): Promise<void> {
     switch (message.t) {
       case 'init': {
-        const started = await Limpet.start(message.config, { logger: createLogger(message.config.log.level), role: workerRole() });
+        let started: Limpet;
+        try {
+          started = await Limpet.start(message.config, { logger: createLogger(message.config.log.level), role: workerRole() });
+        } catch (error) {
+          if (!(error instanceof ListenError)) throw error;
+          // The primary ends this worker, and during start-up the whole proxy: a replacement would fail alike.
+          const cause = error.cause as NodeJS.ErrnoException;
+          toPrimary({ t: 'listenFailed', host: error.host, port: error.port, setting: error.setting, code: cause.code ?? '', reason: cause.message });
+          return;
+        }
         for (const update of message.states) started.adoptHealth(update);
         for (const [key, id] of message.pins) started.adoptPin(key, id);
         setInterval(() => toPrimary({ t: 'live', figures: started.liveFigures() }), LIVE_EVERY_MS).unref();
         limpet = started;
+        toPrimary({ t: 'ready' });
         return;
       }
       case 'state':

@@ -41,3 +41,8 @@ export function formatDuration(ms: number): string {
   }
   return `${ms}ms`;
 }
+
+/** What a bare number on a key measured in seconds probably meant; `ms` is the number as written. */
+export function bareNumberHint(ms: number): string {
+  return `a bare number counts milliseconds, so ${ms} is ${ms}ms: write "${ms}s" for seconds`;
+}

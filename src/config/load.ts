@@ -3,7 +3,8 @@ import { readFile } from 'node:fs/promises';
 import { dirname, resolve } from 'node:path';
 import { isMap, isScalar, isSeq, LineCounter, Parser, parseDocument, type CST, type Document, type YAMLError } from 'yaml';
 import type { z } from 'zod';
-import { configSchema, type LimpetConfig } from './schema.js';
+import { bareNumberHint } from './duration.js';
+import { configSchema, USUALLY_SECONDS, type LimpetConfig } from './schema.js';
 import { LimpetError } from '../errors.js';
 
 export type { LimpetConfig } from './schema.js';
@@ -37,15 +38,30 @@ export class ConfigError extends LimpetError {
   }
 }
 
-/** One `file:line:column: path: message` line per issue (the path is left out for the whole document). */
-export function formatConfigIssues(issues: readonly ConfigIssue[]): string {
-  return issues.map((i) => `${i.file}:${i.line}:${i.column}: ${i.path === '' ? '' : `${i.path}: `}${i.message}`).join('\n');
+/**
+ * One `file:line:column: path: message` line per issue (the path is left out for the whole
+ * document); warnings read `file:line:column: warning: path: message`, as compilers write them.
+ */
+export function formatConfigIssues(issues: readonly ConfigIssue[], severity: 'error' | 'warning' = 'error'): string {
+  const label = severity === 'warning' ? 'warning: ' : '';
+  return issues.map((i) => `${i.file}:${i.line}:${i.column}: ${label}${i.path === '' ? '' : `${i.path}: `}${i.message}`).join('\n');
+}
+
+/** A valid config, and what in it is valid but almost surely not what was meant. */
+export interface ParsedConfig {
+  config: LimpetConfig;
+  warnings: ConfigIssue[];
+}
+
+/** The log line of a config's warnings, the same at start and on reload. */
+export function configWarningsLog(file: string, warnings: readonly ConfigIssue[]): { msg: string; file: string; warnings: string[] } {
+  return { msg: 'config values that are probably mistakes', file, warnings: formatConfigIssues(warnings, 'warning').split('\n') };
 }
 
 /** Reads, parses and validates a config file; throws ConfigError (line 0 when it cannot be read). */
-export async function readConfigFile(file: string, env: NodeJS.ProcessEnv = process.env): Promise<{ text: string; config: LimpetConfig }> {
+export async function readConfigFile(file: string, env: NodeJS.ProcessEnv = process.env): Promise<ParsedConfig & { text: string }> {
   const text = await readConfigText(file);
-  return { text, config: parseConfig(text, file, env) };
+  return { text, ...parseConfigWithWarnings(text, file, env) };
 }
 
 /** The validated config of a file (see readConfigFile). */
@@ -65,18 +81,25 @@ export async function readConfigText(file: string): Promise<string> {
 type PathSegment = string | number;
 type Report = (offset: number, path: readonly PathSegment[], message: string) => void;
 
+/** The validated config of `text` (see parseConfigWithWarnings), for callers that have no one to warn. */
+export function parseConfig(text: string, file: string, env: NodeJS.ProcessEnv = process.env): LimpetConfig {
+  return parseConfigWithWarnings(text, file, env).config;
+}
+
 /**
  * Parses and validates config text. Everything wrong with it — YAML syntax, `${VAR}` substitution,
  * schema and cross-key checks — is collected and thrown together as one ConfigError, sorted by
- * position. `file` names the text in messages and anchors relative tls paths.
+ * position. A valid config comes with its warnings, located the same way. `file` names the text in
+ * messages and anchors relative tls paths.
  */
-export function parseConfig(text: string, file: string, env: NodeJS.ProcessEnv = process.env): LimpetConfig {
+export function parseConfigWithWarnings(text: string, file: string, env: NodeJS.ProcessEnv = process.env): ParsedConfig {
   const lines = new LineCounter();
-  const issues: ConfigIssue[] = [];
-  const report: Report = (offset, path, message) => {
+  const locate = (offset: number, path: readonly PathSegment[], message: string): ConfigIssue => {
     const { line, col } = lines.linePos(offset);
-    issues.push({ file, line, column: col, path: oneLine(formatPath(path)), message: oneLine(message) });
+    return { file, line, column: col, path: oneLine(formatPath(path)), message: oneLine(message) };
   };
+  const issues: ConfigIssue[] = [];
+  const report: Report = (offset, path, message) => issues.push(locate(offset, path, message));
   const fail = (): never => {
     issues.sort((a, b) => a.line - b.line || a.column - b.column);
     throw new ConfigError(issues.filter((issue, i) => i === issues.findIndex((o) => sameIssue(o, issue))));
@@ -125,7 +148,42 @@ export function parseConfig(text: string, file: string, env: NodeJS.ProcessEnv =
 
   const config = result.data;
   if (config.tls !== null) config.tls = { cert: resolve(base, config.tls.cert), key: resolve(base, config.tls.key) };
-  return config;
+  const warnings = bareNumbersOnSecondsKeys(configSchema, raw, []).map(({ path, ms }) =>
+    locate(nodeOffset(doc, path), path, `${bareNumberHint(ms)} (or "${ms}ms" to keep ${ms}ms)`),
+  );
+  return { config, warnings };
+}
+
+/**
+ * Where the file gives a key measured in seconds in practice (schema.ts: USUALLY_SECONDS) a bare
+ * number from 1 to 999: milliseconds by the grammar, almost surely seconds by intent. Walks the
+ * schema beside the parsed values, so the schema alone says which keys these are.
+ */
+function bareNumbersOnSecondsKeys(schema: z.core.$ZodType, value: unknown, path: PathSegment[]): { path: PathSegment[]; ms: number }[] {
+  if (wrappers(schema).some((layer) => USUALLY_SECONDS.has(layer))) {
+    return typeof value === 'number' && value >= 1 && value < 1000 ? [{ path, ms: value }] : [];
+  }
+  return structural(schema).flatMap((inner) => {
+    const def = defOf(inner);
+    if (def.type === 'object' && typeof value === 'object' && value !== null && !Array.isArray(value)) {
+      return Object.entries(value).flatMap(([key, child]) => {
+        const childSchema = def.shape?.[key];
+        return childSchema === undefined ? [] : bareNumbersOnSecondsKeys(childSchema, child, [...path, key]);
+      });
+    }
+    if (def.type === 'array' && Array.isArray(value) && def.element !== undefined) {
+      const element = def.element;
+      return value.flatMap((child, index) => bareNumbersOnSecondsKeys(element, child, [...path, index]));
+    }
+    return [];
+  });
+}
+
+/** A schema and what it wraps (defaults, nullables, the input side of transforms), outermost first. */
+function wrappers(schema: z.core.$ZodType): z.core.$ZodType[] {
+  const layers: z.core.$ZodType[] = [];
+  for (let layer: z.core.$ZodType | undefined = schema; layer !== undefined; layer = defOf(layer).innerType ?? defOf(layer).in) layers.push(layer);
+  return layers;
 }
 
 /**

@@ -1,11 +1,20 @@
-import { watch, type FSWatcher } from 'node:fs';
+import { watch, type FSWatcher, type Stats } from 'node:fs';
+import { stat } from 'node:fs/promises';
 import { basename, dirname, resolve } from 'node:path';
 import { createHash } from 'node:crypto';
-import { ConfigError, formatConfigIssues, parseConfig, readConfigText, type LimpetConfig } from './load.js';
+import { ConfigError, configWarningsLog, formatConfigIssues, parseConfigWithWarnings, readConfigText, type ConfigIssue, type LimpetConfig } from './load.js';
 import type { Logger } from '../observe/log.js';
 
 /** Quiet time after the last file event before reading: editors write in several steps. */
 const DEBOUNCE_MS = 200;
+/**
+ * How often the file is stat'ed as well: some changes raise no event at all (network filesystems,
+ * writes through mmap), and a single-file bind mount only tells a watch on the file itself.
+ */
+const POLL_MS = 2000;
+
+/** stat's codes for a path with no file behind it. */
+const MISSING = new Set(['ENOENT', 'ENOTDIR']);
 
 export interface ReloadTarget {
   reload(config: LimpetConfig): string[];
@@ -16,16 +25,27 @@ export interface ReloadCounter {
 }
 
 /**
- * Watches the config file and applies it when it changes, or on demand (SIGHUP). The directory is
- * watched, not the file, so write-then-rename saves, `sed -i` and Kubernetes ConfigMap symlink swaps
- * are all seen; a content hash skips events that changed nothing. An invalid file is rejected whole
- * and the running config stays.
+ * Watches the config file and applies it when it changes, or on demand (SIGHUP). It listens three
+ * ways, because each misses something the others see: the folder (write-then-rename saves, `sed -i`,
+ * Kubernetes ConfigMap symlink swaps), the file itself (a single file bind-mounted into a container,
+ * written from the host: same inode, but no event in the folder the container sees), and a cheap
+ * `stat` every 2 s (size, mtime, inode; network filesystems and anything else that raises no event).
+ * A content hash skips events that changed nothing. An invalid file is rejected whole and the
+ * running config stays.
  */
 export class ConfigReloader {
-  private watcher: FSWatcher | null = null;
+  private folderWatcher: FSWatcher | null = null;
+  private fileWatcher: FSWatcher | null = null;
+  /** The inode the file watcher is on: a rename or symlink swap puts a new one behind the path. */
+  private watchedInode: number | null = null;
+  private poller: NodeJS.Timeout | null = null;
+  /** What the last look at the file saw: `dev:ino:size:mtime`, or null when it was missing. */
+  private stamp: string | null = null;
+  private gone = false;
   private timer: NodeJS.Timeout | null = null;
   private lastDigest: string | null = null;
   private running: Promise<boolean> | null = null;
+  private stopped = false;
   private readonly file: string;
 
   constructor(
@@ -41,16 +61,22 @@ export class ConfigReloader {
   start(initialText: string): void {
     this.lastDigest = digest(initialText);
     const name = basename(this.file);
-    this.watcher = watch(dirname(this.file), { persistent: false }, (_event, changed) => {
+    this.folderWatcher = watch(dirname(this.file), { persistent: false }, (_event, changed) => {
       // Symlink swaps (ConfigMaps) rename a sibling, so any event in the folder may matter.
       if (changed === null || changed === name || String(changed).startsWith('..')) this.schedule();
     });
-    this.watcher.on('error', (error) => this.logger.error({ msg: 'config watch failed; SIGHUP still reloads', error: error.message }));
+    this.folderWatcher.on('error', (error) => this.logger.error({ msg: 'config folder watch failed; the file is still polled, and SIGHUP reloads', error: error.message }));
+    // Then one read, so a change between the first read and these watches is not lost (an unchanged file costs a hash).
+    void this.look().then(() => this.schedule());
+    this.poller = setInterval(() => void this.poll(), POLL_MS).unref();
   }
 
   stop(): void {
-    this.watcher?.close();
-    this.watcher = null;
+    this.stopped = true;
+    this.folderWatcher?.close();
+    this.folderWatcher = null;
+    this.unwatchFile();
+    if (this.poller !== null) clearInterval(this.poller);
     if (this.timer !== null) clearTimeout(this.timer);
   }
 
@@ -64,7 +90,59 @@ export class ConfigReloader {
     return run;
   }
 
+  /** A stat that differs from the last one schedules a reload, as a file event would. */
+  private async poll(): Promise<void> {
+    const before = this.stamp;
+    await this.look();
+    if (this.stamp !== before) this.schedule();
+  }
+
+  /**
+   * Stats the file: says once when it goes and once when it comes back, and keeps the file watch on
+   * the inode now behind the path.
+   */
+  private async look(): Promise<void> {
+    let stats: Stats | null = null;
+    try {
+      stats = await stat(this.file);
+    } catch (error) {
+      // Not missing but unreadable (permissions): nothing to watch, and a reload says why.
+      if (!MISSING.has((error as NodeJS.ErrnoException).code ?? '')) return;
+    }
+    if (this.stopped) return;
+    this.stamp = stats === null ? null : `${stats.dev}:${stats.ino}:${stats.size}:${stats.mtimeMs}`;
+    if (stats === null) {
+      this.unwatchFile();
+      if (!this.gone) this.logger.warn({ msg: 'config file is gone; the running config stays until it is back', file: this.file });
+      this.gone = true;
+      return;
+    }
+    if (this.gone) this.logger.info({ msg: 'config file is back', file: this.file });
+    this.gone = false;
+    if (stats.ino !== this.watchedInode) this.watchFile(stats.ino);
+  }
+
+  private watchFile(inode: number): void {
+    this.unwatchFile();
+    try {
+      const watcher = watch(this.file, { persistent: false }, () => this.schedule());
+      // The inode went away (renamed over, deleted): the next look watches its successor.
+      watcher.on('error', () => this.unwatchFile());
+      this.fileWatcher = watcher;
+      this.watchedInode = inode;
+    } catch {
+      // Gone again between the stat and the watch: the poll notices.
+    }
+  }
+
+  private unwatchFile(): void {
+    this.fileWatcher?.close();
+    this.fileWatcher = null;
+    this.watchedInode = null;
+  }
+
   private schedule(): void {
+    if (this.stopped) return;
     if (this.timer !== null) clearTimeout(this.timer);
     this.timer = setTimeout(() => {
       this.timer = null;
@@ -74,6 +152,7 @@ export class ConfigReloader {
   }
 
   private async apply(reason: 'file' | 'signal'): Promise<boolean> {
+    await this.look();
     let text: string;
     try {
       text = await readConfigText(this.file);
@@ -86,8 +165,9 @@ export class ConfigReloader {
     const textDigest = digest(text);
     if (reason === 'file' && textDigest === this.lastDigest) return false;
     let config: LimpetConfig;
+    let warnings: ConfigIssue[];
     try {
-      config = parseConfig(text, this.file);
+      ({ config, warnings } = parseConfigWithWarnings(text, this.file));
     } catch (error) {
       if (!(error instanceof ConfigError)) throw error;
       this.lastDigest = textDigest;
@@ -97,6 +177,7 @@ export class ConfigReloader {
     const needsRestart = this.target.reload(config);
     this.reloads.inc({ result: 'success' });
     this.logger.info({ msg: 'config reloaded', reason, file: this.file, backends: config.backends.map((b) => b.id) });
+    if (warnings.length > 0) this.logger.warn(configWarningsLog(this.file, warnings));
     if (needsRestart.length > 0) {
       this.logger.warn({ msg: 'config changes that need a restart were not applied', keys: needsRestart });
     }

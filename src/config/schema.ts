@@ -1,6 +1,6 @@
 import { isIP } from 'node:net';
 import { z } from 'zod';
-import { DURATION_PATTERN, formatDuration, parseDuration } from './duration.js';
+import { bareNumberHint, DURATION_PATTERN, formatDuration, parseDuration } from './duration.js';
 import { formatSize, parseSize, SIZE_PATTERN } from './size.js';
 
 /** How a config value reads in an error message: strings quoted, YAML maps and lists named. */
@@ -57,9 +57,18 @@ interface UnitGrammar {
   pattern: string;
   parse(value: unknown): number;
   format(amount: number): string;
+  /** Said after "must be at least", when the value was probably written in another unit. */
+  hint?(value: string | number, min: number): string;
 }
 
-const DURATION_GRAMMAR: UnitGrammar = { what: 'a duration', pattern: DURATION_PATTERN, parse: parseDuration, format: formatDuration };
+const DURATION_GRAMMAR: UnitGrammar = {
+  what: 'a duration',
+  pattern: DURATION_PATTERN,
+  parse: parseDuration,
+  format: formatDuration,
+  // `sessionTtl: 30` is 30 ms, below its 1s minimum: seconds were meant.
+  hint: (value, min) => (typeof value === 'number' && value > 0 && value * 1000 >= min ? ` (${bareNumberHint(value)})` : ''),
+};
 const SIZE_GRAMMAR: UnitGrammar = { what: 'a size', pattern: SIZE_PATTERN, parse: parseSize, format: formatSize };
 
 /** A value in `grammar` from `min` to `max`; `zeroMeansOff` also admits 0 below `min`. */
@@ -82,13 +91,26 @@ function quantity(grammar: UnitGrammar, min: number, max: number, zeroMeansOff =
       } catch (problem) {
         return fail(ctx, (problem as Error).message);
       }
-      if (amount < min && !(zeroMeansOff && amount === 0)) return fail(ctx, `must be at least ${grammar.format(min)}, got ${show(value)}`);
+      if (amount < min && !(zeroMeansOff && amount === 0)) return fail(ctx, `must be at least ${grammar.format(min)}, got ${show(value)}${grammar.hint?.(value, min) ?? ''}`);
       if (amount > max) return fail(ctx, `must be at most ${grammar.format(max)}, got ${show(value)}`);
       return amount;
     });
 }
 
 const duration = (min = 0, max = MAX_TIMER_MS) => quantity(DURATION_GRAMMAR, min, max);
+
+/**
+ * Durations of keys that are a second or more in practice. A bare number counts milliseconds, so
+ * one below 1000 here (`shutdown: 10`) is almost surely seconds without a unit, and parseConfig warns.
+ * Sub-second connect and check timeouts are common on a LAN, so those keys are not among them.
+ */
+export const USUALLY_SECONDS = new WeakSet<z.core.$ZodType>();
+
+const seconds = (min = 0) => {
+  const schema = duration(min);
+  USUALLY_SECONDS.add(schema);
+  return schema;
+};
 const size = (min: number, max: number, zeroMeansOff = false) => quantity(SIZE_GRAMMAR, min, max, zeroMeansOff);
 
 /** Where a listener binds. */
@@ -232,6 +254,9 @@ export const configSchema = z
       log: section({
         level: oneOf(['debug', 'info', 'warn', 'error']).default('info').describe('Least severe level logged. Default "info".'),
         access: bool().default(false).describe('Log one JSON line per request. Default false.'),
+        accessQuery: bool()
+          .default(false)
+          .describe('Keep the query string in the access log\'s path; off because queries can carry tokens. Default false.'),
       }).describe('Logging: JSON lines on stdout.'),
       tls: z
         .strictObject(
@@ -285,7 +310,7 @@ export const configSchema = z
         .describe('Addresses or CIDRs whose X-Forwarded-For is believed. Default [].'),
       healthCheck: section({
         path: pattern('a path starting with "/"', URL_PATH).default('/health').describe('Path probed with GET on each backend. Default "/health".'),
-        interval: duration(100).prefault('2s').describe('Time between checks, at least 100ms. Default "2s".'),
+        interval: seconds(100).prefault('2s').describe('Time between checks, at least 100ms. Default "2s".'),
         timeout: duration(1).prefault('1s').describe('A check not answered within this fails. Default "1s".'),
         rise: integer(1, 100).default(2).describe('Consecutive passes that mark a backend up. Default 2.'),
         fall: integer(1, 100).default(3).describe('Consecutive failures that mark a backend down. Default 3.'),
@@ -293,21 +318,21 @@ export const configSchema = z
       }).describe('Active health checks.'),
       passive: section({
         maxFails: integer(1, 1000).default(3).describe('Connection failures or timeouts within window that eject a backend. Default 3.'),
-        window: duration(1).prefault('10s').describe('Sliding window for maxFails. Default "10s".'),
-        cooldown: duration().prefault('10s').describe('An ejected backend takes no new traffic until an active check passes after this. Default "10s".'),
+        window: seconds(1).prefault('10s').describe('Sliding window for maxFails. Default "10s".'),
+        cooldown: seconds().prefault('10s').describe('An ejected backend takes no new traffic until an active check passes after this. Default "10s".'),
       }).describe('Failure detection on real traffic.'),
       timeouts: section({
         connect: duration(1).prefault('2s').describe('TCP connect to a backend. Default "2s".'),
-        response: duration(1).prefault('30s').describe('Until the backend\'s response headers; then 504. Default "30s".'),
-        clientIdle: duration(1).prefault('60s').describe('Keep-alive idle time of client connections. Default "60s".'),
-        clientHeaders: duration(100)
+        response: seconds(1).prefault('30s').describe('Until the backend\'s response headers; then 504. Default "30s".'),
+        clientIdle: seconds(1).prefault('60s').describe('Keep-alive idle time of client connections. Default "60s".'),
+        clientHeaders: seconds(100)
           .prefault('10s')
           .describe('Time a client has to send a request\'s headers; then 408 and close (slowloris). Default "10s".'),
-        clientRequest: duration()
+        clientRequest: seconds()
           .prefault('5m')
           .describe('Time a client has to send a whole request, body included; then 408 and close. 0 turns it off. Default "5m".'),
-        tunnel: duration(1).prefault('1h').describe('Idle time of a WebSocket tunnel. Default "1h".'),
-        shutdown: duration().prefault('10s').describe('How long SIGTERM waits for in-flight requests. Default "10s".'),
+        tunnel: seconds(1).prefault('1h').describe('Idle time of a WebSocket tunnel. Default "1h".'),
+        shutdown: seconds().prefault('10s').describe('How long SIGTERM waits for in-flight requests. Default "10s".'),
       }).describe('Timeouts.'),
       limits: section({
         maxHeaderSize: size(1024, 1024 ** 2)

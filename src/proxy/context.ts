@@ -31,5 +31,7 @@ export interface ForwardingContext {
   readonly affinityHeader: string | null;
   readonly limits: ClientLimits;
   readonly accessLog: Logger | null;
+  /** Whether the access log's path keeps its query string, which can carry tokens (log.accessQuery). */
+  readonly accessLogQuery: boolean;
   readonly observer: ExchangeObserver;
 }

@@ -308,7 +308,7 @@ export class Exchange implements Dispatcher.DispatchHandler, Sequenced {
       log.info({
         msg: 'request',
         method: this.req.method,
-        path: this.req.url,
+        path: this.context.accessLogQuery ? this.req.url : this.req.url?.split('?', 1)[0],
         status,
         backend: backend?.id ?? null,
         remappedFrom: this.placement.remappedFrom,

@@ -34,6 +34,7 @@ export function forwardingSettings(config: LimpetConfig): ConfigDerived {
     protocol: config.tls === null ? 'http' : 'https',
     affinityHeader: config.affinity.by === 'header' ? config.affinity.header.toLowerCase() : null,
     limits: config.limits,
+    accessLogQuery: config.log.accessQuery,
   };
 }
 

@@ -18,13 +18,22 @@ export interface CliProxy {
   writeConfig(body: string): void;
   /** Rewrites the config in place, like `sed -i`-less tools and `>` redirection. */
   overwriteConfig(body: string): void;
+  /** The whole config text for `body`: the ports this proxy listens on, then `body`. */
+  render(body: string): string;
   stop(): Promise<void>;
 }
+
+/**
+ * How limpet is started and which path it reads: by default node itself, given the file the test
+ * writes. `launch` wraps that, e.g. to show limpet the file through a bind mount at another path.
+ */
+export type CliLaunch = (file: string) => { command: string[]; config: string };
 
 /** `nodeArgs`: flags for node before the script; by default limpet's runtime flags, as the `limpet` command passes them. */
 export async function startCli(
   body: (ports: { port: number; adminPort: number }) => string,
   nodeArgs: readonly string[] = RUNTIME_FLAGS,
+  launch: CliLaunch = (file) => ({ command: [], config: file }),
 ): Promise<CliProxy> {
   const port = await freePort();
   const adminPort = await freePort();
@@ -33,7 +42,9 @@ export async function startCli(
   const text = body({ port, adminPort });
   const header = `listen: 127.0.0.1:${port}\nadmin: { listen: "127.0.0.1:${adminPort}" }\n${/^log:/m.test(text) ? '' : 'log: { level: info }\n'}`;
   writeFileSync(file, header + text);
-  const child = spawn(process.execPath, [...nodeArgs, 'dist/src/cli.js', '--config', file], { stdio: ['ignore', 'pipe', 'inherit'] });
+  const { command, config } = launch(file);
+  const [program, ...args] = [...command, process.execPath, ...nodeArgs, 'dist/src/cli.js', '--config', config];
+  const child = spawn(program!, args, { stdio: ['ignore', 'pipe', 'inherit'] });
   const logs: Record<string, unknown>[] = [];
   let partial = '';
   child.stdout!.on('data', (chunk: Buffer) => {
@@ -62,9 +73,40 @@ export async function startCli(
     overwriteConfig(next: string) {
       writeFileSync(file, header + next);
     },
+    render(next: string) {
+      return header + next;
+    },
     async stop() {
       if (child.exitCode === null) child.kill('SIGTERM');
       await exited;
     },
   };
+}
+
+/** What a `limpet` run that ends by itself (a failed start, `--check`) left behind. */
+export interface CliRun {
+  code: number | null;
+  stdout: string;
+  stderr: string;
+}
+
+/**
+ * Runs the real CLI with `args` until it exits. A run still going after `timeoutMs` is killed and
+ * the wait fails: the cases this serves end on their own, and hanging is the bug they look for.
+ */
+export async function runCliToExit(args: readonly string[], timeoutMs = 20_000): Promise<CliRun> {
+  const child = spawn(process.execPath, [...RUNTIME_FLAGS, 'dist/src/cli.js', ...args], { stdio: ['ignore', 'pipe', 'pipe'] });
+  let stdout = '';
+  let stderr = '';
+  child.stdout!.on('data', (chunk: Buffer) => (stdout += chunk.toString('utf8')));
+  child.stderr!.on('data', (chunk: Buffer) => (stderr += chunk.toString('utf8')));
+  let code: number | null | undefined;
+  child.on('close', (exitCode) => (code = exitCode));
+  try {
+    await waitFor(() => code !== undefined, timeoutMs, `limpet ${args.join(' ')} to exit`);
+  } finally {
+    // Workers of a killed primary see it disconnect and stop by themselves.
+    if (code === undefined) child.kill('SIGKILL');
+  }
+  return { code: code ?? null, stdout, stderr };
 }
