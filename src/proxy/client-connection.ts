@@ -10,7 +10,10 @@ export interface Sequenced {
 }
 
 const kConnection = Symbol('limpet.clientConnection');
-type SocketWithConnection = Duplex & { [kConnection]?: ClientConnection; _httpMessage?: { headersSent: boolean; writableEnded: boolean } | null };
+type SocketWithConnection = Duplex & {
+  [kConnection]?: ClientConnection;
+  _httpMessage?: { headersSent: boolean; writableEnded: boolean; shouldKeepAlive: boolean } | null;
+};
 
 /**
  * One client connection's requests, forwarded one at a time in arrival order. Pipelined requests
@@ -80,5 +83,7 @@ function writeRefusal(socket: Duplex, status: number, message: string): boolean 
     socket.destroy();
     return false;
   }
+  // The request was already refused with an answer that closes the connection: nothing to add.
+  if (current?.writableEnded === true && !current.shouldKeepAlive) return false;
   return sendProxyError(socket, status, message);
 }

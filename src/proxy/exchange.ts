@@ -5,6 +5,7 @@ import type { Dispatcher } from 'undici';
 import type { Placement } from '../affinity/policy.js';
 import { bodilessLengthMismatch, BodyTooLargeError, classifyUpstreamFailure, UpstreamBusyError, UpstreamProtocolError } from '../errors.js';
 import type { Backend } from '../upstream/backend.js';
+import { CONTINUE_STAND_IN } from '../upstream/interim-responses.js';
 import { copyResponseHeaders } from './headers.js';
 import { RequestHead } from './request-head.js';
 import { sendProxyError } from './respond.js';
@@ -216,9 +217,10 @@ export class Exchange implements Dispatcher.DispatchHandler, Sequenced {
    */
   private relayInformational(statusCode: number, rawHeaders: Buffer[], statusText: string): void {
     if (statusCode === 101 || this.req.httpVersionMinor === 0 || this.res.headersSent) return;
-    if (statusCode === 100) {
-      // Only a client that asked for it is invited to send its body.
+    if (statusCode === 100 || statusCode === CONTINUE_STAND_IN) {
+      // Only a client that asked for it is invited to send its body; to others it is news.
       if (this.expectContinue) this.res.writeContinue();
+      else (this.res as unknown as RawWritable)._writeRaw('HTTP/1.1 100 Continue\r\n\r\n', 'latin1');
       return;
     }
     const flat: string[] = [];

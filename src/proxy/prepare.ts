@@ -14,6 +14,7 @@ export interface Refusal {
 
 const BAD_TARGET: Refusal = { status: 400, message: 'Bad request target' };
 const BAD_HOST: Refusal = { status: 400, message: 'Bad Host' };
+const BAD_FRAMING: Refusal = { status: 400, message: 'Bad Transfer-Encoding' };
 const OTHER_CODING: Refusal = { status: 501, message: 'Transfer codings other than chunked are not supported' };
 const NO_BACKEND: Refusal = { status: 503, message: 'No backend is available', headers: UNAVAILABLE_HEADERS };
 const OVER_LIMIT: Record<413 | 414 | 431, Refusal> = {
@@ -33,8 +34,10 @@ export function prepareForward(context: ForwardingContext, req: IncomingMessage,
   if (path === null) return BAD_TARGET;
   head.copy(req, context.affinityHeader, context.limits.allowUnderscoreHeaders);
   if (head.hostConflicts(target, path)) return BAD_HOST;
-  // undici would have to re-frame the body and drop the coding: refused, as nginx does.
-  if (head.otherCoding) return OTHER_CODING;
+  const codings = head.transferCodings();
+  if (codings === 'unframed') return BAD_FRAMING;
+  // The body would reach the backend without its coding: refused, as nginx does.
+  if (codings === 'unsupported') return OTHER_CODING;
   const overLimit = headLimitStatus(req, context.limits, head.contentLength);
   if (overLimit !== 0) return OVER_LIMIT[overLimit];
   context.affinity.place(placement, req.socket, head, Date.now());

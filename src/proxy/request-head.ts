@@ -17,8 +17,8 @@ export class RequestHead implements ClientHints {
   duplicateHost = false;
   contentLength: string | undefined = undefined;
   chunked = false;
-  /** A transfer coding other than chunked (`gzip, chunked`): limpet cannot pass it on as sent. */
-  otherCoding = false;
+  /** The Transfer-Encoding codings as sent, when they are more than plain `chunked`. */
+  codings: string | undefined = undefined;
   private forwardedProto: string | undefined = undefined;
   private forwardedHost: string | undefined = undefined;
   private via: string | undefined = undefined;
@@ -61,8 +61,9 @@ export class RequestHead implements ClientHints {
           this.via = this.via === undefined ? value : `${this.via}, ${value}`;
           continue;
         case 'transfer-encoding':
+          // Node frames the body by its final coding; anything else is judged by transferCodings().
+          if (this.chunked || value.length !== 7 || value.toLowerCase() !== 'chunked') this.codings = this.codings === undefined ? value : `${this.codings}, ${value}`;
           this.chunked = true;
-          if (value.length !== 7 || value.toLowerCase() !== 'chunked') this.otherCoding = true;
           continue;
         case 'connection':
           connectionValue = connectionValue === undefined ? value : `${connectionValue}, ${value}`;
@@ -89,6 +90,18 @@ export class RequestHead implements ClientHints {
    */
   hostConflicts(target: string, path: string): boolean {
     return this.duplicateHost || (path.length !== target.length && !targetAgreesWithHost(target, this.host));
+  }
+
+  /**
+   * What the request's transfer codings allow: `ok` for plain chunked (or none); `unframed` when
+   * chunked is not the final coding, so the body's length cannot be known (RFC 9112 §6.3: 400);
+   * `unsupported` for another coding before chunked, which the body would lose on the way (§6.1: 501).
+   */
+  transferCodings(): 'ok' | 'unframed' | 'unsupported' {
+    if (this.codings === undefined) return 'ok';
+    const list = this.codings.toLowerCase().split(',');
+    if ((list[list.length - 1] as string).trim() !== 'chunked') return 'unframed';
+    return list.length === 1 ? 'ok' : 'unsupported';
   }
 
   get hasBody(): boolean {

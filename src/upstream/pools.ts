@@ -1,5 +1,6 @@
 import type { Socket } from 'node:net';
 import { buildConnector, Client, Pool } from 'undici';
+import { watchInterimResponses } from './interim-responses.js';
 
 /** How limpet's connections to one backend behave. */
 export interface PoolSettings {
@@ -24,12 +25,12 @@ export function createPool(url: string, settings: PoolSettings): Pool {
 
 /** One connection of its own to the backend, outside the pool (checks under a cap, stale-socket resends). */
 export function singleConnection(url: string, settings: PoolSettings): Client {
-  return new Client(url, { connectTimeout: settings.connectTimeout, pipelining: 1 });
+  return new Client(url, { connect: markingConnector(settings.connectTimeout), pipelining: 1 });
 }
 
 /**
- * undici's own connector, plus a mark on every error a connection meets: whether it had already
- * read earlier responses. A reset on such a connection before any answer is most likely the
+ * undici's own connector, plus interim responses made safe for undici (interim-responses.ts) and a
+ * mark on every error a connection meets: whether it had already read earlier responses. A reset on such a connection before any answer is most likely the
  * backend closing it idle as the request arrived (see errors.ts); Node's socket errors carry no
  * such fact, and undici hands the error object itself to the request. Per connection, not per request.
  */
@@ -38,7 +39,10 @@ function markingConnector(timeout: number): buildConnector.connector {
   return (options, callback) =>
     connect(options, (error, socket) => {
       // On failure undici's connector passes no socket at all.
-      if (socket) socket.prependListener('error', markReuse);
+      if (socket) {
+        socket.prependListener('error', markReuse);
+        watchInterimResponses(socket as Socket);
+      }
       // undici's callback type is a union of its two outcomes; pass them on as given.
       (callback as (error: Error | null, socket: Socket | null) => void)(error, socket);
     });
