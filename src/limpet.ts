@@ -75,8 +75,9 @@ export class Limpet {
     this.registry.listen((backend, change) => {
       if (change === 'added') return void this.metrics.backend(backend);
       if (change === 'retired') this.passive.forget(backend);
-      // A removed backend's tunnels stay open until they close by themselves; a failed one's close now.
-      else if (!backend.available) this.upgrades.closeBackend(backend);
+      // Tunnels of a backend that can no longer serve (down, ejected, removed) close with 1001, so
+      // clients reconnect where their HTTP now goes; a draining backend keeps its clients and tunnels.
+      if (!backend.available) this.upgrades.closeBackend(backend);
       logBackendChange(logger, backend, change, this.config.passive.maxFails);
       this.role.backendChanged(backend, change);
     });

@@ -2,6 +2,8 @@ import { afterEach, describe, expect, it } from 'vitest';
 import { createServer, connect, type Server, type Socket, type AddressInfo } from 'node:net';
 import { waitFor } from './support/client.js';
 import { startProxy } from './support/proxy.js';
+import { parseConfig } from '../src/config/load.js';
+import type { Limpet } from '../src/limpet.js';
 
 const CLOSE_1001_UNMASKED = Buffer.from([0x88, 0x02, 0x03, 0xe9]);
 
@@ -37,8 +39,14 @@ async function startRawBackend(frameBytes: Buffer): Promise<string> {
 
 /** Upgrades through the proxy and returns everything received after the 101 head, once the proxy closes. */
 async function tunnelThenShutdown(frameBytes: Buffer): Promise<Buffer> {
+  return tunnelThen(frameBytes, (limpet) => limpet.close());
+}
+
+/** Upgrades through the proxy, runs `end`, and returns everything received after the 101 head once the proxy closes the tunnel. */
+async function tunnelThen(frameBytes: Buffer, end: (limpet: Limpet, backendUrl: string) => Promise<void>): Promise<Buffer> {
   const url = await startRawBackend(frameBytes);
   const { limpet, port } = await startProxy(`affinity: { by: ip }\nbackends: [{ id: ws, url: "${url}" }]`);
+  closeAfter = limpet;
   const client = connect(port, '127.0.0.1');
   const chunks: Buffer[] = [];
   client.on('data', (chunk) => chunks.push(chunk));
@@ -50,11 +58,17 @@ async function tunnelThenShutdown(frameBytes: Buffer): Promise<Buffer> {
     const end = all.indexOf('\r\n\r\n');
     return end >= 0 && all.length - (end + 4) >= frameBytes.length;
   }, 10_000, 'the backend frame bytes to arrive');
-  await limpet.close();
+  await end(limpet, url);
   await closed;
   const all = received();
   return all.subarray(all.indexOf('\r\n\r\n') + 4);
 }
+
+let closeAfter: Limpet | null = null;
+afterEach(async () => {
+  await closeAfter?.close();
+  closeAfter = null;
+});
 
 describe('WebSocket close on shutdown', () => {
   it('sends close 1001 after a complete frame', async () => {
@@ -68,5 +82,36 @@ describe('WebSocket close on shutdown', () => {
     const partial = Buffer.concat([Buffer.from([0x82, 0x7e, 0x03, 0xe8]), Buffer.alloc(100, 0x61)]);
     const after = await tunnelThenShutdown(partial);
     expect(after).toEqual(partial);
+  });
+});
+
+describe('WebSocket tunnels of a backend that leaves the config', () => {
+  const frame = Buffer.concat([Buffer.from([0x81, 0x02]), Buffer.from('hi')]);
+
+  it('closes them with 1001 when a reload removes the backend, so the client reconnects where its HTTP now goes', async () => {
+    const after = await tunnelThen(frame, async (limpet, url) => {
+      const other = url.replace(/:\d+$/, ':1');
+      limpet.reload(parseConfig(`listen: 127.0.0.1:0\nadmin: { listen: "127.0.0.1:0" }\naffinity: { by: ip }\nbackends: [{ id: other, url: "${other}" }]`, 'test.yaml', {}));
+    });
+    expect(after).toEqual(Buffer.concat([frame, CLOSE_1001_UNMASKED]));
+  });
+
+  it('keeps them open while the backend drains: a drained backend keeps its clients', async () => {
+    const url = await startRawBackend(frame);
+    const { limpet, port } = await startProxy(`affinity: { by: ip }\nbackends: [{ id: ws, url: "${url}" }]`);
+    closeAfter = limpet;
+    const client = connect(port, '127.0.0.1');
+    client.write('GET /socket HTTP/1.1\r\nHost: x\r\nConnection: Upgrade\r\nUpgrade: websocket\r\nSec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n');
+    await waitFor(() => backendSockets.length === 1 || undefined, 10_000, 'the tunnel to open');
+    const upstream = backendSockets[0]!;
+    let relayed = '';
+    upstream.on('data', (chunk: Buffer) => (relayed += chunk.toString('latin1')));
+    limpet.setDraining('ws', true);
+    // A masked client frame after the drain still reaches the backend through the same tunnel.
+    const masked = Buffer.from([0x81, 0x82, 0, 0, 0, 0, 0x6f, 0x6b]);
+    client.write(masked);
+    await waitFor(() => relayed.endsWith(masked.toString('latin1')) || undefined, 10_000, 'the frame sent after the drain to reach the backend');
+    expect(client.destroyed).toBe(false);
+    client.destroy();
   });
 });

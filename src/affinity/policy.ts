@@ -91,8 +91,17 @@ export abstract class OrderedAffinity<P extends Placement> implements AffinityPo
     return index >= 0 ? index : set.selector.pickExcept(keyHash, set.usableForPinned, exclude);
   }
 
+  /**
+   * Places the client on `to`, moved away from the backend with id `from`. Landing back on a
+   * backend of that id (removed and added again, or a retry returning where the client was) is no
+   * move: no remap notice, nothing counted.
+   */
   protected move(placement: P, to: Backend, from: string, reason: RemapReason): void {
     placement.backend = to;
+    if (to.id === from) {
+      placement.remappedFrom = null;
+      return;
+    }
     placement.remappedFrom = from;
     this.onRemap(from, to, reason);
   }

@@ -198,7 +198,7 @@ export class Exchange implements Dispatcher.DispatchHandler, Sequenced {
         this.resentFresh ||= action === 'resend-fresh';
         this.context.observer.retried(backend);
         backend.requestFinished();
-        if (next !== backend && this.placement.remappedFrom !== null) this.head.addRemapNotice(this.placement.remappedFrom);
+        if (next !== backend) this.head.setRemapNotice(this.placement.remappedFrom);
         // Let undici finish tearing down the failed connection first, or the resend joins its fate.
         setImmediate(resendExchange, this, next, action === 'resend-fresh');
         return;

@@ -22,7 +22,8 @@ export class RequestHead implements ClientHints {
   private forwardedProto: string | undefined = undefined;
   private forwardedHost: string | undefined = undefined;
   private via: string | undefined = undefined;
-  private remapNoticeAdded = false;
+  /** Where the X-Limpet-Remapped-From value sits in `headers`; -1 when there is none. */
+  private remapNoticeAt = -1;
 
   /**
    * `affinityHeaderName`: lower-case name of the header that keys clients in header mode, else null.
@@ -122,14 +123,20 @@ export class RequestHead implements ClientHints {
     const host = trusted && this.forwardedHost !== undefined ? this.forwardedHost : this.host;
     if (host !== undefined) out.push('X-Forwarded-Host', host);
     out.push('Via', this.via === undefined ? '1.1 limpet' : `${this.via}, 1.1 limpet`);
-    if (remappedFrom !== null) this.addRemapNotice(remappedFrom);
+    if (remappedFrom !== null) this.setRemapNotice(remappedFrom);
   }
 
-  /** Tells the backend the client was moved from `from` (once per request: a retry may move it again). */
-  addRemapNotice(from: string): void {
-    if (this.remapNoticeAdded) return;
-    this.remapNoticeAdded = true;
-    this.headers.push('X-Limpet-Remapped-From', from);
+  /**
+   * Tells the backend where the client was moved from, or (null) that it was not: a retry may move
+   * the client, or bring it back to the backend it was pinned to.
+   */
+  setRemapNotice(from: string | null): void {
+    const at = this.remapNoticeAt;
+    if (from === null) {
+      if (at >= 0) this.headers.splice(at - 1, 2);
+      this.remapNoticeAt = -1;
+    } else if (at >= 0) this.headers[at] = from;
+    else this.remapNoticeAt = this.headers.push('X-Limpet-Remapped-From', from) - 1;
   }
 }
 

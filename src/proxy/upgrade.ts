@@ -110,7 +110,7 @@ export class UpgradeForwarder {
       if (countsAgainstBackend(failure, facts)) context.observer.upstreamFailed(backend, failure);
       if (retryAction(failure, facts) === 'next-backend' && context.affinity.retry(placement) !== null) {
         context.observer.retried(backend);
-        if (placement.remappedFrom !== null) head.addRemapNotice(placement.remappedFrom);
+        head.setRemapNotice(placement.remappedFrom);
         this.connect(context, req, client, firstBytes, path, head, placement, attempt + 1);
         return;
       }
