@@ -25,6 +25,8 @@ export abstract class UpstreamError extends LimpetError {
 /** The connection to the backend was never made (refused, unreachable, connect timeout): nothing was sent, so any backend may take the request. */
 export class UpstreamConnectError extends UpstreamError {
   readonly code = 'LIMPET_UPSTREAM_CONNECT';
+  /** When retries are spent and still no backend could be reached, the client may come back: 503, with Retry-After. */
+  override readonly status = 503;
 }
 
 /**

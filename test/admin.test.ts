@@ -94,7 +94,8 @@ describe('admin API', () => {
     proxy = started.limpet;
     const admin = proxy.adminAddress.port;
     expect((await request(admin, { path: '/healthz' })).status).toBe(200);
-    expect((await request(admin, { path: '/readyz' })).status).toBe(200);
+    // Ready once the first check has found a backend up.
+    await waitFor(async () => (await request(admin, { path: '/readyz' })).status === 200 || undefined, 10_000, 'readyz 200');
     const list = JSON.parse((await request(admin, { path: '/backends' })).body) as Record<string, unknown>[];
     expect(list.map((b) => b.id)).toEqual(['app-1', 'app-2']);
     for (const entry of list) {

@@ -17,8 +17,21 @@ function backend(pending = false): { backend: Backend; changes: BackendChange[] 
 const check = (ok: boolean, at = 0): HealthCheckResult => ({ at, ok, status: ok ? 200 : null, error: ok ? null : 'ECONNREFUSED', durationMs: 1 });
 
 describe('Backend: every transition is a method, each change announced once', () => {
+  it('takes traffic before its first check, which alone decides, and counts only verified backends as ready', () => {
+    const { backend: up, changes } = backend();
+    expect([up.available, up.verified]).toEqual([true, false]);
+    up.checkCompleted(check(true), policy);
+    expect([up.available, up.verified]).toEqual([true, true]);
+    const { backend: down, changes: downChanges } = backend();
+    down.checkCompleted(check(false), policy);
+    expect([down.available, down.status]).toEqual([false, 'down']);
+    expect([changes, downChanges]).toEqual([['verified'], ['down']]);
+  });
+
   it('goes down after `fall` consecutive failures and up after `rise` consecutive passes', () => {
     const { backend: b, changes } = backend();
+    b.checkCompleted(check(true), policy);
+    changes.length = 0;
     expect(b.available).toBe(true);
     b.checkCompleted(check(false), policy);
     b.checkCompleted(check(false), policy);
@@ -53,6 +66,8 @@ describe('Backend: every transition is a method, each change announced once', ()
 
   it('stays ejected until a check passes after the cooldown, whatever the checks said before', () => {
     const { backend: b, changes } = backend();
+    b.checkCompleted(check(true, 500), policy);
+    changes.length = 0;
     b.eject(1_000);
     b.eject(2_000);
     expect(b.available).toBe(false);
@@ -113,6 +128,7 @@ describe('BackendRegistry: backends by id across reloads', () => {
     c.checkCompleted(check(true), policy);
     expect(Array.from(registry.set.usableForNew)).toEqual([0, 1]);
     expect(seen).toEqual(['a:added', 'b:added', 'a:down', 'c:added', 'b:retired', 'a:draining', 'c:up']);
+    expect(a.verified).toBe(false);
     await registry.close();
   });
 });

@@ -1,7 +1,7 @@
 import { afterEach, describe, expect, it } from 'vitest';
 import { createServer } from 'node:net';
 import { backendsYaml, startBackend, startBackends, type TestBackend } from './support/backends.js';
-import { request } from './support/client.js';
+import { request, waitFor } from './support/client.js';
 import { startProxy } from './support/proxy.js';
 import type { Limpet } from '../src/limpet.js';
 
@@ -102,14 +102,26 @@ describe('forwarding', () => {
     expect(res.headers['set-cookie']).toEqual(['a=1', 'b=2']);
   });
 
-  it('answers 502 when the backend refuses connections', async () => {
+  it('answers 503 with Retry-After, not 502, when no backend accepts a connection, and is not ready before a check passes', async () => {
     const closed = await startBackend('gone');
     await closed.close();
     const started = await startProxy(`affinity: { by: ip }\nretries: 0\n${backendsYaml([closed])}`);
     proxy = started.limpet;
+    // Before any check: routed to (it may be up), but the proxy does not call itself ready.
+    expect(proxy.backend('gone')!.lastCheck).toBeNull();
+    expect((await request(proxy.adminAddress.port, { path: '/readyz' })).status).toBe(503);
     const res = await request(started.port);
-    expect(res.status).toBe(502);
-    expect(res.body).toMatch(/bad gateway/i);
+    expect(res.status).toBe(503);
+    expect(res.headers['retry-after']).toBe('5');
+    expect(res.body).toMatch(/no backend/i);
+  });
+
+  it('is ready once a check has found a backend up', async () => {
+    backends = await startBackends(1);
+    const started = await startProxy(`affinity: { by: ip }\nhealthCheck: { interval: 100ms }\n${backendsYaml(backends)}`);
+    proxy = started.limpet;
+    await waitFor(async () => (await request(proxy!.adminAddress.port, { path: '/readyz' })).status === 200 || undefined, 10_000, 'readyz 200');
+    expect(proxy.backend('app-1')!.lastCheck?.ok).toBe(true);
   });
 
   it('answers 504 when the backend accepts but never answers within timeouts.response', async () => {

@@ -122,7 +122,8 @@ export class AdminServer {
     }
     if (path === '/readyz') {
       if (!allow(req, res, 'GET')) return;
-      const ready = this.target.backends().some((backend) => backend.available);
+      // Ready once a check has found a backend up: before that nothing says one is.
+      const ready = this.target.backends().some((backend) => backend.verified);
       send(res, ready ? 200 : 503, 'text/plain; charset=utf-8', ready ? 'ready\n' : 'no backend is up\n');
       return;
     }

@@ -21,6 +21,7 @@ export function logBackendChange(logger: Logger, backend: Backend, change: Backe
     case 'retired':
       logger.info({ msg: 'backend removed', backend: backend.id });
       return;
+    case 'verified':
     case 'adopted':
       return;
   }

@@ -8,7 +8,7 @@ import type { Backend } from '../upstream/backend.js';
 import { CONTINUE_STAND_IN } from '../upstream/interim-responses.js';
 import { copyResponseHeaders } from './headers.js';
 import { RequestHead } from './request-head.js';
-import { sendProxyError } from './respond.js';
+import { sendProxyError, sendUpstreamFailure } from './respond.js';
 import { BodySizeLimit, rejectOverLimit } from './client-limits.js';
 import type { ClientConnection, Sequenced } from './client-connection.js';
 import type { ForwardingContext } from './context.js';
@@ -205,7 +205,7 @@ export class Exchange implements Dispatcher.DispatchHandler, Sequenced {
       }
     }
     backend.noteError(failure.message);
-    sendProxyError(this.res, failure.status, failure.status === 504 ? 'Gateway timeout' : 'Bad gateway');
+    sendUpstreamFailure(this.res, failure);
     this.finish(backend, failure.status);
   }
 

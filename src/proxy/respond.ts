@@ -1,5 +1,6 @@
 import { STATUS_CODES, type ServerResponse } from 'node:http';
 import type { Duplex } from 'node:stream';
+import type { UpstreamError } from '../errors.js';
 
 /** Seconds a client is told to wait when no backend can serve. */
 export const RETRY_AFTER_SECONDS = '5';
@@ -38,6 +39,13 @@ export function sendProxyError(target: ServerResponse | Duplex, status: number, 
   if (extra !== undefined) for (const name in extra) head += `${name}: ${extra[name]}\r\n`;
   target.end(`${head}Connection: close\r\n\r\n${body}`);
   return true;
+}
+
+const FAILURE_MESSAGES = { 502: 'Bad gateway', 503: 'No backend is available', 504: 'Gateway timeout' } as const;
+
+/** The answer to a request that failed at its backends: 502, 504, or 503 with Retry-After when none could be reached. */
+export function sendUpstreamFailure(target: ServerResponse | Duplex, failure: UpstreamError): void {
+  sendProxyError(target, failure.status, FAILURE_MESSAGES[failure.status], failure.status === 503 ? UNAVAILABLE_HEADERS : undefined);
 }
 
 function isResponse(target: ServerResponse | Duplex): target is ServerResponse {

@@ -10,7 +10,7 @@ import { FrameBoundary } from './frame-boundary.js';
 import { isHopByHop } from './headers.js';
 import { prepareForward } from './prepare.js';
 import { RequestHead } from './request-head.js';
-import { sendProxyError } from './respond.js';
+import { sendProxyError, sendUpstreamFailure } from './respond.js';
 import { countsAgainstBackend, retryAction } from './retry-policy.js';
 
 /** A WebSocket close frame, code 1001 "going away": unmasked as a server sends it, masked (zero key) as a client must. */
@@ -115,7 +115,7 @@ export class UpgradeForwarder {
         return;
       }
       backend.noteError(failure.message);
-      sendProxyError(client, failure.status, failure.status === 504 ? 'Gateway timeout' : 'Bad gateway');
+      sendUpstreamFailure(client, failure);
     });
     // The backend answered without switching protocols: relay its answer and close.
     upstreamReq.on('response', (res: IncomingMessage) => {

@@ -32,10 +32,12 @@ export interface CheckPolicy {
 }
 
 /**
- * The verdict of the active checks. `pending`: added by a reload and not yet checked; its first
- * check alone decides (no `rise` wait), and until then it takes no traffic.
+ * The verdict of the active checks. `unknown`: configured at start and not yet checked; it takes
+ * traffic (it may well be up) but does not make the proxy ready. `pending`: added by a reload and
+ * not yet checked; it takes no traffic. Either way the first check alone decides (no `rise` or
+ * `fall` wait).
  */
-export type CheckState = 'up' | 'down' | 'pending';
+export type CheckState = 'up' | 'down' | 'unknown' | 'pending';
 
 /** What a backend's health looks like to another process (the cluster primary's broadcast). */
 export interface BackendHealth {
@@ -52,7 +54,7 @@ export interface BackendHealthUpdate extends BackendHealth {
 }
 
 /** The transitions that change whether and how a backend may be selected. */
-export type BackendChange = 'up' | 'down' | 'ejected' | 'readmitted' | 'draining' | 'undrained' | 'retired' | 'adopted';
+export type BackendChange = 'up' | 'down' | 'verified' | 'ejected' | 'readmitted' | 'draining' | 'undrained' | 'retired' | 'adopted';
 
 export type BackendChangeListener = (backend: Backend, change: BackendChange) => void;
 
@@ -103,8 +105,8 @@ export class Backend {
     this.pool = createPool(settings.url, pool);
     this.changed = changed;
     this.drainFlag = settings.drain;
-    // A fresh proxy serves at once: its configured backends start up.
-    this.checkState = pending ? 'pending' : 'up';
+    // A fresh proxy serves at once: its configured backends take traffic before their first check.
+    this.checkState = pending ? 'pending' : 'unknown';
   }
 
   // --- what selection and the data path read -------------------------------------------------
@@ -132,7 +134,12 @@ export class Backend {
 
   /** May serve the clients already pinned to it. */
   get available(): boolean {
-    return this.checkState === 'up' && this.ejectedSince === null && !this.retiredFlag;
+    return (this.checkState === 'up' || this.checkState === 'unknown') && this.ejectedSince === null && !this.retiredFlag;
+  }
+
+  /** Available, and a check has said so: what readiness counts. */
+  get verified(): boolean {
+    return this.checkState === 'up' && this.available;
   }
 
   /** May take new clients. */
@@ -153,7 +160,7 @@ export class Backend {
   }
 
   get status(): BackendStatus {
-    if (this.checkState !== 'up' || this.ejectedSince !== null) return 'down';
+    if (!this.available) return 'down';
     return this.drainFlag ? 'draining' : 'up';
   }
 
@@ -250,32 +257,32 @@ export class Backend {
     this.lastCheckResult = result;
     if (!result.ok) this.lastErrorText = result.error;
     if (this.retiredFlag) return;
-    if (this.checkState === 'pending') {
+    let change: BackendChange | null = null;
+    if (this.checkState === 'pending' || this.checkState === 'unknown') {
+      // An unknown backend was taking traffic already: passing only confirms it.
+      if (result.ok) change = this.checkState === 'pending' ? 'up' : 'verified';
+      else if (this.checkState === 'unknown') change = 'down';
       this.checkState = result.ok ? 'up' : 'down';
       this.checkPasses = result.ok ? 1 : 0;
       this.checkFailures = result.ok ? 0 : 1;
-      if (result.ok) this.changed(this, 'up');
-      return;
-    }
-    if (!result.ok) {
+    } else if (!result.ok) {
       this.checkPasses = 0;
       this.checkFailures++;
       if (this.checkState === 'up' && this.checkFailures >= policy.fall) {
         this.checkState = 'down';
-        this.changed(this, 'down');
+        change = 'down';
       }
-      return;
+    } else {
+      this.checkFailures = 0;
+      this.checkPasses++;
+      if (this.checkState === 'down' && this.checkPasses >= policy.rise) {
+        this.checkState = 'up';
+        change = 'up';
+      }
     }
-    this.checkFailures = 0;
-    this.checkPasses++;
-    let change: BackendChange | null = null;
-    if (this.checkState === 'down' && this.checkPasses >= policy.rise) {
-      this.checkState = 'up';
-      change = 'up';
-    }
-    if (this.ejectedSince !== null && result.at - this.ejectedSince >= policy.cooldown) {
+    if (result.ok && this.ejectedSince !== null && result.at - this.ejectedSince >= policy.cooldown) {
       this.ejectedSince = null;
-      change ??= 'readmitted';
+      if (change === null || change === 'verified') change = 'readmitted';
     }
     if (change !== null) this.changed(this, change);
   }
