@@ -136,7 +136,15 @@ describe('graceful shutdown', () => {
     const inflight = Array.from({ length: 5 }, (_, i) => request(port, { localAddress: sourceAddress(i) }));
     await waitFor(() => arrived === 5, 10_000, 'requests to reach the backend');
     cli.child.kill('SIGTERM');
-    await waitFor(async () => (await request(port).then(() => false).catch(() => true)), 10_000, 'new connections to be refused');
+    await waitFor(
+      () =>
+        request(port).then(
+          (res) => Promise.reject(new Error(`a new connection was still answered ${res.status}`)),
+          (error: NodeJS.ErrnoException) => error.code === 'ECONNREFUSED' || Promise.reject(error),
+        ),
+      10_000,
+      'new connections to be refused',
+    );
     const results = await Promise.all(inflight);
     expect(results.map((r) => r.status)).toEqual([200, 200, 200, 200, 200]);
     expect(await cli.exited).toBe(0);

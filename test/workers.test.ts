@@ -63,10 +63,7 @@ describe('workers: 2', () => {
 
     const auth = await request(cli.adminPort, { path: `/backends/${backends[1]!.id}/drain`, method: 'POST' });
     expect(auth.status).toBe(200);
-    const fresh = await waitFor(async () => {
-      const seen = await servedBy(cli!.port, 2, 20).catch(() => null);
-      return seen;
-    });
+    const fresh = await waitFor(() => servedBy(cli!.port, 2, 20), 10_000, 'the first 20 clients to be served twice after the drain');
     // new clients (never seen) avoid the drained backend on both workers
     const newcomers: string[] = [];
     for (let i = 100; i < 140; i++) newcomers.push((await request(cli.port, { localAddress: address(i) })).headers['x-backend'] as string);
@@ -84,9 +81,10 @@ describe('workers: 2', () => {
     process.kill(pids[0]!, 'SIGKILL');
     await waitFor(() => cli!.logs.some((l) => l.msg === 'worker exited; starting a replacement'), 10_000, 'replacement');
     await waitFor(async () => {
-      const size = workerPids(cli!).size;
-      await request(cli!.port).catch(() => null);
-      return workerPids(cli!).size > size || workerPids(cli!).size >= 3;
+      expect((await request(cli!.port)).status).toBe(200);
+      const served = [...workerPids(cli!)];
+      if (served.length < 3) throw new Error(`only worker pids ${served.join(', ')} have served`);
+      return true;
     }, 15_000, 'the new worker to serve');
     const after = await servedBy(cli.port, 4);
     for (let i = 0; i < CLIENTS; i++) expect(after[i]).toEqual(Array(4).fill(before[i]![0]));
@@ -121,7 +119,7 @@ describe('workers: 2 with workerBalance: kernel', () => {
   it('serves with the same pins whichever worker accepts the connection', async () => {
     backends = await startBackends(3);
     cli = await startCli(() => `workers: 2\nworkerBalance: kernel\nlog: { level: info, access: true }\naffinity: { by: ip }\n${backendsYaml(backends)}\n`);
-    await waitFor(async () => (await request(cli!.port).catch(() => null))?.status === 200, 15_000, 'a worker to serve');
+    await waitFor(async () => (await request(cli!.port)).status === 200, 15_000, 'a worker to serve');
     const seen = await servedBy(cli.port, 3, 20);
     for (const backendsSeen of seen) expect(new Set(backendsSeen).size).toBe(1);
     expect(new Set(seen.map((s) => s[0])).size).toBeGreaterThan(1);
