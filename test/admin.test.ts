@@ -2,7 +2,7 @@ import { afterEach, describe, expect, it } from 'vitest';
 import { backendsYaml, startBackends, type TestBackend } from './support/backends.js';
 import { request, waitFor } from './support/client.js';
 import { startProxy } from './support/proxy.js';
-import { parseExposition, sample } from './support/exposition.js';
+import { parseExposition, sample, type Exposition } from './support/exposition.js';
 import { parseConfig } from '../src/config/load.js';
 import type { Limpet } from '../src/limpet.js';
 
@@ -15,6 +15,16 @@ afterEach(async () => {
   await Promise.all(backends.map((b) => b.close()));
   backends = [];
 });
+
+/** The histogram's bounds, from half a millisecond up, in exposition order. */
+const BUCKET_BOUNDS = ['0.0005', '0.001', '0.0025', '0.005', '0.01', '0.025', '0.05', '0.1', '0.25', '0.5', '1', '2.5', '5', '10', '+Inf'];
+
+/** `[le, cumulative count]` for each `limpet_request_duration_seconds_bucket` of one backend, as exposed. */
+function durationBuckets(metrics: Exposition, backend: string): [string, number][] {
+  return metrics.samples
+    .filter((s) => s.name === 'limpet_request_duration_seconds_bucket' && s.labels.backend === backend)
+    .map((s) => [s.labels.le!, s.value]);
+}
 
 async function scrape(limpet: Limpet) {
   const res = await request(limpet.adminAddress.port, { path: '/metrics' });
@@ -49,8 +59,16 @@ describe('metrics', () => {
     }
     expect(sample(metrics, 'limpet_backend_up', { backend: 'app-1' })).toBe(1);
     expect(sample(metrics, 'limpet_config_reloads_total', { result: 'failure' })).toBe(0);
-    // a histogram bucket as small as half a millisecond
-    expect(sample(metrics, 'limpet_request_duration_seconds_bucket', { backend: backends.find((b) => b.seen.length > 0)!.id, le: '0.0005' })).toBeGreaterThanOrEqual(0);
+    // The one request is in the histogram of the backend that served it, in exactly the buckets
+    // whose bound its duration does not exceed; the other backend's histogram is empty.
+    const served = backends.find((b) => b.seen.length > 0)!.id;
+    const idle = backends.find((b) => b.id !== served)!.id;
+    const seconds = sample(metrics, 'limpet_request_duration_seconds_sum', { backend: served });
+    expect(seconds).toBeGreaterThan(0);
+    expect(durationBuckets(metrics, served)).toEqual(BUCKET_BOUNDS.map((le) => [le, le === '+Inf' || seconds <= Number(le) ? 1 : 0]));
+    expect(sample(metrics, 'limpet_request_duration_seconds_count', { backend: served })).toBe(1);
+    expect(durationBuckets(metrics, idle)).toEqual(BUCKET_BOUNDS.map((le) => [le, 0]));
+    expect(sample(metrics, 'limpet_request_duration_seconds_count', { backend: idle })).toBe(0);
   });
 
   it('counts each request for its backend and status code, and the pinned client', async () => {
@@ -65,6 +83,11 @@ describe('metrics', () => {
     expect(sample(after, 'limpet_requests_total', { backend: id, code: '200' })).toBe(before + 5);
     expect(sample(after, 'limpet_sessions', { backend: id })).toBe(1);
     expect(sample(after, 'limpet_request_duration_seconds_count', { backend: id })).toBe(before + 5);
+    // Cumulative buckets: never fewer as the bound grows, and +Inf holds every request.
+    const counts = durationBuckets(after, id).map(([, count]) => count);
+    expect(counts).toHaveLength(BUCKET_BOUNDS.length);
+    expect(counts).toEqual([...counts].sort((a, b) => a - b));
+    expect(counts.at(-1)).toBe(before + 5);
   });
 
   it('shows a killed backend as down, counts remaps with reason down, and retries', async () => {
