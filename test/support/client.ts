@@ -54,13 +54,13 @@ export function cookiePair(headers: IncomingHttpHeaders, name = 'limpet'): strin
  * timeout error names what was awaited and what the last check threw or returned, so a check can
  * throw to say why it is not there yet.
  */
-export async function waitFor<T>(check: () => T | Promise<T>, timeoutMs = 10_000, what = 'condition'): Promise<T> {
+export async function waitFor<T>(check: () => T | Promise<T>, timeoutMs = 10_000, what = 'condition'): Promise<NonNullable<T>> {
   const deadline = Date.now() + timeoutMs;
   for (;;) {
     let last: string;
     try {
       const value = await check();
-      if (value) return value;
+      if (value) return value as NonNullable<T>;
       last = `returned ${String(value)}`;
     } catch (error) {
       last = `threw ${error instanceof Error ? error.message : String(error)}`;
