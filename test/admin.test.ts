@@ -1,20 +1,13 @@
-import { afterEach, describe, expect, it } from 'vitest';
-import { backendsYaml, startBackends, type TestBackend } from './support/backends.js';
+import { describe, expect, it } from 'vitest';
+import { backendsYaml, startBackends } from './support/backends.js';
+import { useCleanup } from './support/cleanup.js';
 import { request, waitFor } from './support/client.js';
 import { startProxy } from './support/proxy.js';
 import { parseExposition, sample, type Exposition } from './support/exposition.js';
 import { parseConfig } from '../src/config/load.js';
 import type { Limpet } from '../src/limpet.js';
 
-let backends: TestBackend[] = [];
-let proxy: Limpet | null = null;
-
-afterEach(async () => {
-  await proxy?.close();
-  proxy = null;
-  await Promise.all(backends.map((b) => b.close()));
-  backends = [];
-});
+const cleanup = useCleanup();
 
 /** The histogram's bounds, from half a millisecond up, in exposition order. */
 const BUCKET_BOUNDS = ['0.0005', '0.001', '0.0025', '0.005', '0.01', '0.025', '0.05', '0.1', '0.25', '0.5', '1', '2.5', '5', '10', '+Inf'];
@@ -35,9 +28,9 @@ async function scrape(limpet: Limpet) {
 
 describe('metrics', () => {
   it('exposes every contract metric with its labels, and the exposition parses', async () => {
-    backends = await startBackends(2);
+    const backends = cleanup.add(await startBackends(2));
     const started = await startProxy(`affinity: { by: ip }\n${backendsYaml(backends)}`);
-    proxy = started.limpet;
+    const proxy = cleanup.add(started.limpet);
     await request(started.port);
     const metrics = await scrape(proxy);
     for (const [name, type] of [
@@ -72,9 +65,9 @@ describe('metrics', () => {
   });
 
   it('counts each request for its backend and status code, and the pinned client', async () => {
-    backends = await startBackends(2);
+    const backends = cleanup.add(await startBackends(2));
     const started = await startProxy(`affinity: { by: ip }\n${backendsYaml(backends)}`);
-    proxy = started.limpet;
+    const proxy = cleanup.add(started.limpet);
     const first = await request(started.port, { localAddress: '127.0.0.77' });
     const id = first.headers['x-backend'] as string;
     const before = sample(await scrape(proxy), 'limpet_requests_total', { backend: id, code: '200' });
@@ -91,18 +84,18 @@ describe('metrics', () => {
   });
 
   it('shows a killed backend as down, counts remaps with reason down, and retries', async () => {
-    backends = await startBackends(3);
+    const backends = cleanup.add(await startBackends(3));
     // Checks far apart at first, so real requests meet the dead backend (and are retried) before a check does.
     const yaml = (interval: string) => `affinity: { by: ip }\nhealthCheck: { interval: ${interval}, timeout: 100ms, fall: 1 }\n${backendsYaml(backends)}`;
     const started = await startProxy(yaml('1h'));
-    proxy = started.limpet;
+    const proxy = cleanup.add(started.limpet);
     for (let i = 0; i < 30; i++) await request(started.port, { localAddress: `127.0.3.${i + 2}` });
     const victim = backends[0]!;
     await victim.close();
     for (let i = 0; i < 30; i++) expect((await request(started.port, { localAddress: `127.0.3.${i + 2}` })).status).toBe(200);
     proxy.reload(parseConfig(`listen: 127.0.0.1:0\nadmin: { listen: "127.0.0.1:0" }\n${yaml('100ms')}`, 'test.yaml', {}));
-    await waitFor(async () => sample(await scrape(proxy!), 'limpet_backend_up', { backend: victim.id }) === 0, 10_000, 'backend_up 0');
-    await waitFor(async () => sample(await scrape(proxy!), 'limpet_health_checks_total', { backend: victim.id, result: 'fail' }) > 0, 10_000, 'a failed check');
+    await waitFor(async () => sample(await scrape(proxy), 'limpet_backend_up', { backend: victim.id }) === 0, 10_000, 'backend_up 0');
+    await waitFor(async () => sample(await scrape(proxy), 'limpet_health_checks_total', { backend: victim.id, result: 'fail' }) > 0, 10_000, 'a failed check');
     const metrics = await scrape(proxy);
     const remaps = [...metrics.samples].filter((s) => s.name === 'limpet_session_remaps_total' && s.labels.from === victim.id && s.labels.reason === 'down');
     expect(remaps.reduce((sum, s) => sum + s.value, 0)).toBeGreaterThan(0);
@@ -112,9 +105,9 @@ describe('metrics', () => {
 
 describe('admin API', () => {
   it('serves healthz, readyz and the backend list', async () => {
-    backends = await startBackends(2);
+    const backends = cleanup.add(await startBackends(2));
     const started = await startProxy(`affinity: { by: ip }\n${backendsYaml(backends)}`);
-    proxy = started.limpet;
+    const proxy = cleanup.add(started.limpet);
     const admin = proxy.adminAddress.port;
     expect((await request(admin, { path: '/healthz' })).status).toBe(200);
     expect((await request(admin, { path: '/readyz' })).status).toBe(200);
@@ -129,9 +122,9 @@ describe('admin API', () => {
   });
 
   it('drains and undrains through the API, guarded by the token', async () => {
-    backends = await startBackends(2);
+    const backends = cleanup.add(await startBackends(2));
     const started = await startProxy(`affinity: { by: ip }\nadmin: { listen: "127.0.0.1:0", token: t0ken }\n${backendsYaml(backends)}`);
-    proxy = started.limpet;
+    const proxy = cleanup.add(started.limpet);
     const admin = proxy.adminAddress.port;
     expect((await request(admin, { path: '/backends/app-1/drain', method: 'POST' })).status).toBe(401);
     expect((await request(admin, { path: '/backends/app-1/drain', method: 'POST', headers: { authorization: 'Bearer wrong' } })).status).toBe(401);
@@ -150,17 +143,17 @@ describe('admin API', () => {
   });
 
   it('reports not ready when no backend is up', async () => {
-    backends = await startBackends(1);
+    const backends = cleanup.add(await startBackends(1));
     const started = await startProxy(`affinity: { by: ip }\nhealthCheck: { interval: 100ms, timeout: 100ms, fall: 1 }\n${backendsYaml(backends)}`);
-    proxy = started.limpet;
+    const proxy = cleanup.add(started.limpet);
     await backends[0]!.close();
-    await waitFor(async () => (await request(proxy!.adminAddress.port, { path: '/readyz' })).status === 503, 10_000, 'readyz 503');
+    await waitFor(async () => (await request(proxy.adminAddress.port, { path: '/readyz' })).status === 503, 10_000, 'readyz 503');
   });
 
   it('serves the status page', async () => {
-    backends = await startBackends(1);
+    const backends = cleanup.add(await startBackends(1));
     const started = await startProxy(`affinity: { by: ip }\n${backendsYaml(backends)}`);
-    proxy = started.limpet;
+    const proxy = cleanup.add(started.limpet);
     const page = await request(proxy.adminAddress.port, { path: '/' });
     expect(page.status).toBe(200);
     expect(page.headers['content-type']).toMatch(/text\/html/);

@@ -1,4 +1,4 @@
-import { afterEach, describe, expect, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
 import { spawn, type ChildProcess } from 'node:child_process';
 import { createInterface } from 'node:readline';
 import { createServer, request as httpRequest, Agent, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
@@ -7,6 +7,7 @@ import { randomBytes } from 'node:crypto';
 import { readdirSync, readFileSync, readlinkSync } from 'node:fs';
 import { getHeapStatistics, setFlagsFromString } from 'node:v8';
 import { runInNewContext } from 'node:vm';
+import { useCleanup } from './support/cleanup.js';
 import { startCli } from './support/cli.js';
 import { request, waitFor } from './support/client.js';
 import { parseExposition } from './support/exposition.js';
@@ -14,14 +15,7 @@ import { freePort } from './support/ports.js';
 import { startProxy } from './support/proxy.js';
 import type { Limpet } from '../src/limpet.js';
 
-let proxy: Limpet | null = null;
-const cleanups: (() => Promise<void> | void)[] = [];
-
-afterEach(async () => {
-  await proxy?.close();
-  proxy = null;
-  for (const cleanup of cleanups.splice(0).reverse()) await cleanup();
-});
+const cleanup = useCleanup();
 
 /** Settings that keep active checks and passive ejection out of the way of faults we provoke on purpose. */
 const QUIET_HEALTH = 'healthCheck: { interval: 1h }\npassive: { maxFails: 1000 }';
@@ -52,7 +46,7 @@ async function startRawBackend(onRequest: (socket: Socket, head: string, index: 
     });
   });
   await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
-  cleanups.push(
+  cleanup.add(
     () =>
       new Promise<void>((resolve) => {
         for (const socket of sockets) socket.destroy();
@@ -66,7 +60,7 @@ async function startRawBackend(onRequest: (socket: Socket, head: string, index: 
 async function startSink(handler: (req: IncomingMessage, res: ServerResponse) => void): Promise<{ url: string }> {
   const server = createServer(handler);
   await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
-  cleanups.push(
+  cleanup.add(
     () =>
       new Promise<void>((resolve) => {
         server.close(() => resolve());
@@ -82,7 +76,7 @@ function requestPath(head: string): string {
 
 async function startFaultProxy(backend: { url: string }, extra = ''): Promise<{ limpet: Limpet; port: number }> {
   const started = await startProxy(`affinity: { by: ip }\n${QUIET_HEALTH}\n${extra}\nbackends: [{ id: faulty, url: "${backend.url}" }]`);
-  proxy = started.limpet;
+  cleanup.add(started.limpet);
   return started;
 }
 
@@ -213,7 +207,7 @@ describe('faults: backend misbehaviour', () => {
         stops.push(stop);
         socket.on('close', stop);
       });
-      cleanups.push(() => stops.forEach((stop) => stop()));
+      cleanup.add(() => stops.forEach((stop) => stop()));
       const { limpet, port } = await startFaultProxy(backend, 'timeouts: { response: 300ms }');
       expect((await request(port, { path: '/slow' })).status).toBe(504);
       expect((await request(port, { path: '/ok' })).status).toBe(200);
@@ -234,7 +228,7 @@ describe('faults: backend misbehaviour', () => {
       });
     });
     const started = await startProxy(`affinity: { by: ip }\n${QUIET_HEALTH}\nlog: { access: true }\nbackends: [{ id: faulty, url: "${backend.url}" }]`, 'info');
-    proxy = started.limpet;
+    cleanup.add(started.limpet);
     const body = Buffer.alloc(256 * 1024, 'p');
     const answered = await request(started.port, { method: 'POST', path: '/answer', body });
     expect(answered.status).toBe(200);
@@ -379,7 +373,7 @@ describe('faults: clients that leave mid-request', () => {
         });
       });
       const started = await startProxy(`affinity: { by: ip }\n${QUIET_HEALTH}\nbackends: [{ id: sink, url: "${backend.url}" }]`);
-      proxy = started.limpet;
+      cleanup.add(started.limpet);
       const { limpet, port } = started;
 
       let serial = 0;
@@ -576,10 +570,10 @@ describe('faults: many idle clients', () => {
     const cli = await startCli(
       () => `log: { level: warn }\naffinity: { by: ip }\nhealthCheck: { interval: 1h }\ntimeouts: { clientIdle: 10m }\nbackends: [{ id: idle, url: "${backend.url}" }]`,
     );
-    cleanups.push(() => cli.stop());
+    cleanup.add(() => cli.stop());
     const pid = cli.child.pid!;
     const clients: KeepAliveClient[] = [];
-    cleanups.push(() => clients.forEach((client) => client.socket.destroy()));
+    cleanup.add(() => clients.forEach((client) => client.socket.destroy()));
 
     // Warm up on one connection, so the figures below are about connections, not first-use costs.
     const warm = await KeepAliveClient.open(cli.port);
@@ -722,7 +716,7 @@ describe('faults: soak', () => {
     const seen = new Map<string, number>();
     const backends: SoakBackend[] = [];
     for (const id of ['app-1', 'app-2', 'app-3']) backends.push(new SoakBackend(id, await freePort(), seen));
-    cleanups.push(async () => void (await Promise.all(backends.map((backend) => backend.kill()))));
+    cleanup.add(async () => void (await Promise.all(backends.map((backend) => backend.kill()))));
     await Promise.all(backends.map((backend) => backend.start()));
     const cli = await startCli(
       () =>
@@ -738,7 +732,7 @@ describe('faults: soak', () => {
           ...backends.map((backend) => `  - { id: ${backend.id}, url: "http://127.0.0.1:${backend.port}" }`),
         ].join('\n'),
     );
-    cleanups.push(() => cli.stop());
+    cleanup.add(() => cli.stop());
     const pid = cli.child.pid!;
     /** Where the proxy sent each request it answered with a 5xx, from its access log. */
     const failedAt = new Map<string, string>();
@@ -748,7 +742,7 @@ describe('faults: soak', () => {
       }
     };
     const sweeper = setInterval(sweepLog, 250);
-    cleanups.push(() => clearInterval(sweeper));
+    cleanup.add(() => clearInterval(sweeper));
     await waitFor(async () => (await metric(cli.adminPort, 'limpet_backend_up')) === backends.length, 10_000, 'every backend up');
     const fdsBefore = openFds(pid);
 

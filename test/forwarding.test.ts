@@ -1,25 +1,17 @@
-import { afterEach, describe, expect, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
 import { createServer } from 'node:net';
-import { backendsYaml, startBackend, startBackends, type TestBackend } from './support/backends.js';
+import { backendsYaml, startBackend, startBackends } from './support/backends.js';
+import { useCleanup } from './support/cleanup.js';
 import { request } from './support/client.js';
 import { startProxy } from './support/proxy.js';
-import type { Limpet } from '../src/limpet.js';
 
-let backends: TestBackend[] = [];
-let proxy: Limpet | null = null;
-
-afterEach(async () => {
-  await proxy?.close();
-  proxy = null;
-  await Promise.all(backends.map((b) => b.close()));
-  backends = [];
-});
+const cleanup = useCleanup();
 
 describe('forwarding', () => {
   it('preserves Host, strips hop-by-hop headers and the headers Connection names, and adds X-Forwarded-*', async () => {
-    backends = await startBackends(1);
+    const backends = cleanup.add(await startBackends(1));
     const started = await startProxy(`affinity: { by: ip }\n${backendsYaml(backends)}`);
-    proxy = started.limpet;
+    cleanup.add(started.limpet);
     const res = await request(started.port, {
       path: '/a/b?c=d',
       headers: {
@@ -48,20 +40,20 @@ describe('forwarding', () => {
   });
 
   it('replaces X-Forwarded-* from an untrusted peer and extends them from a trusted one', async () => {
-    backends = await startBackends(1);
-    let started = await startProxy(`affinity: { by: ip }\n${backendsYaml(backends)}`);
-    proxy = started.limpet;
+    const backends = cleanup.add(await startBackends(1));
+    const untrusting = await startProxy(`affinity: { by: ip }\n${backendsYaml(backends)}`);
+    cleanup.add(untrusting.limpet);
     const forged = { 'x-forwarded-for': '6.6.6.6', 'x-forwarded-proto': 'https', 'x-forwarded-host': 'evil.example', host: 'real.example' };
-    await request(started.port, { headers: forged, localAddress: '127.0.0.9' });
+    await request(untrusting.port, { headers: forged, localAddress: '127.0.0.9' });
     let seen = backends[0]!.seen.at(-1)!;
     expect(seen.headers['x-forwarded-for']).toBe('127.0.0.9');
     expect(seen.headers['x-forwarded-proto']).toBe('http');
     expect(seen.headers['x-forwarded-host']).toBe('real.example');
-    await proxy.close();
+    await untrusting.limpet.close();
 
-    started = await startProxy(`affinity: { by: ip }\ntrustedProxies: ["127.0.0.9/32"]\n${backendsYaml(backends)}`);
-    proxy = started.limpet;
-    await request(started.port, { headers: forged, localAddress: '127.0.0.9' });
+    const trusting = await startProxy(`affinity: { by: ip }\ntrustedProxies: ["127.0.0.9/32"]\n${backendsYaml(backends)}`);
+    cleanup.add(trusting.limpet);
+    await request(trusting.port, { headers: forged, localAddress: '127.0.0.9' });
     seen = backends[0]!.seen.at(-1)!;
     expect(seen.headers['x-forwarded-for']).toBe('6.6.6.6, 127.0.0.9');
     expect(seen.headers['x-forwarded-proto']).toBe('https');
@@ -69,7 +61,7 @@ describe('forwarding', () => {
   });
 
   it('streams a POST body and the response status, headers and body back', async () => {
-    backends = [
+    const backends = cleanup.add([
       await startBackend('echo', (req, res) => {
         const chunks: Buffer[] = [];
         req.on('data', (c: Buffer) => chunks.push(c));
@@ -78,9 +70,9 @@ describe('forwarding', () => {
           res.end(Buffer.concat(chunks));
         });
       }),
-    ];
+    ]);
     const started = await startProxy(`affinity: { by: ip }\n${backendsYaml(backends)}`);
-    proxy = started.limpet;
+    cleanup.add(started.limpet);
     const res = await request(started.port, { method: 'POST', body: 'hello body', headers: { 'content-type': 'text/plain' } });
     expect(res.status).toBe(201);
     expect(res.body).toBe('hello body');
@@ -92,7 +84,7 @@ describe('forwarding', () => {
     const closed = await startBackend('gone');
     await closed.close();
     const started = await startProxy(`affinity: { by: ip }\nretries: 0\n${backendsYaml([closed])}`);
-    proxy = started.limpet;
+    cleanup.add(started.limpet);
     const res = await request(started.port);
     expect(res.status).toBe(502);
     expect(res.body).toMatch(/bad gateway/i);
@@ -102,22 +94,19 @@ describe('forwarding', () => {
     const silent = createServer(() => {
       /* accepts, reads, never answers */
     });
+    cleanup.add(() => silent.close());
     await new Promise<void>((r) => silent.listen(0, '127.0.0.1', r));
     const port = (silent.address() as { port: number }).port;
-    try {
-      const started = await startProxy(`affinity: { by: ip }\ntimeouts: { response: 300ms }\nbackends: [{ id: silent, url: "http://127.0.0.1:${port}" }]`);
-      proxy = started.limpet;
-      const res = await request(started.port);
-      expect(res.status).toBe(504);
-    } finally {
-      silent.close();
-    }
+    const started = await startProxy(`affinity: { by: ip }\ntimeouts: { response: 300ms }\nbackends: [{ id: silent, url: "http://127.0.0.1:${port}" }]`);
+    cleanup.add(started.limpet);
+    const res = await request(started.port);
+    expect(res.status).toBe(504);
   });
 
   it('routes each request on a keep-alive connection on its own (header affinity)', async () => {
-    backends = await startBackends(3);
+    const backends = cleanup.add(await startBackends(3));
     const started = await startProxy(`affinity: { by: header, header: X-Session-Id }\n${backendsYaml(backends)}`);
-    proxy = started.limpet;
+    cleanup.add(started.limpet);
     const { Agent } = await import('node:http');
     const agent = new Agent({ keepAlive: true, maxSockets: 1 });
     const servedBy = new Map<string, string>();
@@ -134,9 +123,9 @@ describe('forwarding', () => {
   });
 
   it('refuses a request target that is not a path with 400', async () => {
-    backends = await startBackends(1);
+    const backends = cleanup.add(await startBackends(1));
     const started = await startProxy(`affinity: { by: ip }\n${backendsYaml(backends)}`);
-    proxy = started.limpet;
+    cleanup.add(started.limpet);
     const res = await request(started.port, { method: 'OPTIONS', path: '*' });
     expect(res.status).toBe(400);
     expect(backends[0]!.seen).toHaveLength(0);

@@ -1,18 +1,11 @@
-import { afterEach, describe, expect, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
 import { answerWithId, backendsYaml, startBackend, startBackends, type TestBackend } from './support/backends.js';
+import { useCleanup } from './support/cleanup.js';
 import { request, waitFor } from './support/client.js';
-import { startCli, type CliProxy } from './support/cli.js';
+import { startCli } from './support/cli.js';
 import { parseExposition, sample } from './support/exposition.js';
 
-let backends: TestBackend[] = [];
-let cli: CliProxy | null = null;
-
-afterEach(async () => {
-  await cli?.stop();
-  cli = null;
-  await Promise.all(backends.map((b) => b.close()));
-  backends = [];
-});
+const cleanup = useCleanup();
 
 const HEALTH = 'healthCheck: { interval: 100ms, timeout: 200ms, rise: 1, fall: 2 }\naffinity: { by: ip }\n';
 
@@ -58,20 +51,20 @@ function lightLoad(port: number) {
 
 describe('hot reload', () => {
   it('adds, removes and reweights backends under load with zero failed requests, keeping pins', async () => {
-    backends = await startBackends(3);
+    const backends = cleanup.add(await startBackends(3));
     const [a, b, c] = backends as [TestBackend, TestBackend, TestBackend];
-    cli = await startCli(() => `${HEALTH}${backendsYaml([a, b])}\n`);
+    const cli = cleanup.add(await startCli(() => `${HEALTH}${backendsYaml([a, b])}\n`));
     const load = lightLoad(cli.port);
     await waitFor(() => load.statuses.length > 200, 20_000, 'some traffic');
 
     cli.writeConfig(`${HEALTH}${backendsYaml([a, b, c])}\n`); // add, by rename
-    await waitFor(async () => (await backendIds(cli!.adminPort)).some((x) => x.id === 'app-3' && x.state === 'up'), 10_000, 'app-3 added and up');
+    await waitFor(async () => (await backendIds(cli.adminPort)).some((x) => x.id === 'app-3' && x.state === 'up'), 10_000, 'app-3 added and up');
     const afterAdd = load.statuses.length;
     await waitFor(() => load.statuses.length > afterAdd + 200, 20_000, 'traffic after the add');
 
     cli.overwriteConfig(`${HEALTH}backends:\n  - { id: app-2, url: "${b.url}", weight: 3 }\n  - { id: app-3, url: "${c.url}" }\n`); // remove app-1 and reweight, in place
     await waitFor(async () => {
-      const list = await backendIds(cli!.adminPort);
+      const list = await backendIds(cli.adminPort);
       return list.length === 2 && list[0]!.id === 'app-2' && list[0]!.weight === 3;
     }, 10_000, 'app-1 removed and app-2 reweighted');
     const afterRemove = load.statuses.length;
@@ -91,11 +84,11 @@ describe('hot reload', () => {
   });
 
   it('rejects an invalid file written mid-traffic, keeps serving the old config and counts the failure', async () => {
-    backends = await startBackends(2);
-    cli = await startCli(() => `${HEALTH}${backendsYaml(backends)}\n`);
+    const backends = cleanup.add(await startBackends(2));
+    const cli = cleanup.add(await startCli(() => `${HEALTH}${backendsYaml(backends)}\n`));
     const load = lightLoad(cli.port);
     cli.writeConfig(`${HEALTH}backends:\n  - { id: app-1, url: "${backends[0]!.url}" }\n  - { id: app-1, url: "not a url" }\ntimeouts: { connect: forever }\n`);
-    await waitFor(async () => (await reloads(cli!.adminPort, 'failure')) === 1, 10_000, 'the failed reload to be counted');
+    await waitFor(async () => (await reloads(cli.adminPort, 'failure')) === 1, 10_000, 'the failed reload to be counted');
     const before = load.statuses.length;
     await waitFor(() => load.statuses.length > before + 100, 20_000, 'traffic after the bad write');
     await load.stop();
@@ -110,13 +103,13 @@ describe('hot reload', () => {
   });
 
   it('reloads on SIGHUP and reports keys that need a restart', async () => {
-    backends = await startBackends(2);
-    cli = await startCli(() => `${HEALTH}${backendsYaml(backends)}\n`);
+    const backends = cleanup.add(await startBackends(2));
+    const cli = cleanup.add(await startCli(() => `${HEALTH}${backendsYaml(backends)}\n`));
     cli.child.kill('SIGHUP');
-    await waitFor(async () => (await reloads(cli!.adminPort, 'success')) === 1, 10_000, 'SIGHUP reload');
+    await waitFor(async () => (await reloads(cli.adminPort, 'success')) === 1, 10_000, 'SIGHUP reload');
     cli.writeConfig(`${HEALTH}workers: 2\n${backendsYaml(backends, 'weight: 5')}\n`);
-    await waitFor(async () => (await backendIds(cli!.adminPort)).every((x) => x.weight === 5), 10_000, 'weights applied');
-    await waitFor(() => cli!.logs.some((l) => l.msg === 'config changes that need a restart were not applied' && (l.keys as string[]).includes('workers')), 10_000, 'restart warning');
+    await waitFor(async () => (await backendIds(cli.adminPort)).every((x) => x.weight === 5), 10_000, 'weights applied');
+    await waitFor(() => cli.logs.some((l) => l.msg === 'config changes that need a restart were not applied' && (l.keys as string[]).includes('workers')), 10_000, 'restart warning');
     expect((await request(cli.port)).status).toBe(200);
   });
 });
@@ -124,14 +117,14 @@ describe('hot reload', () => {
 describe('graceful shutdown', () => {
   it('lets slow in-flight requests finish on SIGTERM, refuses new connections, and exits 0', async () => {
     let arrived = 0;
-    backends = [
+    const backends = cleanup.add([
       await startBackend('slow', (req, res, id) => {
         if (req.url === '/health' || req.headers['x-limpet-probe']) return void res.end('ok');
         arrived++;
         setTimeout(() => answerWithId(req, res, id), 1500);
       }),
-    ];
-    cli = await startCli(() => `${HEALTH}timeouts: { shutdown: 20s }\n${backendsYaml(backends)}\n`);
+    ]);
+    const cli = cleanup.add(await startCli(() => `${HEALTH}timeouts: { shutdown: 20s }\n${backendsYaml(backends)}\n`));
     const port = cli.port;
     const inflight = Array.from({ length: 5 }, (_, i) => request(port, { localAddress: sourceAddress(i) }));
     await waitFor(() => arrived === 5, 10_000, 'requests to reach the backend');

@@ -1,6 +1,7 @@
-import { afterEach, describe, expect, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
 import { createServer as createTcpServer, type Socket } from 'node:net';
 import { request as httpRequest } from 'node:http';
+import { useCleanup } from './support/cleanup.js';
 import { waitFor } from './support/client.js';
 import { startProxy } from './support/proxy.js';
 import {
@@ -20,29 +21,24 @@ import type { Limpet } from '../src/limpet.js';
 // Real socket.io servers (child processes, default settings: long-polling first, then upgrade),
 // limpet in process in front of them, real socket.io-client clients.
 
+const cleanup = useCleanup();
+/** This test's socket.io servers, proxy and clients, for the helpers below. */
 let backends: SocketIoBackend[] = [];
-let proxy: Limpet | null = null;
+let proxy: Limpet;
 let clients: TestClient[] = [];
-
-afterEach(async () => {
-  for (const client of clients) client.close();
-  clients = [];
-  await proxy?.close();
-  proxy = null;
-  await Promise.all(backends.map((b) => b.kill()));
-  backends = [];
-});
 
 type Mode = 'cookie' | 'ip';
 const CLIENTS = 30;
 const FAST_HEALTH = 'healthCheck: { path: /health, interval: 100ms, timeout: 150ms, rise: 1, fall: 2 }';
 
 async function setup(mode: Mode): Promise<{ port: number; adminPort: number }> {
-  backends = await startSocketIoBackends(3);
+  backends = cleanup.add(await startSocketIoBackends(3));
   const affinity = mode === 'cookie' ? 'affinity: { by: cookie, cookie: { secret: socket-io-test-secret } }' : 'affinity: { by: ip }';
   const yaml = [affinity, FAST_HEALTH, 'backends:', ...backends.map((b) => `  - { id: ${b.id}, url: "${b.url}" }`)].join('\n');
   const started = await startProxy(yaml);
-  proxy = started.limpet;
+  proxy = cleanup.add(started.limpet);
+  clients = [];
+  cleanup.add(() => clients.forEach((client) => client.close()));
   return { port: started.port, adminPort: started.limpet.adminAddress.port };
 }
 
@@ -206,22 +202,20 @@ describe('socket.io behind limpet', () => {
 
     // Drain: the backend keeps its existing clients, WebSockets included.
     const drained = [...home.values()][0]!;
-    proxy!.setDraining(drained, true);
+    proxy.setDraining(drained, true);
     await untouched();
-    proxy!.setDraining(drained, false);
+    proxy.setDraining(drained, false);
 
     // Reload with the very same config, and with an equal copy of it: nothing closes.
-    proxy!.reload(proxy!.currentConfig);
+    proxy.reload(proxy.currentConfig);
     await untouched();
-    proxy!.reload(structuredClone(proxy!.currentConfig));
+    proxy.reload(structuredClone(proxy.currentConfig));
     await untouched();
 
     // Shutdown: every client gets WebSocket close 1001 (going away).
     for (const client of clients) client.socket.io.reconnection(false);
-    const closing = proxy!;
-    proxy = null;
     const closeStarted = Date.now();
-    await closing.close();
+    await proxy.close();
     const closeMs = Date.now() - closeStarted;
     await waitFor(() => clients.every((c) => c.disconnects.length === 1), 5_000, 'every client to see the close');
     expect(clients.map((c) => c.disconnects[0])).toEqual(clients.map(() => ({ reason: 'transport close', code: 1001 })));
@@ -243,7 +237,7 @@ describe('socket.io behind limpet', () => {
     try {
       const silentPort = (silent.address() as { port: number }).port;
       const started = await startProxy(`affinity: { by: ip }\nhealthCheck: { interval: 1h }\ntimeouts: { connect: 3s, response: 300ms }\nbackends:\n  - { id: silent, url: "http://127.0.0.1:${silentPort}" }`);
-      proxy = started.limpet;
+      cleanup.add(started.limpet);
       const began = Date.now();
       const status = await new Promise<number>((resolve, reject) => {
         const req = httpRequest({

@@ -1,13 +1,13 @@
-import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { existsSync } from 'node:fs';
 import { mkdir, mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { chromium, type BrowserContext, type Page } from 'playwright-core';
-import { answerWithId, backendsYaml, startBackend, type BackendHandler, type TestBackend } from './support/backends.js';
+import { answerWithId, backendsYaml, startBackend, type BackendHandler } from './support/backends.js';
+import { useCleanup } from './support/cleanup.js';
 import { request } from './support/client.js';
 import { startProxy } from './support/proxy.js';
-import type { Limpet } from '../src/limpet.js';
 
 /**
  * The admin status page in a real browser: Debian's chromium driven by playwright-core (no browser is
@@ -76,9 +76,7 @@ function trafficFrom(port: number, addresses: string[]) {
 describe.skipIf(!hasChromium)('status page in a browser', () => {
   let context: BrowserContext;
   let profile: string;
-  let backends: TestBackend[] = [];
-  let proxy: Limpet | null = null;
-  const stops: (() => Promise<void>)[] = [];
+  const cleanup = useCleanup();
 
   beforeAll(async () => {
     profile = await mkdtemp(join(tmpdir(), 'limpet-chromium-'));
@@ -96,14 +94,6 @@ describe.skipIf(!hasChromium)('status page in a browser', () => {
     if (profile) await rm(profile, { recursive: true, force: true });
   });
 
-  afterEach(async () => {
-    for (const stop of stops.splice(0)) await stop();
-    await proxy?.close();
-    proxy = null;
-    await Promise.all(backends.map((b) => b.close()));
-    backends = [];
-  });
-
   it('shows every backend up, request rates once traffic flows, and a backend whose health fails as down', async () => {
     const health = new Map<string, number>();
     const handler: BackendHandler = (req, res, id) => {
@@ -113,12 +103,12 @@ describe.skipIf(!hasChromium)('status page in a browser', () => {
       }
       answerWithId(req, res, id);
     };
-    backends = await Promise.all(['app-1', 'app-2', 'app-3'].map((id) => startBackend(id, handler)));
+    const backends = cleanup.add(await Promise.all(['app-1', 'app-2', 'app-3'].map((id) => startBackend(id, handler))));
     const started = await startProxy(`affinity: { by: ip }\n${FAST_HEALTH}\n${backendsYaml(backends)}`);
-    proxy = started.limpet;
+    const proxy = cleanup.add(started.limpet);
     const ids = backends.map((b) => b.id);
 
-    const page = await context.newPage();
+    const page = cleanup.add(await context.newPage());
     const pageErrors: string[] = [];
     page.on('pageerror', (error) => pageErrors.push(String(error)));
     const response = await page.goto(`http://127.0.0.1:${proxy.adminAddress.port}/`);
@@ -133,13 +123,13 @@ describe.skipIf(!hasChromium)('status page in a browser', () => {
     // One client's traffic: its backend's Req/s rises above 0 and its pinned-client count to 1; the others stay idle.
     const first = await request(started.port, { localAddress: '127.0.8.2' });
     const busy = first.headers['x-backend'] as string;
-    stops.push(trafficFrom(started.port, ['127.0.8.2']));
+    cleanup.add(trafficFrom(started.port, ['127.0.8.2']));
     const busyRows = await waitForRows(page, (rows) => reqPerSec(rows.find((r) => r.id === busy)) > 0, `Req/s > 0 for ${busy}`);
     expect(busyRows.find((r) => r.id === busy)!.fields.sessions).toBe('1');
     for (const row of busyRows.filter((r) => r.id !== busy)) expect(reqPerSec(row), row.id).toBe(0);
 
     // Spread more clients over every backend, then make one backend's health check fail.
-    stops.push(trafficFrom(started.port, Array.from({ length: 24 }, (_, i) => `127.0.9.${i + 2}`)));
+    cleanup.add(trafficFrom(started.port, Array.from({ length: 24 }, (_, i) => `127.0.9.${i + 2}`)));
     await waitForRows(page, (rows) => ids.every((id) => reqPerSec(rows.find((r) => r.id === id)) > 0), 'Req/s > 0 for every backend');
     const victim = ids.find((id) => id !== busy)!;
     health.set(victim, 503);

@@ -1,25 +1,17 @@
-import { afterEach, describe, expect, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
 import { createHash } from 'node:crypto';
 import { request as httpRequest, type IncomingMessage, type ServerResponse } from 'node:http';
-import { startBackend, type TestBackend } from './support/backends.js';
+import { startBackend } from './support/backends.js';
+import { useCleanup } from './support/cleanup.js';
 import { waitFor } from './support/client.js';
 import { startProxy } from './support/proxy.js';
-import type { Limpet } from '../src/limpet.js';
 
 const SIZE = 50 * 1024 * 1024;
 const CHUNK = Buffer.alloc(64 * 1024, 'limpet-stream-');
 /** What may sit in socket buffers and stream queues along the way: far less than the 50 MB body. */
 const BUFFER_BOUND = 16 * 1024 * 1024;
 
-let backend: TestBackend | null = null;
-let proxy: Limpet | null = null;
-
-afterEach(async () => {
-  await proxy?.close();
-  proxy = null;
-  await backend?.close();
-  backend = null;
-});
+const cleanup = useCleanup();
 
 /** Writes `size` bytes with backpressure; resolves when all is written. */
 function pump(stream: NodeJS.WritableStream, size: number, done: () => void): void {
@@ -41,12 +33,14 @@ function expectedDigest(): string {
 }
 
 async function start(handler: (req: IncomingMessage, res: ServerResponse) => void): Promise<number> {
-  backend = await startBackend('big', (req, res) => {
-    if (req.url === '/health') res.end('ok');
-    else handler(req, res);
-  });
+  const backend = cleanup.add(
+    await startBackend('big', (req, res) => {
+      if (req.url === '/health') res.end('ok');
+      else handler(req, res);
+    }),
+  );
   const started = await startProxy(`affinity: { by: ip }\ntimeouts: { response: 60s }\nbackends: [{ id: big, url: "${backend.url}" }]`);
-  proxy = started.limpet;
+  cleanup.add(started.limpet);
   return started.port;
 }
 

@@ -1,24 +1,18 @@
-import { afterEach, describe, expect, it } from 'vitest';
-import { createServer, connect, type Server, type Socket, type AddressInfo } from 'node:net';
+import { describe, expect, it } from 'vitest';
+import { createServer, connect, type Socket, type AddressInfo } from 'node:net';
+import { useCleanup } from './support/cleanup.js';
 import { waitFor } from './support/client.js';
 import { startProxy } from './support/proxy.js';
 
 const CLOSE_1001_UNMASKED = Buffer.from([0x88, 0x02, 0x03, 0xe9]);
 
-let backend: Server | null = null;
-let backendSockets: Socket[] = [];
-
-afterEach(async () => {
-  for (const socket of backendSockets) socket.destroy();
-  backendSockets = [];
-  await new Promise((resolve) => (backend ? backend.close(resolve) : resolve(undefined)));
-  backend = null;
-});
+const cleanup = useCleanup();
 
 /** A raw WebSocket backend: answers the upgrade, then sends `frameBytes` and waits. */
 async function startRawBackend(frameBytes: Buffer): Promise<string> {
-  backend = createServer((socket) => {
-    backendSockets.push(socket);
+  const sockets: Socket[] = [];
+  const backend = createServer((socket) => {
+    sockets.push(socket);
     let head = '';
     socket.on('data', (chunk) => {
       if (head.includes('\r\n\r\n')) return;
@@ -31,15 +25,21 @@ async function startRawBackend(frameBytes: Buffer): Promise<string> {
     });
     socket.on('error', () => {});
   });
-  await new Promise<void>((resolve) => backend!.listen(0, '127.0.0.1', resolve));
-  return `http://127.0.0.1:${(backend!.address() as AddressInfo).port}`;
+  cleanup.add(() => {
+    for (const socket of sockets) socket.destroy();
+    return new Promise((resolve) => backend.close(resolve));
+  });
+  await new Promise<void>((resolve) => backend.listen(0, '127.0.0.1', resolve));
+  return `http://127.0.0.1:${(backend.address() as AddressInfo).port}`;
 }
 
 /** Upgrades through the proxy and returns everything received after the 101 head, once the proxy closes. */
 async function tunnelThenShutdown(frameBytes: Buffer): Promise<Buffer> {
   const url = await startRawBackend(frameBytes);
   const { limpet, port } = await startProxy(`affinity: { by: ip }\nbackends: [{ id: ws, url: "${url}" }]`);
+  cleanup.add(limpet);
   const client = connect(port, '127.0.0.1');
+  cleanup.add(() => client.destroy());
   const chunks: Buffer[] = [];
   client.on('data', (chunk) => chunks.push(chunk));
   const closed = new Promise((resolve) => client.on('close', resolve));
