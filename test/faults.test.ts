@@ -1,3 +1,13 @@
+/**
+ * Faults: backends that misbehave at the byte level, clients that leave mid-request, 5,000 idle
+ * keep-alive connections, and a soak that SIGKILLs backends under mixed load.
+ *
+ * Environment:
+ *   FAULTS_SOAK_SECONDS=60   how long the soak runs, in seconds (default 60).
+ *   SOAK_SEED=<integer>      the soak's random seed (0 to 4294967295). Without it the soak draws a
+ *                            fresh seed and prints it first ("soak: seed N, replay with SOAK_SEED=N");
+ *                            the same seed replays the same kills, pauses, bodies and backend delays.
+ */
 import { describe, expect, it } from 'vitest';
 import { spawn, type ChildProcess } from 'node:child_process';
 import { createInterface } from 'node:readline';
@@ -12,6 +22,7 @@ import { startCli } from './support/cli.js';
 import { request, waitFor } from './support/client.js';
 import { parseExposition } from './support/exposition.js';
 import { freePort } from './support/ports.js';
+import { seededRandom, seedFrom } from './support/random.js';
 import { startProxy } from './support/proxy.js';
 import type { Limpet } from '../src/limpet.js';
 
@@ -631,6 +642,8 @@ class SoakBackend {
     readonly id: string,
     readonly port: number,
     private readonly seen: Map<string, number>,
+    /** Decides, with each request's id, which requests the backend delays. */
+    private readonly seed: number,
   ) {}
 
   /** Started and accepting connections. */
@@ -639,7 +652,7 @@ class SoakBackend {
   }
 
   async start(): Promise<void> {
-    const child = spawn(process.execPath, [SOAK_BACKEND, this.id, String(this.port)], { stdio: ['ignore', 'pipe', 'inherit'] });
+    const child = spawn(process.execPath, [SOAK_BACKEND, this.id, String(this.port), String(this.seed)], { stdio: ['ignore', 'pipe', 'inherit'] });
     this.child = child;
     this.exited = new Promise((resolve) => child.once('exit', () => resolve(Date.now())));
     // 'close' comes after the exit and after the last stdout line was read.
@@ -713,9 +726,11 @@ describe('faults: soak', () => {
   const SECONDS = Number(process.env.FAULTS_SOAK_SECONDS ?? 60);
 
   it(`loses no retryable request in ${SECONDS} s of mixed load while backends are SIGKILLed and restarted at random`, async () => {
+    const seed = seedFrom('SOAK_SEED');
+    console.log(`soak: seed ${seed}, replay with SOAK_SEED=${seed}`);
     const seen = new Map<string, number>();
     const backends: SoakBackend[] = [];
-    for (const id of ['app-1', 'app-2', 'app-3']) backends.push(new SoakBackend(id, await freePort(), seen));
+    for (const id of ['app-1', 'app-2', 'app-3']) backends.push(new SoakBackend(id, await freePort(), seen, seed));
     cleanup.add(async () => void (await Promise.all(backends.map((backend) => backend.kill()))));
     await Promise.all(backends.map((backend) => backend.start()));
     const cli = await startCli(
@@ -748,18 +763,19 @@ describe('faults: soak', () => {
 
     const deadline = Date.now() + SECONDS * 1000;
     const pause = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
-    let kills = 0;
+    const killed: string[] = [];
     const restarts: Promise<void>[] = [];
     const chaos = (async () => {
+      const random = seededRandom(seed);
       while (Date.now() < deadline) {
-        await pause(800 + Math.random() * 1700);
+        await pause(800 + random() * 1700);
         const alive = backends.filter((backend) => backend.alive);
         // Never all at once: at least one backend keeps running.
         if (alive.length < 2 || Date.now() >= deadline) continue;
-        const victim = alive[Math.floor(Math.random() * alive.length)]!;
+        const victim = alive[Math.floor(random() * alive.length)]!;
         await victim.kill();
-        kills++;
-        restarts.push(pause(200 + Math.random() * 1500).then(() => victim.start()));
+        killed.push(victim.id);
+        restarts.push(pause(200 + random() * 1500).then(() => victim.start()));
       }
     })();
 
@@ -768,8 +784,10 @@ describe('faults: soak', () => {
     const worker = async (kind: keyof typeof sent, index: number, post: (n: number) => boolean) => {
       const agent = kind === 'new' ? false : new Agent({ keepAlive: true, maxSockets: 1 });
       const cookie = { value: null as string | null };
+      // A stream of its own per worker: its bodies are the same for a seed whatever the interleaving.
+      const random = seededRandom(seed, 1 + Object.keys(sent).indexOf(kind) * 100 + index);
       for (let n = 0; Date.now() < deadline; n++) {
-        const body = post(n) ? randomBytes(1 + Math.floor(Math.random() * 16_384)) : null;
+        const body = post(n) ? Buffer.alloc(1 + Math.floor(random() * 16_384), n & 0xff) : null;
         const outcome = await soakRequest(cli.port, `${kind}${index}-${n}`, agent, cookie, body);
         sent[kind]++;
         if (outcome.result !== 200) failed.push(outcome);
@@ -811,15 +829,15 @@ describe('faults: soak', () => {
     const byResult = new Map<string, number>();
     for (const o of failed) byResult.set(String(o.result), (byResult.get(String(o.result)) ?? 0) + 1);
     console.log(
-      `soak: ${SECONDS} s, ${requests} requests (${sent.get} keep-alive GET, ${sent.post} keep-alive POST, ${sent.new} GET/POST on new connections), ` +
-        `${kills} backend SIGKILLs; ${failed.length} failed ${JSON.stringify(Object.fromEntries(byResult))}: ${reachedBackend.length} seen by a backend that then died, ` +
+      `soak: seed ${seed}, ${SECONDS} s, ${requests} requests (${sent.get} keep-alive GET, ${sent.post} keep-alive POST, ${sent.new} GET/POST on new connections), ` +
+        `${killed.length} backend SIGKILLs (${killed.join(' ')}); ${failed.length} failed ${JSON.stringify(Object.fromEntries(byResult))}: ${reachedBackend.length} seen by a backend that then died, ` +
         `${inDyingBackend.length} POSTs sent to a backend as it was killed but not read by it, ${lost.length} lost; ` +
         `${resent} requests resent after reaching a backend; ${retries} upstream retries; proxy fds ${fdsBefore} → ${fdsAfter}`,
     );
-    expect(lost.map((o) => ({ ...o, sentTo: failedAt.get(`/soak/${o.id}`) ?? null }))).toEqual([]);
+    expect(lost.map((o) => ({ ...o, sentTo: failedAt.get(`/soak/${o.id}`) ?? null })), `lost requests; replay with SOAK_SEED=${seed}`).toEqual([]);
     // Whatever else went wrong is wrong whether or not a backend saw the request.
     expect(failed.filter((o) => o.result === 'HANG' || o.result === 'wrong body' || (typeof o.result === 'number' && o.result < 500))).toEqual([]);
-    expect(kills).toBeGreaterThanOrEqual(Math.max(1, Math.floor(SECONDS / 5)));
+    expect(killed.length).toBeGreaterThanOrEqual(Math.max(1, Math.floor(SECONDS / 5)));
     expect(requests).toBeGreaterThan(SECONDS * 50);
   }, (SECONDS + 120) * 1000);
 });
