@@ -48,6 +48,9 @@ export function cookiePair(headers: IncomingHttpHeaders, name = 'limpet'): strin
   return line?.split(';')[0];
 }
 
+/** The real setTimeout, taken before any test can fake timers, so polling keeps running while one does. */
+const pollTimer = globalThis.setTimeout;
+
 /**
  * Polls `check` until it returns a truthy value, or fails after `timeoutMs`. A check that throws (a
  * failed expectation, a refused connection) is polled again like one that returns a falsy value; the
@@ -66,6 +69,6 @@ export async function waitFor<T>(check: () => T | Promise<T>, timeoutMs = 10_000
       last = `threw ${error instanceof Error ? error.message : String(error)}`;
     }
     if (Date.now() > deadline) throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}; the last check ${last}`);
-    await new Promise((r) => setTimeout(r, 20));
+    await new Promise((r) => pollTimer(r, 20));
   }
 }
