@@ -6,6 +6,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { backendsYaml, startBackends } from './support/backends.js';
 import { useCleanup } from './support/cleanup.js';
+import { commandFrom } from './support/debian-packages.js';
 import { startProxy } from './support/proxy.js';
 
 const cleanup = useCleanup();
@@ -15,7 +16,7 @@ describe('TLS listener', () => {
     const dir = mkdtempSync(join(tmpdir(), 'limpet-tls-'));
     const cert = join(dir, 'cert.pem');
     const key = join(dir, 'key.pem');
-    execFileSync('openssl', ['req', '-x509', '-newkey', 'rsa:2048', '-nodes', '-keyout', key, '-out', cert, '-days', '1', '-subj', '/CN=localhost'], { stdio: 'ignore' });
+    execFileSync(commandFrom('openssl'), ['req', '-x509', '-newkey', 'rsa:2048', '-nodes', '-keyout', key, '-out', cert, '-days', '1', '-subj', '/CN=localhost'], { stdio: 'ignore' });
     const backends = cleanup.add(await startBackends(1));
     const started = await startProxy(`tls: { cert: "${cert}", key: "${key}" }\naffinity: { by: cookie, cookie: { secret: s } }\n${backendsYaml(backends)}`);
     cleanup.add(started.limpet);
