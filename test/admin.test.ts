@@ -85,15 +85,16 @@ describe('metrics', () => {
 
   it('shows a killed backend as down, counts remaps with reason down, and retries', async () => {
     const backends = cleanup.add(await startBackends(3));
-    // Checks far apart at first, so real requests meet the dead backend (and are retried) before a check does.
-    const yaml = (interval: string) => `affinity: { by: ip }\nhealthCheck: { interval: ${interval}, timeout: 100ms, fall: 1 }\n${backendsYaml(backends)}`;
-    const started = await startProxy(yaml('1h'));
+    // Real requests must meet the dead backend (and be retried) before a check marks it down: checks
+    // run every 100 ms from the start, but until the reload it takes 100 failed ones, not one.
+    const yaml = (fall: number) => `affinity: { by: ip }\nhealthCheck: { interval: 100ms, timeout: 100ms, fall: ${fall} }\n${backendsYaml(backends)}`;
+    const started = await startProxy(yaml(100));
     const proxy = cleanup.add(started.limpet);
     for (let i = 0; i < 30; i++) await request(started.port, { localAddress: `127.0.3.${i + 2}` });
     const victim = backends[0]!;
     await victim.close();
     for (let i = 0; i < 30; i++) expect((await request(started.port, { localAddress: `127.0.3.${i + 2}` })).status).toBe(200);
-    proxy.reload(parseConfig(`listen: 127.0.0.1:0\nadmin: { listen: "127.0.0.1:0" }\n${yaml('100ms')}`, 'test.yaml', {}));
+    proxy.reload(parseConfig(`listen: 127.0.0.1:0\nadmin: { listen: "127.0.0.1:0" }\n${yaml(1)}`, 'test.yaml', {}));
     await waitFor(async () => sample(await scrape(proxy), 'limpet_backend_up', { backend: victim.id }) === 0, 10_000, 'backend_up 0');
     await waitFor(async () => sample(await scrape(proxy), 'limpet_health_checks_total', { backend: victim.id, result: 'fail' }) > 0, 10_000, 'a failed check');
     const metrics = await scrape(proxy);
