@@ -1,20 +1,23 @@
-import { afterEach, describe, expect, it } from 'vitest';
-import { backendsYaml, startBackends, type TestBackend } from './support/backends.js';
+import { describe, expect, it } from 'vitest';
+import { backendsYaml, startBackends } from './support/backends.js';
+import { useCleanup } from './support/cleanup.js';
 import { request, waitFor } from './support/client.js';
 import { startProxy, type LogCapture } from './support/proxy.js';
-import { parseExposition, sample } from './support/exposition.js';
+import { parseExposition, sample, type Exposition } from './support/exposition.js';
 import { parseConfig } from '../src/config/load.js';
 import type { Limpet } from '../src/limpet.js';
 
-let backends: TestBackend[] = [];
-let proxy: Limpet | null = null;
+const cleanup = useCleanup();
 
-afterEach(async () => {
-  await proxy?.close();
-  proxy = null;
-  await Promise.all(backends.map((b) => b.close()));
-  backends = [];
-});
+/** The histogram's bounds, from half a millisecond up, in exposition order. */
+const BUCKET_BOUNDS = ['0.0005', '0.001', '0.0025', '0.005', '0.01', '0.025', '0.05', '0.1', '0.25', '0.5', '1', '2.5', '5', '10', '+Inf'];
+
+/** `[le, cumulative count]` for each `limpet_request_duration_seconds_bucket` of one backend, as exposed. */
+function durationBuckets(metrics: Exposition, backend: string): [string, number][] {
+  return metrics.samples
+    .filter((s) => s.name === 'limpet_request_duration_seconds_bucket' && s.labels.backend === backend)
+    .map((s) => [s.labels.le!, s.value]);
+}
 
 async function scrape(limpet: Limpet) {
   const res = await request(limpet.adminAddress.port, { path: '/metrics' });
@@ -25,9 +28,9 @@ async function scrape(limpet: Limpet) {
 
 describe('metrics', () => {
   it('exposes every contract metric with its labels, and the exposition parses', async () => {
-    backends = await startBackends(2);
+    const backends = cleanup.add(await startBackends(2));
     const started = await startProxy(`affinity: { by: ip }\n${backendsYaml(backends)}`);
-    proxy = started.limpet;
+    const proxy = cleanup.add(started.limpet);
     await request(started.port);
     const metrics = await scrape(proxy);
     for (const [name, type] of [
@@ -49,14 +52,22 @@ describe('metrics', () => {
     }
     expect(sample(metrics, 'limpet_backend_up', { backend: 'app-1' })).toBe(1);
     expect(sample(metrics, 'limpet_config_reloads_total', { result: 'failure' })).toBe(0);
-    // a histogram bucket as small as half a millisecond
-    expect(sample(metrics, 'limpet_request_duration_seconds_bucket', { backend: backends.find((b) => b.seen.length > 0)!.id, le: '0.0005' })).toBeGreaterThanOrEqual(0);
+    // The one request is in the histogram of the backend that served it, in exactly the buckets
+    // whose bound its duration does not exceed; the other backend's histogram is empty.
+    const served = backends.find((b) => b.seen.length > 0)!.id;
+    const idle = backends.find((b) => b.id !== served)!.id;
+    const seconds = sample(metrics, 'limpet_request_duration_seconds_sum', { backend: served });
+    expect(seconds).toBeGreaterThan(0);
+    expect(durationBuckets(metrics, served)).toEqual(BUCKET_BOUNDS.map((le) => [le, le === '+Inf' || seconds <= Number(le) ? 1 : 0]));
+    expect(sample(metrics, 'limpet_request_duration_seconds_count', { backend: served })).toBe(1);
+    expect(durationBuckets(metrics, idle)).toEqual(BUCKET_BOUNDS.map((le) => [le, 0]));
+    expect(sample(metrics, 'limpet_request_duration_seconds_count', { backend: idle })).toBe(0);
   });
 
   it('counts each request for its backend and status code, and the pinned client', async () => {
-    backends = await startBackends(2);
+    const backends = cleanup.add(await startBackends(2));
     const started = await startProxy(`affinity: { by: ip }\n${backendsYaml(backends)}`);
-    proxy = started.limpet;
+    const proxy = cleanup.add(started.limpet);
     const first = await request(started.port, { localAddress: '127.0.0.77' });
     const id = first.headers['x-backend'] as string;
     const before = sample(await scrape(proxy), 'limpet_requests_total', { backend: id, code: '200' });
@@ -65,21 +76,27 @@ describe('metrics', () => {
     expect(sample(after, 'limpet_requests_total', { backend: id, code: '200' })).toBe(before + 5);
     expect(sample(after, 'limpet_sessions', { backend: id })).toBe(1);
     expect(sample(after, 'limpet_request_duration_seconds_count', { backend: id })).toBe(before + 5);
+    // Cumulative buckets: never fewer as the bound grows, and +Inf holds every request.
+    const counts = durationBuckets(after, id).map(([, count]) => count);
+    expect(counts).toHaveLength(BUCKET_BOUNDS.length);
+    expect(counts).toEqual([...counts].sort((a, b) => a - b));
+    expect(counts.at(-1)).toBe(before + 5);
   });
 
   it('shows a killed backend as down, counts remaps with reason down, and retries', async () => {
-    backends = await startBackends(3);
-    // Checks far apart at first, so real requests meet the dead backend (and are retried) before a check does.
-    const yaml = (interval: string) => `affinity: { by: ip }\nhealthCheck: { interval: ${interval}, timeout: 100ms, fall: 1 }\n${backendsYaml(backends)}`;
-    const started = await startProxy(yaml('1h'));
-    proxy = started.limpet;
+    const backends = cleanup.add(await startBackends(3));
+    // Real requests must meet the dead backend (and be retried) before a check marks it down: checks
+    // run every 100 ms from the start, but until the reload it takes 100 failed ones, not one.
+    const yaml = (fall: number) => `affinity: { by: ip }\nhealthCheck: { interval: 100ms, timeout: 100ms, fall: ${fall} }\n${backendsYaml(backends)}`;
+    const started = await startProxy(yaml(100));
+    const proxy = cleanup.add(started.limpet);
     for (let i = 0; i < 30; i++) await request(started.port, { localAddress: `127.0.3.${i + 2}` });
     const victim = backends[0]!;
     await victim.close();
     for (let i = 0; i < 30; i++) expect((await request(started.port, { localAddress: `127.0.3.${i + 2}` })).status).toBe(200);
-    proxy.reload(parseConfig(`listen: 127.0.0.1:0\nadmin: { listen: "127.0.0.1:0" }\n${yaml('100ms')}`, 'test.yaml', {}));
-    await waitFor(async () => sample(await scrape(proxy!), 'limpet_backend_up', { backend: victim.id }) === 0, 10_000, 'backend_up 0');
-    await waitFor(async () => sample(await scrape(proxy!), 'limpet_health_checks_total', { backend: victim.id, result: 'fail' }) > 0, 10_000, 'a failed check');
+    proxy.reload(parseConfig(`listen: 127.0.0.1:0\nadmin: { listen: "127.0.0.1:0" }\n${yaml(1)}`, 'test.yaml', {}));
+    await waitFor(async () => sample(await scrape(proxy), 'limpet_backend_up', { backend: victim.id }) === 0, 10_000, 'backend_up 0');
+    await waitFor(async () => sample(await scrape(proxy), 'limpet_health_checks_total', { backend: victim.id, result: 'fail' }) > 0, 10_000, 'a failed check');
     const metrics = await scrape(proxy);
     const remaps = [...metrics.samples].filter((s) => s.name === 'limpet_session_remaps_total' && s.labels.from === victim.id && s.labels.reason === 'down');
     expect(remaps.reduce((sum, s) => sum + s.value, 0)).toBeGreaterThan(0);
@@ -89,9 +106,9 @@ describe('metrics', () => {
 
 describe('admin API', () => {
   it('serves healthz, readyz and the backend list', async () => {
-    backends = await startBackends(2);
+    const backends = cleanup.add(await startBackends(2));
     const started = await startProxy(`affinity: { by: ip }\n${backendsYaml(backends)}`);
-    proxy = started.limpet;
+    const proxy = cleanup.add(started.limpet);
     const admin = proxy.adminAddress.port;
     expect((await request(admin, { path: '/healthz' })).status).toBe(200);
     // Ready once the first check has found a backend up.
@@ -107,9 +124,9 @@ describe('admin API', () => {
   });
 
   it('drains and undrains through the API, guarded by the token', async () => {
-    backends = await startBackends(2);
+    const backends = cleanup.add(await startBackends(2));
     const started = await startProxy(`affinity: { by: ip }\nadmin: { listen: "127.0.0.1:0", token: t0ken }\n${backendsYaml(backends)}`);
-    proxy = started.limpet;
+    const proxy = cleanup.add(started.limpet);
     const admin = proxy.adminAddress.port;
     expect((await request(admin, { path: '/backends/app-1/drain', method: 'POST' })).status).toBe(401);
     expect((await request(admin, { path: '/backends/app-1/drain', method: 'POST', headers: { authorization: 'Bearer wrong' } })).status).toBe(401);
@@ -128,9 +145,9 @@ describe('admin API', () => {
   });
 
   it('logs every rejected call on a mutating route with its method, path and peer', async () => {
-    backends = await startBackends(1);
+    const backends = cleanup.add(await startBackends(1));
     const started = await startProxy(`admin: { listen: "127.0.0.1:0", token: t0ken }\n${backendsYaml(backends)}`);
-    proxy = started.limpet;
+    const proxy = cleanup.add(started.limpet);
     const admin = proxy.adminAddress.port;
     const rejected = () => started.logs.lines.filter((l) => l.msg === 'admin call rejected');
     expect((await request(admin, { path: '/backends/app-1/drain', method: 'POST', localAddress: '127.0.5.7' })).status).toBe(401);
@@ -143,37 +160,35 @@ describe('admin API', () => {
   });
 
   it('warns when the admin port listens beyond loopback without a token, at start and when a reload drops the token', async () => {
-    backends = await startBackends(1);
+    const backends = cleanup.add(await startBackends(1));
     const unguarded = (logs: LogCapture) => logs.lines.filter((l) => String(l.msg).startsWith('the admin port is reachable beyond loopback'));
     const loopback = await startProxy(backendsYaml(backends));
-    proxy = loopback.limpet;
+    cleanup.add(loopback.limpet);
     expect(unguarded(loopback.logs)).toEqual([]);
-    await proxy.close();
 
     const open = await startProxy(`admin: { listen: "0.0.0.0:0" }\n${backendsYaml(backends)}`);
-    proxy = open.limpet;
+    cleanup.add(open.limpet);
     expect(unguarded(open.logs)).toEqual([expect.objectContaining({ level: 'warn', host: '0.0.0.0' })]);
-    await proxy.close();
 
     const guarded = await startProxy(`admin: { listen: "0.0.0.0:0", token: t0ken }\n${backendsYaml(backends)}`);
-    proxy = guarded.limpet;
+    const proxy = cleanup.add(guarded.limpet);
     expect(unguarded(guarded.logs)).toEqual([]);
     proxy.reload(parseConfig(`listen: 127.0.0.1:0\nadmin: { listen: "0.0.0.0:0" }\n${backendsYaml(backends)}`, 'test.yaml', {}));
     expect(unguarded(guarded.logs)).toEqual([expect.objectContaining({ level: 'warn', host: '0.0.0.0' })]);
   });
 
   it('reports not ready when no backend is up', async () => {
-    backends = await startBackends(1);
+    const backends = cleanup.add(await startBackends(1));
     const started = await startProxy(`affinity: { by: ip }\nhealthCheck: { interval: 100ms, timeout: 100ms, fall: 1 }\n${backendsYaml(backends)}`);
-    proxy = started.limpet;
+    const proxy = cleanup.add(started.limpet);
     await backends[0]!.close();
-    await waitFor(async () => (await request(proxy!.adminAddress.port, { path: '/readyz' })).status === 503, 10_000, 'readyz 503');
+    await waitFor(async () => (await request(proxy.adminAddress.port, { path: '/readyz' })).status === 503, 10_000, 'readyz 503');
   });
 
   it('serves the status page', async () => {
-    backends = await startBackends(1);
+    const backends = cleanup.add(await startBackends(1));
     const started = await startProxy(`affinity: { by: ip }\n${backendsYaml(backends)}`);
-    proxy = started.limpet;
+    const proxy = cleanup.add(started.limpet);
     const page = await request(proxy.adminAddress.port, { path: '/' });
     expect(page.status).toBe(200);
     expect(page.headers['content-type']).toMatch(/text\/html/);

@@ -1,18 +1,10 @@
-import { afterEach, describe, expect, it } from 'vitest';
-import { backendsYaml, startBackends, type TestBackend } from './support/backends.js';
+import { describe, expect, it } from 'vitest';
+import { backendsYaml, startBackends } from './support/backends.js';
+import { useCleanup } from './support/cleanup.js';
 import { cookiePair, request } from './support/client.js';
 import { startProxy } from './support/proxy.js';
-import type { Limpet } from '../src/limpet.js';
 
-let backends: TestBackend[] = [];
-let proxy: Limpet | null = null;
-
-afterEach(async () => {
-  await proxy?.close();
-  proxy = null;
-  await Promise.all(backends.map((b) => b.close()));
-  backends = [];
-});
+const cleanup = useCleanup();
 
 /** 127.0.x.y source addresses, skipping 127.0.0.1 so the proxy sees many distinct clients. */
 function sourceAddress(i: number): string {
@@ -21,9 +13,9 @@ function sourceAddress(i: number): string {
 
 describe('ip affinity', () => {
   it('keeps every source address on one backend and spreads addresses over all backends', async () => {
-    backends = await startBackends(3);
+    const backends = cleanup.add(await startBackends(3));
     const started = await startProxy(`affinity: { by: ip }\n${backendsYaml(backends)}`);
-    proxy = started.limpet;
+    cleanup.add(started.limpet);
     const clients = 300;
     const counts = new Map<string, number>();
     for (let i = 0; i < clients; i++) {
@@ -41,9 +33,9 @@ describe('ip affinity', () => {
   });
 
   it('does not let X-Forwarded-For from an untrusted peer steer the client', async () => {
-    backends = await startBackends(3);
+    const backends = cleanup.add(await startBackends(3));
     const started = await startProxy(`affinity: { by: ip }\n${backendsYaml(backends)}`);
-    proxy = started.limpet;
+    cleanup.add(started.limpet);
     const servedBy = new Set<string>();
     for (let i = 0; i < 60; i++) {
       const res = await request(started.port, { localAddress: '127.0.0.50', headers: { 'x-forwarded-for': `10.1.${i}.${i}` } });
@@ -53,9 +45,9 @@ describe('ip affinity', () => {
   });
 
   it('believes X-Forwarded-For from a trusted proxy, taking the rightmost untrusted hop', async () => {
-    backends = await startBackends(3);
+    const backends = cleanup.add(await startBackends(3));
     const started = await startProxy(`affinity: { by: ip }\ntrustedProxies: ["127.0.0.50", "10.99.0.0/16"]\n${backendsYaml(backends)}`);
-    proxy = started.limpet;
+    cleanup.add(started.limpet);
     const servedBy = new Set<string>();
     for (let i = 0; i < 60; i++) {
       // the client's own spoofed first hop must be ignored: the rightmost untrusted hop is 192.0.2.i
@@ -69,9 +61,9 @@ describe('ip affinity', () => {
   });
 
   it('treats an IPv4-mapped IPv6 peer as the same client as its IPv4 address', async () => {
-    backends = await startBackends(3);
+    const backends = cleanup.add(await startBackends(3));
     const started = await startProxy(`affinity: { by: ip }\n${backendsYaml(backends)}`);
-    proxy = started.limpet;
+    cleanup.add(started.limpet);
     const { normaliseAddress } = await import('../src/affinity/client-address.js');
     expect(normaliseAddress('::ffff:192.0.2.7')).toBe('192.0.2.7');
     expect(normaliseAddress('2001:DB8::1')).toBe('2001:db8::1');
@@ -82,9 +74,9 @@ describe('cookie affinity', () => {
   const cookieConfig = (extra = '') => `affinity: { by: cookie, cookie: { secret: test-secret${extra} } }`;
 
   it('sets a signed cookie that keeps the client on its backend, and names no address', async () => {
-    backends = await startBackends(3);
+    const backends = cleanup.add(await startBackends(3));
     const started = await startProxy(`${cookieConfig(', maxAge: 1h')}\n${backendsYaml(backends)}`);
-    proxy = started.limpet;
+    cleanup.add(started.limpet);
     const first = await request(started.port);
     const setCookie = (first.headers['set-cookie'] ?? [])[0]!;
     expect(setCookie).toMatch(/^limpet=[^;]+; Path=\/; Max-Age=3600; Expires=[^;]+; HttpOnly; SameSite=Lax$/);
@@ -99,10 +91,10 @@ describe('cookie affinity', () => {
   });
 
   it('spreads new clients exactly by weight', async () => {
-    backends = await startBackends(3);
+    const backends = cleanup.add(await startBackends(3));
     const yaml = ['backends:', ...backends.map((b, i) => `  - { id: ${b.id}, url: "${b.url}", weight: ${i + 1} }`)].join('\n');
     const started = await startProxy(`${cookieConfig()}\n${yaml}`);
-    proxy = started.limpet;
+    cleanup.add(started.limpet);
     const counts = new Map<string, number>();
     for (let i = 0; i < 600; i++) {
       const res = await request(started.port);
@@ -113,9 +105,9 @@ describe('cookie affinity', () => {
   });
 
   it('ignores tampered, forged and foreign-secret cookies: the client is pinned afresh, never a 5xx', async () => {
-    backends = await startBackends(3);
+    const backends = cleanup.add(await startBackends(3));
     const started = await startProxy(`${cookieConfig()}\n${backendsYaml(backends)}`);
-    proxy = started.limpet;
+    cleanup.add(started.limpet);
     const first = await request(started.port);
     const [name, value] = cookiePair(first.headers)!.split('=') as [string, string];
     const pinnedId = first.headers['x-backend'] as string;
@@ -148,26 +140,22 @@ describe('cookie affinity', () => {
   });
 
   it('is honoured by every replica sharing the secret', async () => {
-    backends = await startBackends(3);
+    const backends = cleanup.add(await startBackends(3));
     const a = await startProxy(`${cookieConfig()}\n${backendsYaml(backends)}`);
     const b = await startProxy(`${cookieConfig()}\n${backendsYaml(backends)}`);
-    proxy = a.limpet;
-    try {
-      for (let i = 0; i < 10; i++) {
-        const first = await request(a.port);
-        const again = await request(b.port, { headers: { cookie: cookiePair(first.headers)! } });
-        expect(again.headers['x-backend']).toBe(first.headers['x-backend']);
-        expect(again.headers['set-cookie']).toBeUndefined();
-      }
-    } finally {
-      await b.limpet.close();
+    cleanup.add([a.limpet, b.limpet]);
+    for (let i = 0; i < 10; i++) {
+      const first = await request(a.port);
+      const again = await request(b.port, { headers: { cookie: cookiePair(first.headers)! } });
+      expect(again.headers['x-backend']).toBe(first.headers['x-backend']);
+      expect(again.headers['set-cookie']).toBeUndefined();
     }
   });
 
   it('uses secure and SameSite=None attributes as configured', async () => {
-    backends = await startBackends(1);
+    const backends = cleanup.add(await startBackends(1));
     const started = await startProxy(`${cookieConfig(', secure: true, sameSite: none, path: /app, httpOnly: false')}\n${backendsYaml(backends)}`);
-    proxy = started.limpet;
+    cleanup.add(started.limpet);
     const res = await request(started.port);
     expect((res.headers['set-cookie'] ?? [])[0]).toMatch(/^limpet=[^;]+; Path=\/app; Secure; SameSite=None$/);
   });

@@ -1,23 +1,17 @@
-import { afterEach, describe, expect, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
 import type { ServerResponse } from 'node:http';
 import { connect, type Socket } from 'node:net';
 import { backendsYaml, startBackend, type TestBackend } from './support/backends.js';
+import { useCleanup } from './support/cleanup.js';
 import { request, waitFor } from './support/client.js';
 import { startProxy } from './support/proxy.js';
 import { parseExposition } from './support/exposition.js';
 import { parseConfig } from '../src/config/load.js';
 import type { Limpet } from '../src/limpet.js';
 
-let proxy: Limpet | undefined;
-let backend: HoldingBackend | undefined;
-
-afterEach(async () => {
-  backend?.release();
-  await proxy?.close();
-  await backend?.backend.close();
-  proxy = undefined;
-  backend = undefined;
-});
+const cleanup = useCleanup();
+/** This test's proxy, for `metric`. */
+let proxy: Limpet;
 
 interface HoldingBackend {
   backend: TestBackend;
@@ -64,8 +58,18 @@ async function holdingBackend(): Promise<HoldingBackend> {
   };
 }
 
+/** A holding backend and a proxy configured by `yaml` in front of it, both ended after the test. */
+async function start(yaml: (backend: TestBackend) => string): Promise<{ backend: HoldingBackend; port: number }> {
+  const backend = await holdingBackend();
+  cleanup.add(backend.backend);
+  proxy = cleanup.add((await startProxy(yaml(backend.backend))).limpet);
+  // Released before the proxy closes, which waits for the responses under way.
+  cleanup.add(() => backend.release());
+  return { backend, port: proxy.address.port };
+}
+
 async function metric(name: string, labels: Record<string, string>): Promise<number | undefined> {
-  const metrics = await request((proxy as Limpet).adminAddress.port, { path: '/metrics' });
+  const metrics = await request(proxy.adminAddress.port, { path: '/metrics' });
   return parseExposition(metrics.body).samples.find((s) => s.name === name && Object.entries(labels).every(([k, v]) => s.labels[k] === v))?.value;
 }
 
@@ -73,13 +77,9 @@ const FAST_CHECKS = 'healthCheck: { interval: 100ms, timeout: 500ms, fall: 2, ri
 
 describe('limits.maxBackendConnections', () => {
   it('keeps at most that many connections to a backend busy; later requests wait their turn, and checks still pass', async () => {
-    backend = await holdingBackend();
-    ({ limpet: proxy } = await startProxy(
-      `affinity: { by: ip }\nlimits: { maxBackendConnections: 2 }\n${FAST_CHECKS}\n${backendsYaml([backend.backend])}`,
-    ));
-    const port = proxy.address.port;
+    const { backend, port } = await start((b) => `affinity: { by: ip }\nlimits: { maxBackendConnections: 2 }\n${FAST_CHECKS}\n${backendsYaml([b])}`);
     const responses = Array.from({ length: 5 }, () => request(port, { path: '/hold' }));
-    await waitFor(() => backend!.held.length === 2 || undefined, 10_000, 'two requests held at the backend');
+    await waitFor(() => backend.held.length === 2 || undefined, 10_000, 'two requests held at the backend');
     await waitFor(async () => ((await metric('limpet_backend_queued_requests', { backend: 'app-1' })) === 3) || undefined,
       10_000, 'three requests queued');
 
@@ -100,13 +100,9 @@ describe('limits.maxBackendConnections', () => {
   });
 
   it('answers 503 to a request still waiting after timeouts.response, which then never reaches the backend', async () => {
-    backend = await holdingBackend();
-    ({ limpet: proxy } = await startProxy(
-      `affinity: { by: ip }\nlimits: { maxBackendConnections: 1 }\ntimeouts: { response: 300ms }\n${backendsYaml([backend.backend])}`,
-    ));
-    const port = proxy.address.port;
+    const { backend, port } = await start((b) => `affinity: { by: ip }\nlimits: { maxBackendConnections: 1 }\ntimeouts: { response: 300ms }\n${backendsYaml([b])}`);
     const first = request(port, { path: '/hold' });
-    await waitFor(() => backend!.held.length === 1 || undefined, 10_000, 'the first request held');
+    await waitFor(() => backend.held.length === 1 || undefined, 10_000, 'the first request held');
 
     const waited = await request(port, { path: '/queued' });
     expect(waited.status).toBe(503);
@@ -125,12 +121,10 @@ describe('limits.maxBackendConnections', () => {
   });
 
   it('lets go at once of a queued request whose client leaves, and never sends it', async () => {
-    backend = await holdingBackend();
     // timeouts.response stays at 30 s: the queue entry must go when the client does, not then.
-    ({ limpet: proxy } = await startProxy(`affinity: { by: ip }\nlimits: { maxBackendConnections: 1 }\n${backendsYaml([backend.backend])}`));
-    const port = proxy.address.port;
+    const { backend, port } = await start((b) => `affinity: { by: ip }\nlimits: { maxBackendConnections: 1 }\n${backendsYaml([b])}`);
     const first = request(port, { path: '/hold' });
-    await waitFor(() => backend!.held.length === 1 || undefined, 10_000, 'the first request held');
+    await waitFor(() => backend.held.length === 1 || undefined, 10_000, 'the first request held');
 
     const leaving = connect(port, '127.0.0.1');
     leaving.on('error', () => undefined);
@@ -148,17 +142,15 @@ describe('limits.maxBackendConnections', () => {
   });
 
   it('takes a new cap on reload, without cutting requests under way on the old pool', async () => {
-    backend = await holdingBackend();
-    const yaml = (cap: number) => `affinity: { by: ip }\nlimits: { maxBackendConnections: ${cap} }\n${backendsYaml([backend!.backend])}`;
-    ({ limpet: proxy } = await startProxy(yaml(0)));
-    const port = proxy.address.port;
+    const yaml = (b: TestBackend, cap: number) => `affinity: { by: ip }\nlimits: { maxBackendConnections: ${cap} }\n${backendsYaml([b])}`;
+    const { backend, port } = await start((b) => yaml(b, 0));
     const underWay = request(port, { path: '/hold' });
-    await waitFor(() => backend!.held.length === 1 || undefined, 10_000, 'a request under way');
+    await waitFor(() => backend.held.length === 1 || undefined, 10_000, 'a request under way');
 
-    proxy.reload(parseConfig(yaml(1), 'test.yaml', {}));
+    proxy.reload(parseConfig(yaml(backend.backend, 1), 'test.yaml', {}));
     const responses = Array.from({ length: 3 }, () => request(port, { path: '/hold' }));
     // The new pool holds one connection: one of the three is held, two wait.
-    await waitFor(() => backend!.held.length === 2 || undefined, 10_000, 'one new request held');
+    await waitFor(() => backend.held.length === 2 || undefined, 10_000, 'one new request held');
     await waitFor(async () => ((await metric('limpet_backend_queued_requests', { backend: 'app-1' })) === 2) || undefined,
       10_000, 'two requests queued');
 

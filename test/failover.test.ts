@@ -1,22 +1,12 @@
-import { afterEach, describe, expect, it } from 'vitest';
-import { createServer as createTcpServer, type Server as TcpServer, type Socket } from 'node:net';
+import { describe, expect, it } from 'vitest';
+import { createServer as createTcpServer, type Socket } from 'node:net';
 import { Agent } from 'node:http';
-import { answerWithId, backendsYaml, startBackend, type BackendHandler, type TestBackend } from './support/backends.js';
+import { answerWithId, backendsYaml, startBackend, type BackendHandler } from './support/backends.js';
+import { useCleanup } from './support/cleanup.js';
 import { cookiePair, request, waitFor } from './support/client.js';
 import { startProxy } from './support/proxy.js';
-import type { Limpet } from '../src/limpet.js';
 
-let backends: TestBackend[] = [];
-let proxy: Limpet | null = null;
-const extraServers: TcpServer[] = [];
-
-afterEach(async () => {
-  await proxy?.close();
-  proxy = null;
-  await Promise.all(backends.map((b) => b.close()));
-  backends = [];
-  for (const s of extraServers.splice(0)) s.close();
-});
+const cleanup = useCleanup();
 
 function sourceAddress(i: number): string {
   return `127.0.${Math.floor(i / 250) + 1}.${(i % 250) + 2}`;
@@ -55,9 +45,9 @@ async function pinAll(port: number, clients: number): Promise<string[]> {
 
 describe('failover', () => {
   it('moves only a killed backend\'s clients, spreads them evenly, and shows no errors for requests after the kill', async () => {
-    backends = await Promise.all(['app-1', 'app-2', 'app-3', 'app-4'].map((id) => startBackend(id)));
+    const backends = cleanup.add(await Promise.all(['app-1', 'app-2', 'app-3', 'app-4'].map((id) => startBackend(id))));
     const started = await startProxy(`affinity: { by: ip }\nhealthCheck: { interval: 5s }\n${backendsYaml(backends)}`);
-    proxy = started.limpet;
+    const proxy = cleanup.add(started.limpet);
     const clients = 1200;
     const before = await pinAll(started.port, clients);
     const victim = backends[1]!;
@@ -97,9 +87,9 @@ describe('failover', () => {
   });
 
   it('tells the new backend where a remapped client came from, once per move', async () => {
-    backends = await Promise.all(['app-1', 'app-2'].map((id) => startBackend(id)));
+    const backends = cleanup.add(await Promise.all(['app-1', 'app-2'].map((id) => startBackend(id))));
     const started = await startProxy(`affinity: { by: ip }\n${backendsYaml(backends)}`);
-    proxy = started.limpet;
+    cleanup.add(started.limpet);
     const pins = await pinAll(started.port, 40);
     const victimId = pins[0]!;
     const victim = backends.find((b) => b.id === victimId)!;
@@ -114,14 +104,14 @@ describe('failover', () => {
 
   it('marks a hung backend down through its checks and serves its clients elsewhere', async () => {
     const control = controllable();
-    backends = await Promise.all(['app-1', 'app-2', 'app-3'].map((id) => startBackend(id, control.handler)));
+    const backends = cleanup.add(await Promise.all(['app-1', 'app-2', 'app-3'].map((id) => startBackend(id, control.handler))));
     const started = await startProxy(`affinity: { by: ip }\n${FAST_HEALTH}\ntimeouts: { response: 2s }\n${backendsYaml(backends)}`);
-    proxy = started.limpet;
+    const proxy = cleanup.add(started.limpet);
     const before = await pinAll(started.port, 60);
     const victimId = before[0]!;
     const hungAt = Date.now();
     control.state.set(victimId, 'hung');
-    await waitFor(() => proxy!.backend(victimId)!.status === 'down', 10_000, 'hung backend to be marked down');
+    await waitFor(() => proxy.backend(victimId)!.status === 'down', 10_000, 'hung backend to be marked down');
     const detectedMs = Date.now() - hungAt;
     console.log(`hung backend marked down after ${detectedMs} ms (fall × interval + timeout = ${2 * 100 + 150} ms, plus jitter)`);
     for (let i = 0; i < before.length; i++) {
@@ -135,9 +125,9 @@ describe('failover', () => {
 
   it('answers 504 for a request to a backend that never answers', async () => {
     const control = controllable();
-    backends = [await startBackend('app-1', control.handler)];
+    const backends = cleanup.add([await startBackend('app-1', control.handler)]);
     const started = await startProxy(`affinity: { by: ip }\nhealthCheck: { interval: 1h }\ntimeouts: { response: 300ms }\n${backendsYaml(backends)}`);
-    proxy = started.limpet;
+    cleanup.add(started.limpet);
     control.state.set('app-1', 'hung');
     const res = await request(started.port);
     expect(res.status).toBe(504);
@@ -148,11 +138,11 @@ describe('failover', () => {
     for (const onRecovery of ['stay', 'return'] as const) {
       it(`${mode} clients with onRecovery: ${onRecovery} ${onRecovery === 'stay' ? 'stay where they moved' : 'go back'} when their backend heals`, async () => {
         const control = controllable();
-        backends = await Promise.all(['app-1', 'app-2', 'app-3'].map((id) => startBackend(id, control.handler)));
+        const backends = cleanup.add(await Promise.all(['app-1', 'app-2', 'app-3'].map((id) => startBackend(id, control.handler))));
         const started = await startProxy(
           `affinity: { by: ${mode}, onRecovery: ${onRecovery}, cookie: { secret: s } }\n${FAST_HEALTH}\n${backendsYaml(backends)}`,
         );
-        proxy = started.limpet;
+        const proxy = cleanup.add(started.limpet);
         const clients = 90;
         const cookies: string[] = [];
         const home: string[] = [];
@@ -166,7 +156,7 @@ describe('failover', () => {
         for (let i = 0; i < clients; i++) home[i] = await send(i);
         const victimId = 'app-2';
         control.state.set(victimId, 'sick');
-        await waitFor(() => proxy!.backend(victimId)!.status === 'down', 10_000, 'backend down');
+        await waitFor(() => proxy.backend(victimId)!.status === 'down', 10_000, 'backend down');
         const moved: number[] = [];
         for (let i = 0; i < clients; i++) {
           const now = await send(i);
@@ -177,7 +167,7 @@ describe('failover', () => {
         }
         expect(moved.length).toBeGreaterThan(10);
         control.state.set(victimId, 'ok');
-        await waitFor(() => proxy!.backend(victimId)!.status === 'up', 10_000, 'backend up');
+        await waitFor(() => proxy.backend(victimId)!.status === 'up', 10_000, 'backend up');
         let wentBack = 0;
         for (const i of moved) if ((await send(i)) === victimId) wentBack++;
         expect(wentBack).toBe(onRecovery === 'stay' ? 0 : moved.length);
@@ -188,10 +178,10 @@ describe('failover', () => {
   }
 
   it('drain keeps pinned clients (ip and cookie) and sends new clients elsewhere', async () => {
-    backends = await Promise.all(['app-1', 'app-2', 'app-3'].map((id) => startBackend(id)));
+    const backends = cleanup.add(await Promise.all(['app-1', 'app-2', 'app-3'].map((id) => startBackend(id))));
     for (const mode of ['ip', 'cookie']) {
       const started = await startProxy(`affinity: { by: ${mode}, cookie: { secret: s } }\n${backendsYaml(backends)}`);
-      proxy = started.limpet;
+      const proxy = cleanup.add(started.limpet);
       const pinned: { i: number; cookie?: string }[] = [];
       for (let i = 0; i < 60; i++) {
         const res = await request(started.port, { localAddress: sourceAddress(i) });
@@ -209,18 +199,17 @@ describe('failover', () => {
         expect(res.headers['x-backend']).not.toBe('app-1');
       }
       await proxy.close();
-      proxy = null;
     }
   });
 
   it('answers 503 with Retry-After when every backend is down', async () => {
     const control = controllable();
-    backends = await Promise.all(['app-1', 'app-2'].map((id) => startBackend(id, control.handler)));
+    const backends = cleanup.add(await Promise.all(['app-1', 'app-2'].map((id) => startBackend(id, control.handler))));
     const started = await startProxy(`affinity: { by: ip }\n${FAST_HEALTH}\n${backendsYaml(backends)}`);
-    proxy = started.limpet;
+    const proxy = cleanup.add(started.limpet);
     control.state.set('app-1', 'sick');
     control.state.set('app-2', 'sick');
-    await waitFor(() => proxy!.backends.every((b) => b.status === 'down'), 10_000, 'all down');
+    await waitFor(() => proxy.backends.every((b) => b.status === 'down'), 10_000, 'all down');
     const res = await request(started.port);
     expect(res.status).toBe(503);
     expect(res.headers['retry-after']).toBe('5');
@@ -233,9 +222,9 @@ describe('failover', () => {
       req.on('data', (c: Buffer) => (body += c.toString()));
       req.on('end', () => res.writeHead(200, { 'x-backend': id }).end(body));
     };
-    backends = await Promise.all(['app-1', 'app-2', 'app-3'].map((id) => startBackend(id, echo)));
+    const backends = cleanup.add(await Promise.all(['app-1', 'app-2', 'app-3'].map((id) => startBackend(id, echo))));
     const started = await startProxy(`affinity: { by: ip }\nhealthCheck: { interval: 1h }\npassive: { maxFails: 1000 }\n${backendsYaml(backends)}`);
-    proxy = started.limpet;
+    cleanup.add(started.limpet);
     await backends[0]!.close();
     for (let i = 0; i < 60; i++) {
       const res = await request(started.port, { method: 'POST', body: `payload-${i}`, localAddress: sourceAddress(i) });
@@ -261,11 +250,11 @@ describe('failover', () => {
       });
       socket.on('error', () => {});
     });
-    extraServers.push(server);
+    cleanup.add(() => server.close());
     await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
     const port = (server.address() as { port: number }).port;
     const started = await startProxy(`affinity: { by: ip }\nhealthCheck: { interval: 1h }\nbackends: [{ id: stale, url: "http://127.0.0.1:${port}" }]`);
-    proxy = started.limpet;
+    const proxy = cleanup.add(started.limpet);
     const agent = new Agent({ keepAlive: true, maxSockets: 1 });
     for (let i = 0; i < 30; i++) {
       const res = await request(started.port, { agent });
@@ -282,18 +271,18 @@ describe('a backend that resets every connection once it reads a request', () =>
       socket.on('error', () => {});
       socket.once('data', () => socket.resetAndDestroy());
     });
-    extraServers.push(resetting);
+    cleanup.add(() => resetting.close());
     await new Promise<void>((resolve) => resetting.listen(0, '127.0.0.1', resolve));
     const { port: resetPort } = resetting.address() as import('node:net').AddressInfo;
-    backends = [await startBackend('steady')];
+    const steady = cleanup.add(await startBackend('steady'));
     const started = await startProxy(
-      `affinity: { by: ip }\nhealthCheck: { interval: 1h }\npassive: { maxFails: 1000 }\nbackends:\n  - { id: resetter, url: "http://127.0.0.1:${resetPort}" }\n  - { id: steady, url: "${backends[0]!.url}" }`,
+      `affinity: { by: ip }\nhealthCheck: { interval: 1h }\npassive: { maxFails: 1000 }\nbackends:\n  - { id: resetter, url: "http://127.0.0.1:${resetPort}" }\n  - { id: steady, url: "${steady.url}" }`,
     );
-    proxy = started.limpet;
+    cleanup.add(started.limpet);
     const gets = await Promise.all(Array.from({ length: 20 }, (_, i) => request(started.port, { localAddress: sourceAddress(i) })));
     expect(gets.map((r) => r.status)).toEqual(gets.map(() => 200));
     // Those placed on the resetting backend arrived at the steady one as remapped.
-    const remapped = backends[0]!.seen.filter((r) => r.headers['x-limpet-remapped-from'] === 'resetter');
+    const remapped = steady.seen.filter((r) => r.headers['x-limpet-remapped-from'] === 'resetter');
     expect(remapped.length).toBeGreaterThan(0);
 
     // New clients, so some are placed on the resetting backend again.
@@ -304,6 +293,6 @@ describe('a backend that resets every connection once it reads a request', () =>
     expect(failed).toBeGreaterThan(0);
     // A request whose body went out may have had effects: the failed ones were never sent again.
     expect(posts.filter((r) => r.status === 200).length).toBe(20 - failed);
-    expect(backends[0]!.seen.filter((r) => r.method === 'POST').length).toBe(20 - failed);
+    expect(steady.seen.filter((r) => r.method === 'POST').length).toBe(20 - failed);
   });
 });

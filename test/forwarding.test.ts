@@ -1,39 +1,29 @@
-import { afterEach, describe, expect, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
 import { createServer } from 'node:net';
-import { backendsYaml, startBackend, startBackends, type TestBackend } from './support/backends.js';
+import { backendsYaml, startBackend, startBackends } from './support/backends.js';
+import { useCleanup } from './support/cleanup.js';
 import { request, waitFor } from './support/client.js';
 import { startProxy } from './support/proxy.js';
-import type { Limpet } from '../src/limpet.js';
 
-let backends: TestBackend[] = [];
-let proxy: Limpet | null = null;
-
-afterEach(async () => {
-  await proxy?.close();
-  proxy = null;
-  await Promise.all(backends.map((b) => b.close()));
-  backends = [];
-});
+const cleanup = useCleanup();
 
 describe('forwarding', () => {
   it('logs the path without its query string, unless log.accessQuery is on; the backend gets the query either way', async () => {
-    backends = await startBackends(1);
+    const backends = cleanup.add(await startBackends(1));
     const target = '/reset?token=s3cret&next=%2Fhome';
     for (const [accessQuery, logged] of [[false, '/reset'], [true, target]] as const) {
       const started = await startProxy(`log: { access: true, accessQuery: ${accessQuery} }\n${backendsYaml(backends)}`, 'info');
-      proxy = started.limpet;
+      cleanup.add(started.limpet);
       expect((await request(started.port, { path: target })).status).toBe(200);
       expect(backends[0]!.seen.at(-1)!.url).toBe(target);
       expect(started.logs.lines.filter((line) => line.msg === 'request').map((line) => line.path)).toEqual([logged]);
-      await proxy.close();
-      proxy = null;
     }
   });
 
   it('preserves Host, strips hop-by-hop headers and the headers Connection names, and adds X-Forwarded-*', async () => {
-    backends = await startBackends(1);
+    const backends = cleanup.add(await startBackends(1));
     const started = await startProxy(`affinity: { by: ip }\n${backendsYaml(backends)}`);
-    proxy = started.limpet;
+    cleanup.add(started.limpet);
     const res = await request(started.port, {
       path: '/a/b?c=d',
       headers: {
@@ -62,20 +52,20 @@ describe('forwarding', () => {
   });
 
   it('replaces X-Forwarded-* from an untrusted peer and extends them from a trusted one', async () => {
-    backends = await startBackends(1);
-    let started = await startProxy(`affinity: { by: ip }\n${backendsYaml(backends)}`);
-    proxy = started.limpet;
+    const backends = cleanup.add(await startBackends(1));
+    const untrusting = await startProxy(`affinity: { by: ip }\n${backendsYaml(backends)}`);
+    cleanup.add(untrusting.limpet);
     const forged = { 'x-forwarded-for': '6.6.6.6', 'x-forwarded-proto': 'https', 'x-forwarded-host': 'evil.example', host: 'real.example' };
-    await request(started.port, { headers: forged, localAddress: '127.0.0.9' });
+    await request(untrusting.port, { headers: forged, localAddress: '127.0.0.9' });
     let seen = backends[0]!.seen.at(-1)!;
     expect(seen.headers['x-forwarded-for']).toBe('127.0.0.9');
     expect(seen.headers['x-forwarded-proto']).toBe('http');
     expect(seen.headers['x-forwarded-host']).toBe('real.example');
-    await proxy.close();
+    await untrusting.limpet.close();
 
-    started = await startProxy(`affinity: { by: ip }\ntrustedProxies: ["127.0.0.9/32"]\n${backendsYaml(backends)}`);
-    proxy = started.limpet;
-    await request(started.port, { headers: forged, localAddress: '127.0.0.9' });
+    const trusting = await startProxy(`affinity: { by: ip }\ntrustedProxies: ["127.0.0.9/32"]\n${backendsYaml(backends)}`);
+    cleanup.add(trusting.limpet);
+    await request(trusting.port, { headers: forged, localAddress: '127.0.0.9' });
     seen = backends[0]!.seen.at(-1)!;
     expect(seen.headers['x-forwarded-for']).toBe('6.6.6.6, 127.0.0.9');
     expect(seen.headers['x-forwarded-proto']).toBe('https');
@@ -83,7 +73,7 @@ describe('forwarding', () => {
   });
 
   it('streams a POST body and the response status, headers and body back', async () => {
-    backends = [
+    const backends = cleanup.add([
       await startBackend('echo', (req, res) => {
         const chunks: Buffer[] = [];
         req.on('data', (c: Buffer) => chunks.push(c));
@@ -92,9 +82,9 @@ describe('forwarding', () => {
           res.end(Buffer.concat(chunks));
         });
       }),
-    ];
+    ]);
     const started = await startProxy(`affinity: { by: ip }\n${backendsYaml(backends)}`);
-    proxy = started.limpet;
+    cleanup.add(started.limpet);
     const res = await request(started.port, { method: 'POST', body: 'hello body', headers: { 'content-type': 'text/plain' } });
     expect(res.status).toBe(201);
     expect(res.body).toBe('hello body');
@@ -106,7 +96,7 @@ describe('forwarding', () => {
     const closed = await startBackend('gone');
     await closed.close();
     const started = await startProxy(`affinity: { by: ip }\nretries: 0\n${backendsYaml([closed])}`);
-    proxy = started.limpet;
+    const proxy = cleanup.add(started.limpet);
     // Before any check: routed to (it may be up), but the proxy does not call itself ready.
     expect(proxy.backend('gone')!.lastCheck).toBeNull();
     expect((await request(proxy.adminAddress.port, { path: '/readyz' })).status).toBe(503);
@@ -117,10 +107,10 @@ describe('forwarding', () => {
   });
 
   it('is ready once a check has found a backend up', async () => {
-    backends = await startBackends(1);
+    const backends = cleanup.add(await startBackends(1));
     const started = await startProxy(`affinity: { by: ip }\nhealthCheck: { interval: 100ms }\n${backendsYaml(backends)}`);
-    proxy = started.limpet;
-    await waitFor(async () => (await request(proxy!.adminAddress.port, { path: '/readyz' })).status === 200 || undefined, 10_000, 'readyz 200');
+    const proxy = cleanup.add(started.limpet);
+    await waitFor(async () => (await request(proxy.adminAddress.port, { path: '/readyz' })).status === 200 || undefined, 10_000, 'readyz 200');
     expect(proxy.backend('app-1')!.lastCheck?.ok).toBe(true);
   });
 
@@ -128,22 +118,19 @@ describe('forwarding', () => {
     const silent = createServer(() => {
       /* accepts, reads, never answers */
     });
+    cleanup.add(() => silent.close());
     await new Promise<void>((r) => silent.listen(0, '127.0.0.1', r));
     const port = (silent.address() as { port: number }).port;
-    try {
-      const started = await startProxy(`affinity: { by: ip }\ntimeouts: { response: 300ms }\nbackends: [{ id: silent, url: "http://127.0.0.1:${port}" }]`);
-      proxy = started.limpet;
-      const res = await request(started.port);
-      expect(res.status).toBe(504);
-    } finally {
-      silent.close();
-    }
+    const started = await startProxy(`affinity: { by: ip }\ntimeouts: { response: 300ms }\nbackends: [{ id: silent, url: "http://127.0.0.1:${port}" }]`);
+    cleanup.add(started.limpet);
+    const res = await request(started.port);
+    expect(res.status).toBe(504);
   });
 
   it('routes each request on a keep-alive connection on its own (header affinity)', async () => {
-    backends = await startBackends(3);
+    const backends = cleanup.add(await startBackends(3));
     const started = await startProxy(`affinity: { by: header, header: X-Session-Id }\n${backendsYaml(backends)}`);
-    proxy = started.limpet;
+    cleanup.add(started.limpet);
     const { Agent } = await import('node:http');
     const agent = new Agent({ keepAlive: true, maxSockets: 1 });
     const servedBy = new Map<string, string>();
@@ -160,9 +147,9 @@ describe('forwarding', () => {
   });
 
   it('refuses a request target that is not a path with 400', async () => {
-    backends = await startBackends(1);
+    const backends = cleanup.add(await startBackends(1));
     const started = await startProxy(`affinity: { by: ip }\n${backendsYaml(backends)}`);
-    proxy = started.limpet;
+    cleanup.add(started.limpet);
     const res = await request(started.port, { method: 'OPTIONS', path: '*' });
     expect(res.status).toBe(400);
     expect(backends[0]!.seen).toHaveLength(0);

@@ -1,21 +1,14 @@
-import { afterEach, describe, expect, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
 import { spawn } from 'node:child_process';
 import { readdirSync, readFileSync } from 'node:fs';
-import { backendsYaml, startBackends, type TestBackend } from './support/backends.js';
+import { backendsYaml, startBackends } from './support/backends.js';
+import { useCleanup } from './support/cleanup.js';
 import { waitFor } from './support/client.js';
 import { startCli, type CliProxy } from './support/cli.js';
 import { startProxy } from './support/proxy.js';
 import { RUNTIME_FLAGS } from '../src/runtime/runtime-flags.js';
 
-let backends: TestBackend[] = [];
-let proxy: CliProxy | undefined;
-
-afterEach(async () => {
-  await proxy?.stop();
-  await Promise.all(backends.map((b) => b.close()));
-  proxy = undefined;
-  backends = [];
-});
+const cleanup = useCleanup();
 
 /** The arguments a running process was started with. */
 function commandLine(pid: number): string[] {
@@ -40,23 +33,23 @@ describe('runtime flags (--no-memory-reducer)', () => {
   });
 
   it('a single process started without them says so, and one started with them does not', async () => {
-    backends = await startBackends(1);
-    proxy = await startCli(() => `${backendsYaml(backends)}\n`, []);
-    const said = await waitFor(() => warning(proxy!), 10_000, 'the warning');
+    const backends = cleanup.add(await startBackends(1));
+    const without = cleanup.add(await startCli(() => `${backendsYaml(backends)}\n`, []));
+    const said = await waitFor(() => warning(without), 10_000, 'the warning');
     expect(said.level).toBe('warn');
     expect(String(said.msg)).toContain('--no-memory-reducer');
-    await proxy.stop();
+    await without.stop();
 
-    proxy = await startCli(() => `${backendsYaml(backends)}\n`);
-    expect(commandLine(proxy.child.pid!)).toContain('--no-memory-reducer');
-    expect(warning(proxy)).toBeUndefined();
+    const withFlags = cleanup.add(await startCli(() => `${backendsYaml(backends)}\n`));
+    expect(commandLine(withFlags.child.pid!)).toContain('--no-memory-reducer');
+    expect(warning(withFlags)).toBeUndefined();
   });
 
   it('cluster workers get them even when the primary was started without', async () => {
-    backends = await startBackends(1);
-    proxy = await startCli(() => `workers: 2\n${backendsYaml(backends)}\n`, []);
+    const backends = cleanup.add(await startBackends(1));
+    const proxy = cleanup.add(await startCli(() => `workers: 2\n${backendsYaml(backends)}\n`, []));
     const workers = await waitFor(() => {
-      const pids = childPids(proxy!.child.pid!);
+      const pids = childPids(proxy.child.pid!);
       return pids.length === 2 ? pids : undefined;
     }, 10_000, 'two workers');
     for (const pid of workers) expect(commandLine(pid)).toContain('--no-memory-reducer');
@@ -84,7 +77,7 @@ describe('the container', () => {
     // Not spawnSync: the admin server answering it runs in this process.
     const check = (adminPort: number) =>
       new Promise<number | null>((resolve) => spawn(process.execPath, ['-e', code!], { env: { ...process.env, LIMPET_ADMIN_PORT: String(adminPort) } }).on('exit', resolve));
-    backends = await startBackends(1);
+    const backends = cleanup.add(await startBackends(1));
     const { limpet } = await startProxy(backendsYaml(backends));
     const adminPort = limpet.adminAddress.port;
     try {

@@ -1,23 +1,18 @@
-import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
-import { existsSync } from 'node:fs';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { mkdir, mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { chromium, type BrowserContext, type Page } from 'playwright-core';
-import { answerWithId, backendsYaml, startBackend, type BackendHandler, type TestBackend } from './support/backends.js';
+import { answerWithId, backendsYaml, startBackend, type BackendHandler } from './support/backends.js';
+import { useCleanup } from './support/cleanup.js';
+import { commandFrom } from './support/debian-packages.js';
 import { request } from './support/client.js';
 import { startProxy } from './support/proxy.js';
-import type { Limpet } from '../src/limpet.js';
 
 /**
  * The admin status page in a real browser: Debian's chromium driven by playwright-core (no browser is
- * ever downloaded). Without /usr/bin/chromium the suite is skipped, and says so.
+ * ever downloaded). Without chromium the tests fail and name the apt-get command that installs it.
  */
-const CHROMIUM = '/usr/bin/chromium';
-const hasChromium = existsSync(CHROMIUM);
-if (!hasChromium) {
-  console.warn(`SKIPPING status-page browser test: ${CHROMIUM} not found (install it with: apt-get install -y chromium)`);
-}
 
 const FAST_HEALTH = 'healthCheck: { interval: 100ms, timeout: 150ms, rise: 1, fall: 2 }';
 /** The page polls every 2 s; leave room for a slow machine. */
@@ -73,18 +68,16 @@ function trafficFrom(port: number, addresses: string[]) {
   };
 }
 
-describe.skipIf(!hasChromium)('status page in a browser', () => {
+describe('status page in a browser', () => {
   let context: BrowserContext;
   let profile: string;
-  let backends: TestBackend[] = [];
-  let proxy: Limpet | null = null;
-  const stops: (() => Promise<void>)[] = [];
+  const cleanup = useCleanup();
 
   beforeAll(async () => {
     profile = await mkdtemp(join(tmpdir(), 'limpet-chromium-'));
     // launchPersistentContext is playwright's way of passing a fresh --user-data-dir.
     context = await chromium.launchPersistentContext(profile, {
-      executablePath: CHROMIUM,
+      executablePath: commandFrom('chromium'),
       headless: true,
       args: ['--headless', '--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run', '--disable-background-networking', '--disable-component-update', '--disable-sync'],
       viewport: { width: 1200, height: 640 },
@@ -96,14 +89,6 @@ describe.skipIf(!hasChromium)('status page in a browser', () => {
     if (profile) await rm(profile, { recursive: true, force: true });
   });
 
-  afterEach(async () => {
-    for (const stop of stops.splice(0)) await stop();
-    await proxy?.close();
-    proxy = null;
-    await Promise.all(backends.map((b) => b.close()));
-    backends = [];
-  });
-
   it('shows every backend up, request rates once traffic flows, and a backend whose health fails as down', async () => {
     const health = new Map<string, number>();
     const handler: BackendHandler = (req, res, id) => {
@@ -113,12 +98,12 @@ describe.skipIf(!hasChromium)('status page in a browser', () => {
       }
       answerWithId(req, res, id);
     };
-    backends = await Promise.all(['app-1', 'app-2', 'app-3'].map((id) => startBackend(id, handler)));
+    const backends = cleanup.add(await Promise.all(['app-1', 'app-2', 'app-3'].map((id) => startBackend(id, handler))));
     const started = await startProxy(`affinity: { by: ip }\n${FAST_HEALTH}\n${backendsYaml(backends)}`);
-    proxy = started.limpet;
+    const proxy = cleanup.add(started.limpet);
     const ids = backends.map((b) => b.id);
 
-    const page = await context.newPage();
+    const page = cleanup.add(await context.newPage());
     const pageErrors: string[] = [];
     page.on('pageerror', (error) => pageErrors.push(String(error)));
     const response = await page.goto(`http://127.0.0.1:${proxy.adminAddress.port}/`);
@@ -133,13 +118,13 @@ describe.skipIf(!hasChromium)('status page in a browser', () => {
     // One client's traffic: its backend's Req/s rises above 0 and its pinned-client count to 1; the others stay idle.
     const first = await request(started.port, { localAddress: '127.0.8.2' });
     const busy = first.headers['x-backend'] as string;
-    stops.push(trafficFrom(started.port, ['127.0.8.2']));
+    cleanup.add(trafficFrom(started.port, ['127.0.8.2']));
     const busyRows = await waitForRows(page, (rows) => reqPerSec(rows.find((r) => r.id === busy)) > 0, `Req/s > 0 for ${busy}`);
     expect(busyRows.find((r) => r.id === busy)!.fields.sessions).toBe('1');
     for (const row of busyRows.filter((r) => r.id !== busy)) expect(reqPerSec(row), row.id).toBe(0);
 
     // Spread more clients over every backend, then make one backend's health check fail.
-    stops.push(trafficFrom(started.port, Array.from({ length: 24 }, (_, i) => `127.0.9.${i + 2}`)));
+    cleanup.add(trafficFrom(started.port, Array.from({ length: 24 }, (_, i) => `127.0.9.${i + 2}`)));
     await waitForRows(page, (rows) => ids.every((id) => reqPerSec(rows.find((r) => r.id === id)) > 0), 'Req/s > 0 for every backend');
     const victim = ids.find((id) => id !== busy)!;
     health.set(victim, 503);

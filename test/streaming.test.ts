@@ -1,25 +1,18 @@
-import { afterEach, describe, expect, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
 import { createHash } from 'node:crypto';
 import { request as httpRequest, type IncomingMessage, type ServerResponse } from 'node:http';
-import { startBackend, type TestBackend } from './support/backends.js';
-import { waitFor } from './support/client.js';
+import { startBackend } from './support/backends.js';
+import { useCleanup } from './support/cleanup.js';
+import { request, waitFor } from './support/client.js';
 import { startProxy } from './support/proxy.js';
-import type { Limpet } from '../src/limpet.js';
+import { tcpEnd } from './support/tcp.js';
 
 const SIZE = 50 * 1024 * 1024;
 const CHUNK = Buffer.alloc(64 * 1024, 'limpet-stream-');
 /** What may sit in socket buffers and stream queues along the way: far less than the 50 MB body. */
 const BUFFER_BOUND = 16 * 1024 * 1024;
 
-let backend: TestBackend | null = null;
-let proxy: Limpet | null = null;
-
-afterEach(async () => {
-  await proxy?.close();
-  proxy = null;
-  await backend?.close();
-  backend = null;
-});
+const cleanup = useCleanup();
 
 /** Writes `size` bytes with backpressure; resolves when all is written. */
 function pump(stream: NodeJS.WritableStream, size: number, done: () => void): void {
@@ -40,14 +33,61 @@ function expectedDigest(): string {
   return hash.digest('hex');
 }
 
+/** A request the backend answers at once, sent through the proxy while a transfer is held. */
+const PROBE = '/probe';
+
 async function start(handler: (req: IncomingMessage, res: ServerResponse) => void): Promise<number> {
-  backend = await startBackend('big', (req, res) => {
-    if (req.url === '/health') res.end('ok');
-    else handler(req, res);
-  });
+  const backend = cleanup.add(
+    await startBackend('big', (req, res) => {
+      if (req.url === '/health' || req.url === PROBE) res.end('ok');
+      else handler(req, res);
+    }),
+  );
   const started = await startProxy(`affinity: { by: ip }\ntimeouts: { response: 60s }\nbackends: [{ id: big, url: "${backend.url}" }]`);
-  proxy = started.limpet;
+  cleanup.add(started.limpet);
   return started.port;
+}
+
+/** Round trips through the proxy a transfer must sit out without moving to count as held back. */
+const PROBES = 3;
+
+/** The side of a transfer that writes, as the test sees it. */
+interface Writer {
+  /** Its last write returned false and 'drain' has not come yet. */
+  waitingForDrain: boolean;
+  /** Bytes handed to write() so far. */
+  written: number;
+  /** Its connection to the proxy, to read from the kernel. */
+  localPort: number;
+  remotePort: number;
+}
+
+/**
+ * Waits until the proxy holds a transfer back: the writer waits for 'drain', the proxy's receive
+ * window on the writer's connection is closed (it reads nothing and its buffer is full), and none of
+ * this changes (bytes written, bytes the kernel holds to send) while PROBES requests go through the
+ * proxy to the backend and back, one after another. Each round trip gives the proxy turns at its
+ * sockets in which it would have read from a connection it was still reading. Returns the bytes
+ * written by then.
+ */
+async function heldBack(port: number, writer: () => Writer, what: string): Promise<number> {
+  const look = () => {
+    const now = writer();
+    const end = tcpEnd(now.localPort, now.remotePort);
+    return { ...now, sendQueue: end?.sendQueue, windowClosed: end?.peerWindowClosed ?? false };
+  };
+  const { written } = await waitFor(async () => {
+    const before = look();
+    if (!before.waitingForDrain || !before.windowClosed) throw new Error(`not held: ${JSON.stringify(before)}`);
+    for (let probe = 1; probe <= PROBES; probe++) {
+      const res = await request(port, { path: PROBE });
+      if (res.status !== 200) throw new Error(`probe ${probe} answered ${res.status}`);
+      const now = look();
+      if (JSON.stringify(now) !== JSON.stringify(before)) throw new Error(`still moving by probe ${probe}: ${JSON.stringify(before)} → ${JSON.stringify(now)}`);
+    }
+    return before;
+  }, 15_000, what);
+  return written;
 }
 
 describe('streaming', () => {
@@ -127,13 +167,8 @@ describe('streaming', () => {
     write();
     // The backend has stopped reading; wait until the sender is blocked too.
     await waitFor(() => backendReq !== null && received >= 1024 * 1024, 10_000, 'backend to read its first megabyte');
-    let previous = -1;
-    await waitFor(async () => {
-      const stalled = accepted === previous;
-      previous = accepted;
-      await new Promise((r) => setTimeout(r, 200));
-      return stalled;
-    }, 15_000, 'the sender to be held back');
+    const { localPort, remotePort } = req.socket!;
+    await heldBack(port, () => ({ waitingForDrain: req.writableNeedDrain, written: accepted, localPort: localPort!, remotePort: remotePort! }), 'the sender to be held back');
     console.log(`upload held back: the client could send ${(accepted / 1048576).toFixed(1)} MB while the backend read nothing`);
     expect(accepted).toBeLessThan(BUFFER_BOUND + 1024 * 1024);
     (backendReq as unknown as IncomingMessage).resume();
@@ -143,7 +178,13 @@ describe('streaming', () => {
   it('holds back a download while the client reads nothing', async () => {
     let written = 0;
     let finished = false;
+    let backendRes: ServerResponse | null = null;
+    let backendPort = 0;
+    let proxyPort = 0;
     const port = await start((_req, res) => {
+      backendRes = res;
+      backendPort = res.socket!.localPort!;
+      proxyPort = res.socket!.remotePort!;
       res.writeHead(200, { 'content-length': SIZE });
       const next = () => {
         while (written < SIZE) {
@@ -157,13 +198,7 @@ describe('streaming', () => {
     let received = 0;
     const res = await new Promise<IncomingMessage>((resolve) => httpRequest({ host: '127.0.0.1', port, path: '/' }, resolve).end());
     res.pause();
-    let previous = -1;
-    await waitFor(async () => {
-      const stalled = written === previous && written > 0;
-      previous = written;
-      await new Promise((r) => setTimeout(r, 200));
-      return stalled;
-    }, 15_000, 'the backend to be held back');
+    await heldBack(port, () => ({ waitingForDrain: backendRes!.writableNeedDrain, written, localPort: backendPort, remotePort: proxyPort }), 'the backend to be held back');
     console.log(`download held back: the backend could write ${(written / 1048576).toFixed(1)} MB while the client read nothing`);
     expect(written).toBeLessThan(BUFFER_BOUND);
     expect(finished).toBe(false);

@@ -1,32 +1,25 @@
-import { afterEach, describe, expect, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
 import { execFileSync } from 'node:child_process';
 import { mkdtempSync } from 'node:fs';
 import { request as httpsRequest } from 'node:https';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { backendsYaml, startBackends, type TestBackend } from './support/backends.js';
+import { backendsYaml, startBackends } from './support/backends.js';
+import { useCleanup } from './support/cleanup.js';
+import { commandFrom } from './support/debian-packages.js';
 import { startProxy } from './support/proxy.js';
-import type { Limpet } from '../src/limpet.js';
 
-let backends: TestBackend[] = [];
-let proxy: Limpet | null = null;
-
-afterEach(async () => {
-  await proxy?.close();
-  proxy = null;
-  await Promise.all(backends.map((b) => b.close()));
-  backends = [];
-});
+const cleanup = useCleanup();
 
 describe('TLS listener', () => {
   it('serves HTTPS, sets a Secure cookie by default and tells the backend the scheme', async () => {
     const dir = mkdtempSync(join(tmpdir(), 'limpet-tls-'));
     const cert = join(dir, 'cert.pem');
     const key = join(dir, 'key.pem');
-    execFileSync('openssl', ['req', '-x509', '-newkey', 'rsa:2048', '-nodes', '-keyout', key, '-out', cert, '-days', '1', '-subj', '/CN=localhost'], { stdio: 'ignore' });
-    backends = await startBackends(1);
+    execFileSync(commandFrom('openssl'), ['req', '-x509', '-newkey', 'rsa:2048', '-nodes', '-keyout', key, '-out', cert, '-days', '1', '-subj', '/CN=localhost'], { stdio: 'ignore' });
+    const backends = cleanup.add(await startBackends(1));
     const started = await startProxy(`tls: { cert: "${cert}", key: "${key}" }\naffinity: { by: cookie, cookie: { secret: s } }\n${backendsYaml(backends)}`);
-    proxy = started.limpet;
+    cleanup.add(started.limpet);
     const res = await new Promise<{ status: number; setCookie: string[] }>((resolve, reject) => {
       httpsRequest({ host: '127.0.0.1', port: started.port, path: '/', rejectUnauthorized: false }, (r) => {
         r.resume();

@@ -1,5 +1,6 @@
-import { afterEach, describe, expect, it } from 'vitest';
-import { createServer, connect, type Server, type Socket, type AddressInfo } from 'node:net';
+import { describe, expect, it } from 'vitest';
+import { createServer, connect, type Socket, type AddressInfo } from 'node:net';
+import { useCleanup } from './support/cleanup.js';
 import { waitFor } from './support/client.js';
 import { startProxy } from './support/proxy.js';
 import { parseConfig } from '../src/config/load.js';
@@ -7,20 +8,13 @@ import type { Limpet } from '../src/limpet.js';
 
 const CLOSE_1001_UNMASKED = Buffer.from([0x88, 0x02, 0x03, 0xe9]);
 
-let backend: Server | null = null;
-let backendSockets: Socket[] = [];
+const cleanup = useCleanup();
 
-afterEach(async () => {
-  for (const socket of backendSockets) socket.destroy();
-  backendSockets = [];
-  await new Promise((resolve) => (backend ? backend.close(resolve) : resolve(undefined)));
-  backend = null;
-});
-
-/** A raw WebSocket backend: answers the upgrade, then sends `frameBytes` and waits. */
-async function startRawBackend(frameBytes: Buffer): Promise<string> {
-  backend = createServer((socket) => {
-    backendSockets.push(socket);
+/** A raw WebSocket backend: answers the upgrade, then sends `frameBytes` and waits. Returns its url and its sockets. */
+async function startRawBackend(frameBytes: Buffer): Promise<{ url: string; sockets: Socket[] }> {
+  const sockets: Socket[] = [];
+  const backend = createServer((socket) => {
+    sockets.push(socket);
     let head = '';
     socket.on('data', (chunk) => {
       if (head.includes('\r\n\r\n')) return;
@@ -33,8 +27,12 @@ async function startRawBackend(frameBytes: Buffer): Promise<string> {
     });
     socket.on('error', () => {});
   });
-  await new Promise<void>((resolve) => backend!.listen(0, '127.0.0.1', resolve));
-  return `http://127.0.0.1:${(backend!.address() as AddressInfo).port}`;
+  cleanup.add(() => {
+    for (const socket of sockets) socket.destroy();
+    return new Promise((resolve) => backend.close(resolve));
+  });
+  await new Promise<void>((resolve) => backend.listen(0, '127.0.0.1', resolve));
+  return { url: `http://127.0.0.1:${(backend.address() as AddressInfo).port}`, sockets };
 }
 
 /** Upgrades through the proxy and returns everything received after the 101 head, once the proxy closes. */
@@ -44,10 +42,11 @@ async function tunnelThenShutdown(frameBytes: Buffer): Promise<Buffer> {
 
 /** Upgrades through the proxy, runs `end`, and returns everything received after the 101 head once the proxy closes the tunnel. */
 async function tunnelThen(frameBytes: Buffer, end: (limpet: Limpet, backendUrl: string) => Promise<void>): Promise<Buffer> {
-  const url = await startRawBackend(frameBytes);
+  const { url } = await startRawBackend(frameBytes);
   const { limpet, port } = await startProxy(`affinity: { by: ip }\nbackends: [{ id: ws, url: "${url}" }]`);
-  closeAfter = limpet;
+  cleanup.add(limpet);
   const client = connect(port, '127.0.0.1');
+  cleanup.add(() => client.destroy());
   const chunks: Buffer[] = [];
   client.on('data', (chunk) => chunks.push(chunk));
   const closed = new Promise((resolve) => client.on('close', resolve));
@@ -64,11 +63,6 @@ async function tunnelThen(frameBytes: Buffer, end: (limpet: Limpet, backendUrl: 
   return all.subarray(all.indexOf('\r\n\r\n') + 4);
 }
 
-let closeAfter: Limpet | null = null;
-afterEach(async () => {
-  await closeAfter?.close();
-  closeAfter = null;
-});
 
 describe('WebSocket close on shutdown', () => {
   it('sends close 1001 after a complete frame', async () => {
@@ -97,9 +91,9 @@ describe('WebSocket tunnels of a backend that leaves the config', () => {
   });
 
   it('keeps them open while the backend drains: a drained backend keeps its clients', async () => {
-    const url = await startRawBackend(frame);
+    const { url, sockets: backendSockets } = await startRawBackend(frame);
     const { limpet, port } = await startProxy(`affinity: { by: ip }\nbackends: [{ id: ws, url: "${url}" }]`);
-    closeAfter = limpet;
+    cleanup.add(limpet);
     const client = connect(port, '127.0.0.1');
     client.write('GET /socket HTTP/1.1\r\nHost: x\r\nConnection: Upgrade\r\nUpgrade: websocket\r\nSec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n');
     await waitFor(() => backendSockets.length === 1 || undefined, 10_000, 'the tunnel to open');

@@ -1,17 +1,10 @@
-import { afterEach, describe, expect, it } from 'vitest';
-import { backendsYaml, startBackends, type TestBackend } from './support/backends.js';
+import { describe, expect, it } from 'vitest';
+import { backendsYaml, startBackends } from './support/backends.js';
+import { useCleanup } from './support/cleanup.js';
 import { request, waitFor } from './support/client.js';
 import { startCli, type CliProxy } from './support/cli.js';
 
-let backends: TestBackend[] = [];
-let cli: CliProxy | null = null;
-
-afterEach(async () => {
-  await cli?.stop();
-  cli = null;
-  await Promise.all(backends.map((b) => b.close()));
-  backends = [];
-});
+const cleanup = useCleanup();
 
 const CLIENTS = 60;
 const address = (i: number) => `127.0.12.${i + 2}`;
@@ -45,8 +38,8 @@ async function bothWorkersServing(cli: CliProxy): Promise<void> {
 
 describe('workers: 2', () => {
   it('answer the same clients with the same pins, also after a backend dies, and drain reaches every worker', async () => {
-    backends = await startBackends(3);
-    cli = await startCli(() => `workers: 2\nlog: { level: info, access: true }\naffinity: { by: ip }\nhealthCheck: { interval: 200ms, timeout: 200ms, rise: 1, fall: 2 }\n${backendsYaml(backends)}\n`);
+    const backends = cleanup.add(await startBackends(3));
+    const cli = cleanup.add(await startCli(() => `workers: 2\nlog: { level: info, access: true }\naffinity: { by: ip }\nhealthCheck: { interval: 200ms, timeout: 200ms, rise: 1, fall: 2 }\n${backendsYaml(backends)}\n`));
     await bothWorkersServing(cli);
     const before = await servedBy(cli.port, 4);
     for (const seen of before) expect(new Set(seen).size).toBe(1);
@@ -63,10 +56,7 @@ describe('workers: 2', () => {
 
     const auth = await request(cli.adminPort, { path: `/backends/${backends[1]!.id}/drain`, method: 'POST' });
     expect(auth.status).toBe(200);
-    const fresh = await waitFor(async () => {
-      const seen = await servedBy(cli!.port, 2, 20).catch(() => null);
-      return seen;
-    });
+    const fresh = await waitFor(() => servedBy(cli.port, 2, 20), 10_000, 'the first 20 clients to be served twice after the drain');
     // new clients (never seen) avoid the drained backend on both workers
     const newcomers: string[] = [];
     for (let i = 100; i < 140; i++) newcomers.push((await request(cli.port, { localAddress: address(i) })).headers['x-backend'] as string);
@@ -76,17 +66,18 @@ describe('workers: 2', () => {
   });
 
   it('replaces a crashed worker, which then knows every pin', async () => {
-    backends = await startBackends(3);
-    cli = await startCli(() => `workers: 2\nlog: { level: info, access: true }\naffinity: { by: ip }\nhealthCheck: { interval: 200ms, timeout: 200ms, rise: 1, fall: 2 }\n${backendsYaml(backends)}\n`);
+    const backends = cleanup.add(await startBackends(3));
+    const cli = cleanup.add(await startCli(() => `workers: 2\nlog: { level: info, access: true }\naffinity: { by: ip }\nhealthCheck: { interval: 200ms, timeout: 200ms, rise: 1, fall: 2 }\n${backendsYaml(backends)}\n`));
     await bothWorkersServing(cli);
     const before = await servedBy(cli.port, 2);
     const pids = [...workerPids(cli)] as number[];
     process.kill(pids[0]!, 'SIGKILL');
-    await waitFor(() => cli!.logs.some((l) => l.msg === 'worker exited; starting a replacement'), 10_000, 'replacement');
+    await waitFor(() => cli.logs.some((l) => l.msg === 'worker exited; starting a replacement'), 10_000, 'replacement');
     await waitFor(async () => {
-      const size = workerPids(cli!).size;
-      await request(cli!.port).catch(() => null);
-      return workerPids(cli!).size > size || workerPids(cli!).size >= 3;
+      expect((await request(cli.port)).status).toBe(200);
+      const served = [...workerPids(cli)];
+      if (served.length < 3) throw new Error(`only worker pids ${served.join(', ')} have served`);
+      return true;
     }, 15_000, 'the new worker to serve');
     const after = await servedBy(cli.port, 4);
     for (let i = 0; i < CLIENTS; i++) expect(after[i]).toEqual(Array(4).fill(before[i]![0]));
@@ -95,8 +86,8 @@ describe('workers: 2', () => {
 
 describe('workers: 2 in cookie mode without a configured secret', () => {
   it('share one generated secret, so a cookie set by one worker is honoured by the other', async () => {
-    backends = await startBackends(3);
-    cli = await startCli(() => `workers: 2\nlog: { level: info, access: true }\naffinity: { by: cookie }\n${backendsYaml(backends)}\n`);
+    const backends = cleanup.add(await startBackends(3));
+    const cli = cleanup.add(await startCli(() => `workers: 2\nlog: { level: info, access: true }\naffinity: { by: cookie }\n${backendsYaml(backends)}\n`));
     const { cookiePair } = await import('./support/client.js');
     // Both workers must be serving, or the cookies below would never cross from one to the other.
     await bothWorkersServing(cli);
@@ -119,9 +110,9 @@ describe('workers: 2 in cookie mode without a configured secret', () => {
 
 describe('workers: 2 with workerBalance: kernel', () => {
   it('serves with the same pins whichever worker accepts the connection', async () => {
-    backends = await startBackends(3);
-    cli = await startCli(() => `workers: 2\nworkerBalance: kernel\nlog: { level: info, access: true }\naffinity: { by: ip }\n${backendsYaml(backends)}\n`);
-    await waitFor(async () => (await request(cli!.port).catch(() => null))?.status === 200, 15_000, 'a worker to serve');
+    const backends = cleanup.add(await startBackends(3));
+    const cli = cleanup.add(await startCli(() => `workers: 2\nworkerBalance: kernel\nlog: { level: info, access: true }\naffinity: { by: ip }\n${backendsYaml(backends)}\n`));
+    await waitFor(async () => (await request(cli.port)).status === 200, 15_000, 'a worker to serve');
     const seen = await servedBy(cli.port, 3, 20);
     for (const backendsSeen of seen) expect(new Set(backendsSeen).size).toBe(1);
     expect(new Set(seen.map((s) => s[0])).size).toBeGreaterThan(1);

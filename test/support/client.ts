@@ -48,13 +48,27 @@ export function cookiePair(headers: IncomingHttpHeaders, name = 'limpet'): strin
   return line?.split(';')[0];
 }
 
-/** Polls `check` until it returns a truthy value, or fails after `timeoutMs`. */
-export async function waitFor<T>(check: () => T | Promise<T>, timeoutMs = 10_000, what = 'condition'): Promise<T> {
+/** The real setTimeout, taken before any test can fake timers, so polling keeps running while one does. */
+const pollTimer = globalThis.setTimeout;
+
+/**
+ * Polls `check` until it returns a truthy value, or fails after `timeoutMs`. A check that throws (a
+ * failed expectation, a refused connection) is polled again like one that returns a falsy value; the
+ * timeout error names what was awaited and what the last check threw or returned, so a check can
+ * throw to say why it is not there yet.
+ */
+export async function waitFor<T>(check: () => T | Promise<T>, timeoutMs = 10_000, what = 'condition'): Promise<NonNullable<T>> {
   const deadline = Date.now() + timeoutMs;
   for (;;) {
-    const value = await check();
-    if (value) return value;
-    if (Date.now() > deadline) throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}`);
-    await new Promise((r) => setTimeout(r, 20));
+    let last: string;
+    try {
+      const value = await check();
+      if (value) return value as NonNullable<T>;
+      last = `returned ${String(value)}`;
+    } catch (error) {
+      last = `threw ${error instanceof Error ? error.message : String(error)}`;
+    }
+    if (Date.now() > deadline) throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}; the last check ${last}`);
+    await new Promise((r) => pollTimer(r, 20));
   }
 }
