@@ -68,6 +68,17 @@ export class UpstreamBusyError extends UpstreamError {
   override readonly countsAgainstBackend = false;
 }
 
+/**
+ * limpet itself ran out of something the connection needed — descriptors (EMFILE, ENFILE), local
+ * ports (EADDRNOTAVAIL), buffers or memory. It says nothing about the backend: no ejection, no
+ * retry (the next backend would meet the same limit), 503 with Retry-After, and a log line.
+ */
+export class LocalResourceError extends UpstreamError {
+  readonly code = 'LIMPET_LOCAL_RESOURCE';
+  override readonly status = 503;
+  override readonly countsAgainstBackend = false;
+}
+
 /** No backend can serve the client at all. */
 export class NoBackendError extends LimpetError {
   readonly code = 'LIMPET_NO_BACKEND';
@@ -108,7 +119,9 @@ export class ListenError extends LimpetError {
 }
 
 /** Error codes (Node's and undici's) that prove the connection was never made. */
-const NEVER_CONNECTED = new Set(['ECONNREFUSED', 'UND_ERR_CONNECT_TIMEOUT', 'EHOSTUNREACH', 'ENETUNREACH', 'ENOTFOUND', 'EAI_AGAIN', 'EADDRNOTAVAIL']);
+const NEVER_CONNECTED = new Set(['ECONNREFUSED', 'UND_ERR_CONNECT_TIMEOUT', 'EHOSTUNREACH', 'ENETUNREACH', 'ENOTFOUND', 'EAI_AGAIN']);
+/** Codes of this process's own limits, not the backend's. */
+const LOCAL_LIMITS = new Set(['EMFILE', 'ENFILE', 'EADDRNOTAVAIL', 'ENOBUFS', 'ENOMEM']);
 /** Codes of a connection that died under the request. */
 const SOCKET_DIED = new Set(['UND_ERR_SOCKET', 'ECONNRESET', 'EPIPE']);
 /** Codes of a backend that took too long to answer. */
@@ -122,6 +135,7 @@ export function classifyUpstreamFailure(error: Error, written: boolean): Upstrea
   if (error instanceof UpstreamError) return error;
   const code = (error as NodeJS.ErrnoException).code ?? '';
   const options = { cause: error };
+  if (LOCAL_LIMITS.has(code)) return new LocalResourceError(`${code}: ${error.message}`, options);
   if (!written || NEVER_CONNECTED.has(code)) return new UpstreamConnectError(error.message, options);
   if (TIMED_OUT.has(code)) return new UpstreamTimeoutError(error.message, options);
   if (SOCKET_DIED.has(code)) return new UpstreamSocketError(error.message, readEarlierResponses(error), options);

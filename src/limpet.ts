@@ -11,7 +11,7 @@ import { ListenError } from './errors.js';
 import { ActiveHealthChecker } from './health/active-checks.js';
 import { PassiveEjector } from './health/passive-ejection.js';
 import type { Logger } from './observe/log.js';
-import { logBackendChange } from './observe/backend-log.js';
+import { logBackendChange, LocalLimitLog } from './observe/backend-log.js';
 import type { LiveFigures } from './observe/live-figures.js';
 import { ProxyMetrics } from './observe/metrics.js';
 import { headLimitStatus } from './proxy/client-limits.js';
@@ -53,6 +53,7 @@ export class Limpet {
   private readonly passive: PassiveEjector;
   private readonly role: RoleBehaviour;
   private readonly upgrades = new UpgradeForwarder();
+  private readonly localLimits: LocalLimitLog;
   private readonly sweepTimer: NodeJS.Timeout;
   private closing = false;
 
@@ -62,6 +63,7 @@ export class Limpet {
     processRole: ProcessRole,
   ) {
     this.secrets = new CookieSecret(logger);
+    this.localLimits = new LocalLimitLog(logger);
     const config = this.secrets.fill(configGiven);
     this.config = config;
 
@@ -281,6 +283,7 @@ export class Limpet {
       backend.noteError(failure.message);
       this.role.failureSeen(backend, failure);
     },
+    localLimitReached: (failure) => this.localLimits.seen(failure),
     retried: (failed) => this.metrics.backend(failed).retries.inc(),
     completed: (backend, status, seconds) => this.metrics.requestCompleted(backend, status, seconds),
   };

@@ -1,3 +1,4 @@
+import type { LocalResourceError } from '../errors.js';
 import type { Backend, BackendChange } from '../upstream/backend.js';
 import type { Logger } from './log.js';
 
@@ -24,5 +25,28 @@ export function logBackendChange(logger: Logger, backend: Backend, change: Backe
     case 'verified':
     case 'adopted':
       return;
+  }
+}
+
+/** How often, at most, limpet says it is out of descriptors or ports: once in a flood, not per request. */
+const LOCAL_LIMIT_LOG_EVERY_MS = 5_000;
+
+/**
+ * Says that limpet itself is out of something (descriptors, local ports): the first time at once,
+ * then at most every few seconds with how many requests it cost meanwhile.
+ */
+export class LocalLimitLog {
+  private lastAt = 0;
+  private since = 0;
+
+  constructor(private readonly logger: Logger) {}
+
+  seen(failure: LocalResourceError): void {
+    this.since++;
+    const now = Date.now();
+    if (now - this.lastAt < LOCAL_LIMIT_LOG_EVERY_MS) return;
+    this.logger.error({ msg: 'limpet is out of a resource of its own: requests answered 503, no backend blamed', cause: failure.message, requests: this.since });
+    this.lastAt = now;
+    this.since = 0;
   }
 }

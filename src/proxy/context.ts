@@ -1,7 +1,7 @@
 import type { Logger } from '../observe/log.js';
 import type { ClientAddressResolver } from '../affinity/client-address.js';
 import type { AffinityPolicy } from '../affinity/policy.js';
-import type { UpstreamError } from '../errors.js';
+import type { LocalResourceError, UpstreamError } from '../errors.js';
 import type { Backend } from '../upstream/backend.js';
 import type { ClientLimits } from './client-limits.js';
 
@@ -9,6 +9,8 @@ import type { ClientLimits } from './client-limits.js';
 export interface ExchangeObserver {
   /** A request met a failure at `backend` that puts its health in question: passive detection counts these. */
   upstreamFailed(backend: Backend, failure: UpstreamError): void;
+  /** A request failed for want of something of limpet's own (descriptors, ports): the operator must hear of it. */
+  localLimitReached(failure: LocalResourceError): void;
   /** A request that failed at `failed` is being sent again. */
   retried(failed: Backend): void;
   /** A response (or proxy error) was sent for a request placed on `backend`; duration in seconds. */

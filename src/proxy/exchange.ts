@@ -3,7 +3,9 @@ import type { Socket } from 'node:net';
 import type { Readable } from 'node:stream';
 import type { Dispatcher } from 'undici';
 import type { Placement } from '../affinity/policy.js';
-import { bodilessLengthMismatch, BodyTooLargeError, classifyUpstreamFailure, UpstreamBusyError, UpstreamProtocolError } from '../errors.js';
+import {
+  bodilessLengthMismatch, BodyTooLargeError, classifyUpstreamFailure, LocalResourceError, UpstreamBusyError, UpstreamProtocolError,
+} from '../errors.js';
 import type { Backend } from '../upstream/backend.js';
 import { CONTINUE_STAND_IN } from '../upstream/interim-responses.js';
 import { copyResponseHeaders } from './headers.js';
@@ -191,6 +193,7 @@ export class Exchange implements Dispatcher.DispatchHandler, Sequenced {
       retries: this.context.retries,
     };
     if (countsAgainstBackend(failure, facts)) this.context.observer.upstreamFailed(backend, failure);
+    else if (failure instanceof LocalResourceError) this.context.observer.localLimitReached(failure);
     const action = retryAction(failure, facts);
     if (action !== 'give-up') {
       const next = action === 'resend-fresh' ? backend : this.context.affinity.retry(this.placement);

@@ -3,7 +3,7 @@ import { request as httpsRequest } from 'node:https';
 import type { Socket } from 'node:net';
 import type { Duplex } from 'node:stream';
 import type { Placement } from '../affinity/policy.js';
-import { classifyUpstreamFailure, UpstreamConnectError, UpstreamTimeoutError } from '../errors.js';
+import { classifyUpstreamFailure, LocalResourceError, UpstreamConnectError, UpstreamTimeoutError } from '../errors.js';
 import type { Backend } from '../upstream/backend.js';
 import type { ForwardingContext } from './context.js';
 import { FrameBoundary } from './frame-boundary.js';
@@ -108,6 +108,7 @@ export class UpgradeForwarder {
       // A tunnel's connection is always new, so a dead socket is never a stale pooled one.
       const facts = { replayable: false, pooled: false, resentFresh: false, attempts: attempt, retries: context.retries };
       if (countsAgainstBackend(failure, facts)) context.observer.upstreamFailed(backend, failure);
+      else if (failure instanceof LocalResourceError) context.observer.localLimitReached(failure);
       if (retryAction(failure, facts) === 'next-backend' && context.affinity.retry(placement) !== null) {
         context.observer.retried(backend);
         head.setRemapNotice(placement.remappedFrom);
