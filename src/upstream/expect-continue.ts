@@ -47,7 +47,8 @@ export function dispatchExpectingContinue(
     else options.body.pipe(upstream);
   });
   upstream.on('information', (info: { statusCode: number; statusMessage: string; rawHeaders: string[] }) => {
-    handler.onHeaders?.(info.statusCode, rawBuffers(info.rawHeaders), noop, info.statusMessage);
+    // Node reports a 100 both here and as 'continue', which handles it.
+    if (info.statusCode !== 100) handler.onHeaders?.(info.statusCode, rawBuffers(info.rawHeaders), noop, info.statusMessage);
   });
   upstream.once('response', (res: IncomingMessage) => {
     if (timer !== null) clearTimeout(timer);
