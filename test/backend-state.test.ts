@@ -1,6 +1,10 @@
 import { afterAll, describe, expect, it } from 'vitest';
 import { Backend, type BackendChange, type HealthCheckResult } from '../src/upstream/backend.js';
 import { BackendRegistry } from '../src/upstream/backend-registry.js';
+import { parseConfig } from '../src/config/load.js';
+import { backendsYaml, startBackends } from './support/backends.js';
+import { waitFor } from './support/client.js';
+import { startProxy } from './support/proxy.js';
 
 const pool = { connectTimeout: 1000, keepAliveTimeout: 1000, maxConnections: 0 };
 const policy = { rise: 2, fall: 3, cooldown: 10_000 };
@@ -130,5 +134,24 @@ describe('BackendRegistry: backends by id across reloads', () => {
     expect(seen).toEqual(['a:added', 'b:added', 'a:down', 'c:added', 'b:retired', 'a:draining', 'c:up']);
     expect(a.verified).toBe(false);
     await registry.close();
+  });
+});
+
+describe('ActiveHealthChecker on reload', () => {
+  it('brings the next check within a shortened interval instead of waiting out the old one', async () => {
+    const backends = await startBackends(1);
+    const yaml = (interval: string) => `affinity: { by: ip }\nhealthCheck: { interval: ${interval} }\n${backendsYaml(backends)}`;
+    const started = await startProxy(yaml('1h'));
+    try {
+      const backend = started.limpet.backend('app-1')!;
+      // The first check comes within a second of start, whatever the interval; the next one in an hour.
+      await waitFor(() => backend.lastCheck !== null || undefined, 10_000, 'the first check');
+      const first = backend.lastCheck!.at;
+      started.limpet.reload(parseConfig(`listen: 127.0.0.1:0\nadmin: { listen: "127.0.0.1:0" }\n${yaml('100ms')}`, 'test.yaml', {}));
+      await waitFor(() => (backend.lastCheck!.at > first) || undefined, 10_000, 'a check within the new interval');
+    } finally {
+      await started.limpet.close();
+      await Promise.all(backends.map((b) => b.close()));
+    }
   });
 });

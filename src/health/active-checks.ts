@@ -33,14 +33,25 @@ export class ActiveHealthChecker {
     private readonly checked: CheckListener,
   ) {}
 
-  /** Starts probing new backends and stops probing removed ones; kept backends keep their schedule. */
+  /**
+   * Starts probing new backends and stops probing removed ones; kept backends keep their schedule,
+   * unless the interval changed: then their next probe comes within the new one.
+   */
   track(backends: readonly Backend[], settings: HealthCheckSettings = this.settings): void {
+    const newInterval = settings.interval !== this.settings.interval;
     this.settings = settings;
     const wanted = new Set(backends);
     for (const [backend, probe] of this.probes) {
       if (wanted.has(backend)) continue;
       if (probe.timer !== null) clearTimeout(probe.timer);
       this.probes.delete(backend);
+    }
+    if (newInterval) {
+      for (const probe of this.probes.values()) {
+        if (probe.timer === null) continue;
+        clearTimeout(probe.timer);
+        this.schedule(probe, Math.random() * settings.interval);
+      }
     }
     for (const backend of backends) {
       if (this.probes.has(backend)) continue;
