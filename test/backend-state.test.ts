@@ -21,12 +21,16 @@ function backend(pending = false): { backend: Backend; changes: BackendChange[] 
 const check = (ok: boolean, at = 0): HealthCheckResult => ({ at, ok, status: ok ? 200 : null, error: ok ? null : 'ECONNREFUSED', durationMs: 1 });
 
 describe('Backend: every transition is a method, each change announced once', () => {
-  it('takes traffic before its first check, which alone decides, and counts only verified backends as ready', () => {
+  it('takes traffic before its first check, is verified by its first pass, and counts only verified backends as ready', () => {
     const { backend: up, changes } = backend();
     expect([up.available, up.verified]).toEqual([true, false]);
     up.checkCompleted(check(true), policy);
     expect([up.available, up.verified]).toEqual([true, true]);
+    // Presumed up, as it takes traffic: `fall` failures take it down, not the first.
     const { backend: down, changes: downChanges } = backend();
+    down.checkCompleted(check(false), policy);
+    down.checkCompleted(check(false), policy);
+    expect([down.available, down.verified]).toEqual([true, false]);
     down.checkCompleted(check(false), policy);
     expect([down.available, down.status]).toEqual([false, 'down']);
     expect([changes, downChanges]).toEqual([['verified'], ['down']]);

@@ -33,9 +33,9 @@ export interface CheckPolicy {
 
 /**
  * The verdict of the active checks. `unknown`: configured at start and not yet checked; it takes
- * traffic (it may well be up) but does not make the proxy ready. `pending`: added by a reload and
- * not yet checked; it takes no traffic. Either way the first check alone decides (no `rise` or
- * `fall` wait).
+ * traffic (it may well be up) but does not make the proxy ready; its first pass makes it up, `fall`
+ * failures down. `pending`: added by a reload and not yet checked; it takes no traffic, and its
+ * first check alone decides.
  */
 export type CheckState = 'up' | 'down' | 'unknown' | 'pending';
 
@@ -258,17 +258,17 @@ export class Backend {
     if (!result.ok) this.lastErrorText = result.error;
     if (this.retiredFlag) return;
     let change: BackendChange | null = null;
-    if (this.checkState === 'pending' || this.checkState === 'unknown') {
+    if (this.checkState === 'pending' || (this.checkState === 'unknown' && result.ok)) {
       // An unknown backend was taking traffic already: passing only confirms it.
       if (result.ok) change = this.checkState === 'pending' ? 'up' : 'verified';
-      else if (this.checkState === 'unknown') change = 'down';
       this.checkState = result.ok ? 'up' : 'down';
       this.checkPasses = result.ok ? 1 : 0;
       this.checkFailures = result.ok ? 0 : 1;
     } else if (!result.ok) {
       this.checkPasses = 0;
       this.checkFailures++;
-      if (this.checkState === 'up' && this.checkFailures >= policy.fall) {
+      // An unknown backend is presumed up, as it was taking traffic: `fall` failures take it down.
+      if (this.checkState !== 'down' && this.checkFailures >= policy.fall) {
         this.checkState = 'down';
         change = 'down';
       }
