@@ -75,8 +75,12 @@ export class Limpet {
     this.registry.listen((backend, change) => {
       if (change === 'added') return void this.metrics.backend(backend);
       if (change === 'retired') this.passive.forget(backend);
-      // A removed backend's tunnels stay open until they close by themselves; a failed one's close now.
-      else if (!backend.available) this.upgrades.closeBackend(backend);
+      // A removed backend's tunnels and requests finish by themselves; a failed one's tunnels close
+      // now, and its unanswered requests that may go elsewhere do, when some backend can serve.
+      else if (!backend.available) {
+        this.upgrades.closeBackend(backend);
+        if (this.registry.set.usableForPinned.includes(1)) backend.releaseInflight();
+      }
       logBackendChange(logger, backend, change, this.config.passive.maxFails);
       this.role.backendChanged(backend, change);
     });
