@@ -4,6 +4,7 @@ import type { Readable } from 'node:stream';
 import type { Dispatcher } from 'undici';
 import type { Placement } from '../affinity/policy.js';
 import { bodilessLengthMismatch, BodyTooLargeError, classifyUpstreamFailure, UpstreamBusyError, UpstreamDownError, UpstreamProtocolError } from '../errors.js';
+import { bodyRelayed } from '../runtime/relayed-garbage.js';
 import type { Backend, InflightRequest } from '../upstream/backend.js';
 import { CONTINUE_STAND_IN } from '../upstream/interim-responses.js';
 import { copyResponseHeaders } from './headers.js';
@@ -144,7 +145,13 @@ export class Exchange implements Dispatcher.DispatchHandler, Sequenced, Inflight
   }
 
 
+  /** undici passes the chunk written; its types still say the chunk's size. */
+  onBodySent(chunk: Buffer | number): void {
+    bodyRelayed(typeof chunk === 'number' ? chunk : chunk.length);
+  }
+
   onData(chunk: Buffer): boolean {
+    bodyRelayed(chunk.length);
     if (this.res.write(chunk)) return true;
     // One listener for the whole response: 'drain' only follows a write that returned false, and
     // a large body pauses many times (once() would wrap a new listener each time).

@@ -70,6 +70,12 @@ export interface InflightRequest {
 }
 
 let nextSerial = 1;
+let inflightEverywhere = 0;
+
+/** Requests in flight at every backend of this process. */
+export function requestsInFlight(): number {
+  return inflightEverywhere;
+}
 
 /**
  * One backend and everything it knows about itself: its settings, its independent health flags
@@ -227,6 +233,7 @@ export class Backend {
 
   requestStarted(request: InflightRequest): void {
     this.inflightCount++;
+    inflightEverywhere++;
     const head = this.inflightHead;
     request.inflightPrev = null;
     request.inflightNext = head;
@@ -236,6 +243,7 @@ export class Backend {
 
   requestFinished(request: InflightRequest): void {
     this.inflightCount--;
+    inflightEverywhere--;
     const { inflightPrev: prev, inflightNext: next } = request;
     if (prev !== null) prev.inflightNext = next;
     else if (this.inflightHead === request) this.inflightHead = next;
