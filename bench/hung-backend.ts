@@ -14,11 +14,10 @@
 // seconds into the load (default 2), HUNG_LIMPET_CLI (another build's dist/src/cli.js, e.g. the
 // branch point's, to measure it instead).
 import http from 'node:http';
-import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, rmSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
-import { CLIENT_CPU, distRoot, freePort, intFromEnv, SERVER_CPU, startBackends, startServerTarget, stopChildren, isSkipped } from './harness.js';
-import { RUNTIME_FLAGS } from '../src/runtime/runtime-flags.js';
+import { CLIENT_CPU, intFromEnv, isSkipped, limpetTarget, SERVER_CPU, startBackends, stopChildren } from './harness.js';
 
 const CONNECTIONS = intFromEnv('HUNG_CONNECTIONS', 500);
 const SECONDS = intFromEnv('HUNG_SECONDS', 10);
@@ -47,24 +46,19 @@ function quantile(sorted: number[], q: number): number {
   return sorted.length === 0 ? 0 : sorted[Math.min(sorted.length - 1, Math.floor(q * sorted.length))]!;
 }
 
-const cli = process.env.HUNG_LIMPET_CLI ?? path.join(distRoot, 'src', 'cli.js');
+const cli = process.env.HUNG_LIMPET_CLI;
 const backends = await Promise.all([1, 2, 3].map(() => startBackends(1)));
 const tmp = mkdtempSync(path.join(os.tmpdir(), 'limpet-hung-'));
 try {
-  const [port, adminPort] = [await freePort(), await freePort()];
-  const config = path.join(tmp, 'limpet.yaml');
-  writeFileSync(config, [
-    `listen: 127.0.0.1:${port}`,
-    `admin: { listen: "127.0.0.1:${adminPort}" }`,
-    'log: { level: error }',
-    'affinity: { by: cookie, cookie: { secret: hung-backend-bench } }',
-    'healthCheck: { interval: 500ms, timeout: 500ms, fall: 2 }',
-    `timeouts: { response: ${RESPONSE_TIMEOUT} }`,
-    'backends:',
-    ...backends.map((b, i) => `  - { id: b${i + 1}, url: "${b.origins[0]}" }`),
-    '',
-  ].join('\n'));
-  const target = await startServerTarget('limpet', cli, [process.execPath, ...RUNTIME_FLAGS, cli, '--config', config], SERVER_CPU, `http://127.0.0.1:${port}`);
+  const target = await limpetTarget({ pid: process.pid, origins: backends.map((b) => b.origins[0]!) }, tmp, {
+    name: 'limpet',
+    description: 'limpet',
+    nodeArgs: [],
+    affinity: 'affinity: { by: cookie, cookie: { secret: hung-backend-bench } }',
+    extraYaml: ['healthCheck: { interval: 500ms, timeout: 500ms, fall: 2 }', `timeouts: { response: ${RESPONSE_TIMEOUT} }`],
+    cpus: SERVER_CPU,
+    ...(cli === undefined ? {} : { cli }),
+  });
   if (isSkipped(target)) throw new Error(`limpet did not start: ${target.reason}`);
   if (CLIENT_CPU !== undefined) process.stdout.write(`limpet on CPU ${SERVER_CPU}; backends and clients on CPU ${CLIENT_CPU}\n`);
 
@@ -88,7 +82,7 @@ try {
   const answered = outcomes.filter((o) => o.status === 200).map((o) => o.ms).sort((a, b) => a - b);
   const statuses = [...byStatus].sort(([a], [b]) => a - b).map(([status, count]) => `${status || 'no response'}: ${count}`).join(', ');
   process.stdout.write([
-    `limpet: ${path.relative(process.cwd(), cli) || cli}`,
+    `limpet: ${cli ?? 'dist/src/cli.js'}`,
     `${CONNECTIONS} keep-alive connections, ${SECONDS} s of GETs, backend b1 frozen (SIGSTOP) at ${FREEZE_AT} s, timeouts.response ${RESPONSE_TIMEOUT}`,
     `responses: ${outcomes.length} (${statuses})`,
     `504: ${byStatus.get(504) ?? 0}`,

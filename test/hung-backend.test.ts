@@ -1,10 +1,10 @@
 import { afterEach, describe, expect, it } from 'vitest';
 import { spawn, type ChildProcess } from 'node:child_process';
-import { createServer, type AddressInfo, type Server, type Socket } from 'node:net';
 import { createInterface } from 'node:readline';
 import { startBackend, type BackendHandler } from './support/backends.js';
 import { request, waitFor, type TestResponse } from './support/client.js';
 import { startProxy } from './support/proxy.js';
+import { startRawBackend } from './support/raw-backend.js';
 import type { Limpet } from '../src/limpet.js';
 
 const FREEZABLE_BACKEND = new URL('./support/freezable-backend.mjs', import.meta.url).pathname;
@@ -48,31 +48,24 @@ const answerWithRemapNotice: BackendHandler = (req, res, id) => {
  * then closes, so every request after the first ones comes on a fresh connection.
  */
 async function startResettingBackend(id: string): Promise<{ id: string; url: string; held: () => number }> {
-  const sockets = new Set<Socket>();
   let held = 0;
-  const server: Server = createServer((socket) => {
-    sockets.add(socket);
-    socket.on('close', () => sockets.delete(socket));
-    socket.on('error', () => {});
-    let buffered = '';
-    socket.on('data', (chunk: Buffer) => {
-      buffered += chunk.toString('latin1');
-      if (!buffered.includes('\r\n\r\n')) return;
-      const path = buffered.split(' ', 2)[1];
-      if (path === '/hold') held++;
-      else if (path === '/reset') socket.resetAndDestroy();
-      else socket.end(`HTTP/1.1 200 OK\r\nx-backend: ${id}\r\ncontent-length: 0\r\nconnection: close\r\n\r\n`);
-    });
+  const backend = await startRawBackend((socket, head) => {
+    const path = head.split(' ', 2)[1];
+    if (path === '/hold') held++;
+    else if (path === '/reset') socket.resetAndDestroy();
+    else socket.end(`HTTP/1.1 200 OK\r\nx-backend: ${id}\r\ncontent-length: 0\r\nconnection: close\r\n\r\n`);
   });
-  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
-  cleanups.push(
-    () =>
-      new Promise<void>((resolve) => {
-        for (const socket of sockets) socket.destroy();
-        server.close(() => resolve());
-      }),
+  cleanups.push(backend.close);
+  return { id, url: backend.url, held: () => held };
+}
+
+/** limpet in front of `victim` and `survivor`, with `settings` (YAML lines). */
+async function proxyInFront(victim: { id: string; url: string }, survivor: { id: string; url: string }, settings: string[]): Promise<{ limpet: Limpet; port: number }> {
+  const started = await startProxy(
+    [...settings, 'affinity: { by: ip }', 'backends:', `  - { id: ${victim.id}, url: "${victim.url}" }`, `  - { id: ${survivor.id}, url: "${survivor.url}" }`].join('\n'),
   );
-  return { id, url: `http://127.0.0.1:${(server.address() as AddressInfo).port}`, held: () => held };
+  proxy = started.limpet;
+  return started;
 }
 
 /** The first `count` client addresses the proxy pins to `backendId`. */
@@ -94,20 +87,12 @@ describe('a backend that stops answering (SIGSTOP) under load', () => {
   it('sends its unanswered bodiless GETs to the client\'s next backend once checks mark it down, with the remap notice, while a POST waits for its 504', async () => {
     const victim = await startFreezable('app-1');
     const survivor = await startFreezable('app-2');
-    const started = await startProxy(
-      [
-        'affinity: { by: ip }',
-        'healthCheck: { interval: 100ms, timeout: 100ms, fall: 2 }',
-        // Moving a request is no failure of the backend: were it counted, these would eject it.
-        'passive: { maxFails: 3, window: 1m }',
-        'timeouts: { response: 10s }',
-        'backends:',
-        `  - { id: ${victim.id}, url: "${victim.url}" }`,
-        `  - { id: ${survivor.id}, url: "${survivor.url}" }`,
-      ].join('\n'),
-    );
-    proxy = started.limpet;
-    const port = started.port;
+    const { limpet, port } = await proxyInFront(victim, survivor, [
+      'healthCheck: { interval: 100ms, timeout: 100ms, fall: 2 }',
+      // Moving a request is no failure of the backend: were it counted, these would eject it.
+      'passive: { maxFails: 3, window: 1m }',
+      'timeouts: { response: 10s }',
+    ]);
 
     const pinned = await clientsPinnedTo(port, victim.id, 14);
     const heldClients = pinned.slice(0, 10);
@@ -128,7 +113,7 @@ describe('a backend that stops answering (SIGSTOP) under load', () => {
         for (let after = 0; after < 5; ) {
           load.push(await request(port, { localAddress }));
           if (markedDown) after++;
-          else markedDown = proxy!.backend(victim.id)!.status === 'down';
+          else markedDown = limpet.backend(victim.id)!.status === 'down';
         }
       }),
     );
@@ -140,7 +125,7 @@ describe('a backend that stops answering (SIGSTOP) under load', () => {
     expect(load.filter((res) => res.status !== 200).map((res) => res.status)).toEqual([]);
     expect(survivor.held).toEqual([]);
     // Down through its checks, not ejected for the requests moved off it.
-    expect(proxy.backend(victim.id)!.ejected).toBe(false);
+    expect(limpet.backend(victim.id)!.ejected).toBe(false);
 
     // A request with a body may have had effects: it is never sent twice, and waits for its own timeout.
     expect((await post).status).toBe(504);
@@ -150,29 +135,17 @@ describe('a backend that stops answering (SIGSTOP) under load', () => {
     const victim = await startResettingBackend('app-1');
     const survivor = await startBackend('app-2', answerWithRemapNotice);
     cleanups.push(() => survivor.close());
-    const started = await startProxy(
-      [
-        'affinity: { by: ip }',
-        'healthCheck: { interval: 1h }',
-        'passive: { maxFails: 3, window: 1m }',
-        'timeouts: { response: 10s }',
-        'backends:',
-        `  - { id: ${victim.id}, url: "${victim.url}" }`,
-        `  - { id: ${survivor.id}, url: "${survivor.url}" }`,
-      ].join('\n'),
-    );
-    proxy = started.limpet;
-    const port = started.port;
+    const { limpet, port } = await proxyInFront(victim, survivor, ['healthCheck: { interval: 1h }', 'passive: { maxFails: 3, window: 1m }', 'timeouts: { response: 10s }']);
     const pinned = await clientsPinnedTo(port, victim.id, 8);
 
     const gets = pinned.slice(0, 5).map((localAddress) => request(port, { path: '/hold', localAddress }));
     await waitFor(() => victim.held() === 5, 10_000, 'the backend to hold every GET');
     // Requests with a body are never sent twice: each reset is a 502 and a failure counted.
     for (const localAddress of pinned.slice(5)) {
-      expect(proxy.backend(victim.id)!.ejected).toBe(false);
+      expect(limpet.backend(victim.id)!.ejected).toBe(false);
       expect((await request(port, { method: 'POST', path: '/reset', body: 'payload', localAddress })).status).toBe(502);
     }
-    expect(proxy.backend(victim.id)!.ejected).toBe(true);
+    expect(limpet.backend(victim.id)!.ejected).toBe(true);
 
     const answered = await Promise.all(gets);
     expect(answered.map((res) => res.status)).toEqual([200, 200, 200, 200, 200]);

@@ -1,6 +1,6 @@
 // Both far ends of big transfers, in a process of their own so that their buffers are not counted
 // as the proxy's.
-//   node test/support/bulk-peer.mjs
+//   node bench/bulk-peer.mjs
 // Prints "backend <port>" once its backend listens: POST reads the body and answers its length;
 // GET /?bytes=N streams N bytes in 64 KiB writes, honouring backpressure. Then, for every line
 // "upload <url> <bytes>" or "download <url> <bytes>" on stdin, does that transfer as a client and
@@ -12,6 +12,7 @@ const CHUNK = Buffer.alloc(64 * 1024, 'x');
 
 /** Writes `bytes` to `out` in 64 KiB pieces, waiting for 'drain' whenever it asks to. */
 function stream(out, bytes) {
+  if (bytes === 0) return void out.end();
   let left = bytes;
   const write = () => {
     while (left > 0) {
