@@ -517,12 +517,14 @@ export interface LimpetVariant {
   nodeArgs: string[];
   /** Config lines added to the common ones (affinity by ip, log level warn, the backends). */
   extraYaml: string[];
+  /** The affinity line instead of `affinity: { by: ip }`. */
+  affinity?: string;
   /** Another build's `dist/src/cli.js` (BENCH_LIMPET_BASELINE), to compare two builds in one run. */
   cli?: string;
   cpus: string | undefined;
 }
 
-/** limpet (dist/src/cli.js) with affinity by ip over the backends, its config written into `tmp`. */
+/** limpet (dist/src/cli.js), by default with affinity by ip, over the backends, its config written into `tmp`. */
 export async function limpetTarget(backends: Backends, tmp: string, variant: LimpetVariant): Promise<Target | Skipped> {
   const { name, description } = variant;
   const cli = variant.cli ?? path.join(distRoot, 'src', 'cli.js');
@@ -533,7 +535,7 @@ export async function limpetTarget(backends: Backends, tmp: string, variant: Lim
     `listen: 127.0.0.1:${port}`,
     `admin: { listen: "127.0.0.1:${adminPort}" }`,
     'log: { level: warn }',
-    'affinity: { by: ip }',
+    variant.affinity ?? 'affinity: { by: ip }',
     ...variant.extraYaml,
     'backends:',
     ...backends.origins.map((origin, i) => `  - { id: b${i + 1}, url: "${origin}" }`),

@@ -61,6 +61,16 @@ export class UpstreamProtocolError extends UpstreamError {
   readonly code = 'LIMPET_UPSTREAM_PROTOCOL';
 }
 
+/**
+ * The backend was marked down (active checks, passive ejection) while an idempotent, bodiless
+ * request waited for its answer there: limpet withdrew the request to send it to the client's next
+ * backend. The backend's failure was already counted by whatever marked it down, not again here.
+ */
+export class UpstreamDownError extends UpstreamError {
+  readonly code = 'LIMPET_UPSTREAM_DOWN';
+  override readonly countsAgainstBackend = false;
+}
+
 /** No connection to the backend came free within `timeouts.response` (limits.maxBackendConnections): busy, not failing. */
 export class UpstreamBusyError extends UpstreamError {
   readonly code = 'LIMPET_UPSTREAM_BUSY';

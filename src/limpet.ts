@@ -80,6 +80,9 @@ export class Limpet {
       // Tunnels of a backend that can no longer serve (down, ejected, removed) close with 1001, so
       // clients reconnect where their HTTP now goes; a draining backend keeps its clients and tunnels.
       if (!backend.available) this.upgrades.closeBackend(backend);
+      // A failed backend's unanswered requests that may go elsewhere do, when some backend can serve;
+      // a removed one's finish where they are.
+      if (change !== 'retired' && !backend.available && this.registry.set.usableForPinned.includes(1)) backend.releaseInflight();
       logBackendChange(logger, backend, change, this.config.passive.maxFails);
       this.role.backendChanged(backend, change);
     });

@@ -1,5 +1,5 @@
 import { afterAll, describe, expect, it } from 'vitest';
-import { Backend, type BackendChange, type HealthCheckResult } from '../src/upstream/backend.js';
+import { Backend, type BackendChange, type HealthCheckResult, type InflightRequest } from '../src/upstream/backend.js';
 import { BackendRegistry } from '../src/upstream/backend-registry.js';
 import { parseConfig } from '../src/config/load.js';
 import { backendsYaml, startBackends } from './support/backends.js';
@@ -157,5 +157,50 @@ describe('ActiveHealthChecker on reload', () => {
       await started.limpet.close();
       await Promise.all(backends.map((b) => b.close()));
     }
+  });
+});
+
+describe('Backend: the requests in flight at it', () => {
+  /** A request that records being told, and may finish (unlink itself) when it is. */
+  class Request implements InflightRequest {
+    inflightPrev: InflightRequest | null = null;
+    inflightNext: InflightRequest | null = null;
+    constructor(
+      readonly name: string,
+      private readonly told: string[],
+      private readonly onLost: (() => void) | null = null,
+    ) {}
+    backendLost(): void {
+      this.told.push(this.name);
+      this.onLost?.();
+    }
+  }
+
+  it('tells each request still in flight when released, also when requests finish while they are told', () => {
+    const { backend: b } = backend();
+    const told: string[] = [];
+    const [first, middle, last] = ['first', 'middle', 'last'].map((name) => new Request(name, told));
+    for (const request of [first!, middle!, last!]) b.requestStarted(request);
+    b.requestFinished(middle!);
+    b.releaseInflight();
+    expect(told.sort()).toEqual(['first', 'last']);
+    expect(b.inflight).toBe(2);
+
+    // Each one finishes as it is told: every one is still told, and none is left listed.
+    b.requestFinished(first!);
+    b.requestFinished(last!);
+    told.length = 0;
+    const requests: Request[] = [];
+    for (const name of ['a', 'b', 'c']) {
+      const request: Request = new Request(name, told, () => b.requestFinished(request));
+      requests.push(request);
+      b.requestStarted(request);
+    }
+    b.releaseInflight();
+    expect(told.sort()).toEqual(['a', 'b', 'c']);
+    expect(b.inflight).toBe(0);
+    told.length = 0;
+    b.releaseInflight();
+    expect(told).toEqual([]);
   });
 });

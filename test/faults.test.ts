@@ -12,7 +12,7 @@ import { describe, expect, it } from 'vitest';
 import { spawn, type ChildProcess } from 'node:child_process';
 import { createInterface } from 'node:readline';
 import { createServer, request as httpRequest, Agent, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
-import { connect, createServer as createTcpServer, type Socket } from 'node:net';
+import { connect, type Socket } from 'node:net';
 import { randomBytes } from 'node:crypto';
 import { readdirSync, readFileSync, readlinkSync } from 'node:fs';
 import { getHeapStatistics, setFlagsFromString } from 'node:v8';
@@ -24,6 +24,7 @@ import { parseExposition } from './support/exposition.js';
 import { freePort } from './support/ports.js';
 import { seededRandom, seedFrom } from './support/random.js';
 import { startProxy } from './support/proxy.js';
+import { startRawBackend as startRawHttpBackend } from './support/raw-backend.js';
 import type { Limpet } from '../src/limpet.js';
 
 const cleanup = useCleanup();
@@ -35,36 +36,11 @@ const OK_RESPONSE = 'HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Leng
 
 // --- backends that misbehave on purpose ------------------------------------------------------
 
-/**
- * A TCP server that speaks just enough HTTP/1.1 to misbehave at the byte level. `onRequest` gets
- * each request head (bodies are not expected) and the index of the request on its connection.
- */
+/** A raw backend (support/raw-backend.ts), closed after the test. */
 async function startRawBackend(onRequest: (socket: Socket, head: string, index: number) => void): Promise<{ url: string }> {
-  const sockets = new Set<Socket>();
-  const server = createTcpServer((socket) => {
-    sockets.add(socket);
-    socket.on('close', () => sockets.delete(socket));
-    socket.on('error', () => {});
-    let buffered = '';
-    let index = 0;
-    socket.on('data', (chunk: Buffer) => {
-      buffered += chunk.toString('latin1');
-      for (let end = buffered.indexOf('\r\n\r\n'); end !== -1 && !socket.destroyed; end = buffered.indexOf('\r\n\r\n')) {
-        const head = buffered.slice(0, end);
-        buffered = buffered.slice(end + 4);
-        onRequest(socket, head, index++);
-      }
-    });
-  });
-  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
-  cleanup.add(
-    () =>
-      new Promise<void>((resolve) => {
-        for (const socket of sockets) socket.destroy();
-        server.close(() => resolve());
-      }),
-  );
-  return { url: `http://127.0.0.1:${(server.address() as { port: number }).port}` };
+  const backend = await startRawHttpBackend(onRequest);
+  cleanup.add(() => backend.close());
+  return backend;
 }
 
 /** A plain node:http backend. (The test helper backend records every request, which grows the heap.) */

@@ -4,9 +4,10 @@ import type { Readable } from 'node:stream';
 import type { Dispatcher } from 'undici';
 import type { Placement } from '../affinity/policy.js';
 import {
-  bodilessLengthMismatch, BodyTooLargeError, classifyUpstreamFailure, LocalResourceError, UpstreamBusyError, UpstreamProtocolError,
+  bodilessLengthMismatch, BodyTooLargeError, classifyUpstreamFailure, LocalResourceError, UpstreamBusyError, UpstreamDownError, UpstreamProtocolError,
 } from '../errors.js';
-import type { Backend } from '../upstream/backend.js';
+import { bodyRelayed } from '../runtime/relayed-garbage.js';
+import type { Backend, InflightRequest } from '../upstream/backend.js';
 import { CONTINUE_STAND_IN } from '../upstream/interim-responses.js';
 import { copyResponseHeaders } from './headers.js';
 import { RequestHead } from './request-head.js';
@@ -33,7 +34,9 @@ const IDEMPOTENT_METHODS = new Set(['GET', 'HEAD', 'OPTIONS', 'PUT', 'DELETE', '
  * One client request on its way through the proxy: placement, the forwarded request, and the
  * streamed response. It is its own undici dispatch handler, so forwarding allocates no closures.
  */
-export class Exchange implements Dispatcher.DispatchHandler, Sequenced {
+export class Exchange implements Dispatcher.DispatchHandler, Sequenced, InflightRequest {
+  inflightPrev: InflightRequest | null = null;
+  inflightNext: InflightRequest | null = null;
   private readonly placement: Placement;
   private readonly head = new RequestHead();
   private options: Dispatcher.DispatchOptions | null = null;
@@ -47,6 +50,8 @@ export class Exchange implements Dispatcher.DispatchHandler, Sequenced {
   private readonly startedAt = performance.now();
   private attempts = 0;
   private status = 0;
+  /** This attempt's backend was marked down before it answered: the request goes to the next one. */
+  private withdrawn = false;
   /** A stale keep-alive resend happens at most once per request. */
   private resentFresh = false;
   private drainListening = false;
@@ -110,6 +115,8 @@ export class Exchange implements Dispatcher.DispatchHandler, Sequenced {
     this.abortUpstream = abort;
     // Gone, or answered 503 while it waited in the queue: it must not reach the backend now.
     if (this.clientGone || this.finished) abort();
+    // Its backend was marked down while it waited for a connection.
+    else if (this.withdrawn) abort(this.downError());
   }
 
   onHeaders(statusCode: number, rawHeaders: Buffer[], resume: () => void, statusText: string): boolean {
@@ -140,7 +147,13 @@ export class Exchange implements Dispatcher.DispatchHandler, Sequenced {
   }
 
 
+  /** undici passes the chunk written; its types still say the chunk's size. */
+  onBodySent(chunk: Buffer | number): void {
+    bodyRelayed(typeof chunk === 'number' ? chunk : chunk.length);
+  }
+
   onData(chunk: Buffer): boolean {
+    bodyRelayed(chunk.length);
     if (this.res.write(chunk)) return true;
     // One listener for the whole response: 'drain' only follows a write that returned false, and
     // a large body pauses many times (once() would wrap a new listener each time).
@@ -186,7 +199,7 @@ export class Exchange implements Dispatcher.DispatchHandler, Sequenced {
     }
     const failure = classifyUpstreamFailure(error, this.sent);
     const facts: AttemptFacts = {
-      replayable: this.options?.body === null && IDEMPOTENT_METHODS.has(this.req.method ?? ''),
+      replayable: this.replayable,
       pooled: true,
       resentFresh: this.resentFresh,
       attempts: this.attempts,
@@ -200,7 +213,7 @@ export class Exchange implements Dispatcher.DispatchHandler, Sequenced {
       if (next !== null) {
         this.resentFresh ||= action === 'resend-fresh';
         this.context.observer.retried(backend);
-        backend.requestFinished();
+        backend.requestFinished(this);
         if (next !== backend) this.head.setRemapNotice(this.placement.remappedFrom);
         // Let undici finish tearing down the failed connection first, or the resend joins its fate.
         setImmediate(resendExchange, this, next, action === 'resend-fresh');
@@ -212,7 +225,32 @@ export class Exchange implements Dispatcher.DispatchHandler, Sequenced {
     this.finish(backend, failure.status);
   }
 
+  // --- the backend's in-flight list ------------------------------------------------------------
+
+  /**
+   * Its backend was marked down before answering. An idempotent request without a body leaves for
+   * the client's next backend at once (through onError and the retry policy, so the client's pin
+   * moves with the remap notice, as after a connect failure), rather than waiting out
+   * timeouts.response on a backend that may never answer; any other request keeps waiting for its
+   * own answer or timeout, as sending it twice could repeat its effects.
+   */
+  backendLost(): void {
+    if (this.responded || this.finished || this.clientGone || this.withdrawn || !this.replayable || this.attempts > this.context.retries) return;
+    this.withdrawn = true;
+    // Not yet given a connection: withdrawn as soon as it gets one (onConnect).
+    if (this.sent) this.abortUpstream?.(this.downError());
+  }
+
   // --- internals ----------------------------------------------------------------------------
+
+  /** Idempotent method and no body: sending it twice changes nothing (RFC 9110 §9.2.2). */
+  private get replayable(): boolean {
+    return this.options?.body === null && IDEMPOTENT_METHODS.has(this.req.method ?? '');
+  }
+
+  private downError(): UpstreamDownError {
+    return new UpstreamDownError(`${(this.placement.backend as Backend).id} was marked down before it answered`);
+  }
 
   /**
    * An interim response (102, 103, …) goes on to the client before the final one, as RFC 9110
@@ -253,9 +291,10 @@ export class Exchange implements Dispatcher.DispatchHandler, Sequenced {
   private dispatch(backend: Backend, newConnection = false): void {
     this.attempts++;
     this.sent = false;
+    this.withdrawn = false;
     // Every allowed connection is busy: the pool queues the request, and the wait gets a deadline.
     if (!newConnection && backend.atConnectionCap) this.enterQueue(backend);
-    backend.requestStarted();
+    backend.requestStarted(this);
     this.placement.backend = backend;
     const options = this.options as Dispatcher.DispatchOptions & { headers: string[]; body: Readable | null };
     if (this.expectContinue) backend.dispatchExpectingContinue(options, this);
@@ -305,7 +344,7 @@ export class Exchange implements Dispatcher.DispatchHandler, Sequenced {
     if (this.finished) return;
     this.finished = true;
     this.leaveQueue();
-    if (backend !== null && this.attempts > 0) backend.requestFinished();
+    if (backend !== null && this.attempts > 0) backend.requestFinished(this);
     const seconds = (performance.now() - this.startedAt) / 1000;
     this.context.observer.completed(backend, status, seconds);
     const log = this.context.accessLog;

@@ -1,10 +1,13 @@
-import { UpstreamConnectError, UpstreamSocketError, type UpstreamError } from '../errors.js';
+import { UpstreamConnectError, UpstreamDownError, UpstreamSocketError, type UpstreamError } from '../errors.js';
 
 /** What to do after a forwarding attempt failed. */
 export type RetryAction =
   /** Send it again to the same backend on a new connection: most likely a stale keep-alive socket. */
   | 'resend-fresh'
-  /** Send it to the client's next backend: it never reached this one, or this one failed it twice. */
+  /**
+   * Send it to the client's next backend: it never reached this one, this one failed it twice, or
+   * this one was marked down while the request waited for its answer.
+   */
   | 'next-backend'
   /** Answer the client with the failure's status. */
   | 'give-up';
@@ -26,11 +29,12 @@ export interface AttemptFacts {
  * The one retry classifier for plain requests and upgrades: never sent → any backend may take it;
  * died on a pooled socket before any answer, replayable → once more on a fresh connection to the
  * same backend (the client keeps its pin), then to the next backend, as nginx's
- * proxy_next_upstream does for idempotent requests; anything else → answered.
+ * proxy_next_upstream does for idempotent requests; withdrawn from a backend marked down (only
+ * replayable requests are) → the next backend; anything else → answered.
  */
 export function retryAction(failure: UpstreamError, facts: AttemptFacts): RetryAction {
   if (facts.attempts > facts.retries) return 'give-up';
-  if (failure instanceof UpstreamConnectError) return 'next-backend';
+  if (failure instanceof UpstreamConnectError || failure instanceof UpstreamDownError) return 'next-backend';
   if (suspectStaleSocket(failure, facts)) return 'resend-fresh';
   if (failure instanceof UpstreamSocketError && facts.replayable) return 'next-backend';
   return 'give-up';

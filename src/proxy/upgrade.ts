@@ -4,6 +4,7 @@ import type { Socket } from 'node:net';
 import type { Duplex } from 'node:stream';
 import type { Placement } from '../affinity/policy.js';
 import { classifyUpstreamFailure, LocalResourceError, UpstreamConnectError, UpstreamTimeoutError } from '../errors.js';
+import { bodyRelayed } from '../runtime/relayed-garbage.js';
 import type { Backend } from '../upstream/backend.js';
 import type { ForwardingContext } from './context.js';
 import { FrameBoundary } from './frame-boundary.js';
@@ -176,8 +177,14 @@ export class UpgradeForwarder {
     client.on('error', close).on('close', close);
     upstream.setTimeout(idle, close);
     (client as Socket).setTimeout?.(idle, close);
-    upstream.on('data', (chunk: Buffer) => tunnel.toClient.feed(chunk));
-    client.on('data', (chunk: Buffer) => tunnel.toBackend.feed(chunk));
+    upstream.on('data', (chunk: Buffer) => {
+      bodyRelayed(chunk.length);
+      tunnel.toClient.feed(chunk);
+    });
+    client.on('data', (chunk: Buffer) => {
+      bodyRelayed(chunk.length);
+      tunnel.toBackend.feed(chunk);
+    });
     upstream.pipe(client);
     client.pipe(upstream);
   }

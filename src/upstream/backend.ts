@@ -58,7 +58,26 @@ export type BackendChange = 'up' | 'down' | 'verified' | 'ejected' | 'readmitted
 
 export type BackendChangeListener = (backend: Backend, change: BackendChange) => void;
 
+/**
+ * A request in flight at a backend. While it is, the backend links it into its list of in-flight
+ * requests through these two fields (an intrusive list: no allocation per request), so it can tell
+ * each of them when it stops serving.
+ */
+export interface InflightRequest {
+  /** The backend's links; only the backend sets them. */
+  inflightPrev: InflightRequest | null;
+  inflightNext: InflightRequest | null;
+  /** The backend was marked down while this request waited on it: a request that may go elsewhere does. */
+  backendLost(): void;
+}
+
 let nextSerial = 1;
+let inflightEverywhere = 0;
+
+/** Requests in flight at every backend of this process. */
+export function requestsInFlight(): number {
+  return inflightEverywhere;
+}
 
 /**
  * One backend and everything it knows about itself: its settings, its independent health flags
@@ -91,6 +110,8 @@ export class Backend {
   private slot = -1;
 
   private inflightCount = 0;
+  /** The requests in flight here, newest first (see InflightRequest). */
+  private inflightHead: InflightRequest | null = null;
   private queuedCount = 0;
   private tunnelCount = 0;
   private lastCheckResult: HealthCheckResult | null = null;
@@ -217,12 +238,38 @@ export class Backend {
 
   // --- load counters: no event, they change per request ---------------------------------------
 
-  requestStarted(): void {
+  requestStarted(request: InflightRequest): void {
     this.inflightCount++;
+    inflightEverywhere++;
+    const head = this.inflightHead;
+    request.inflightPrev = null;
+    request.inflightNext = head;
+    if (head !== null) head.inflightPrev = request;
+    this.inflightHead = request;
   }
 
-  requestFinished(): void {
+  requestFinished(request: InflightRequest): void {
     this.inflightCount--;
+    inflightEverywhere--;
+    const { inflightPrev: prev, inflightNext: next } = request;
+    if (prev !== null) prev.inflightNext = next;
+    else if (this.inflightHead === request) this.inflightHead = next;
+    if (next !== null) next.inflightPrev = prev;
+    request.inflightPrev = null;
+    request.inflightNext = null;
+  }
+
+  /**
+   * Tells every request in flight here that this backend no longer serves (it was marked down):
+   * those that can be sent elsewhere without harm leave at once instead of waiting for their
+   * timeout. A request may finish, and so unlink itself, while it is told.
+   */
+  releaseInflight(): void {
+    for (let request = this.inflightHead; request !== null; ) {
+      const next = request.inflightNext;
+      request.backendLost();
+      request = next;
+    }
   }
 
   queueEntered(): void {

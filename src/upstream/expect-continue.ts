@@ -44,7 +44,12 @@ export function dispatchExpectingContinue(
   upstream.on('continue', () => {
     handler.onHeaders?.(100, [], noop, 'Continue');
     if (options.body === null) upstream.end();
-    else options.body.pipe(upstream);
+    else {
+      // The handler hears of the body as undici would tell it (onBodySent).
+      let sent = 0;
+      options.body.on('data', (chunk: Buffer) => handler.onBodySent?.(chunk.length, (sent += chunk.length)));
+      options.body.pipe(upstream);
+    }
   });
   upstream.on('information', (info: { statusCode: number; statusMessage: string; rawHeaders: string[] }) => {
     // Node reports a 100 both here and as 'continue', which handles it.
