@@ -147,9 +147,12 @@ describe('socket.io behind limpet', () => {
         `${moved.length} clients of ${victim.id} to reconnect elsewhere`,
       );
       for (const client of moved) {
-        // Why each reconnected: the proxy cut its tunnel as the dead backend's end closed, so the
-        // client saw its connection close without a close frame (1006) — once, and not a ping timeout.
-        expect(client.disconnects).toEqual([{ reason: 'transport close', code: 1006 }]);
+        // Why each reconnected: its tunnel closed once, not a ping timeout — either cut as the dead
+        // backend's end closed (no close frame: 1006) or closed by the proxy with 1001 when passive
+        // detection took the backend out first, whichever happened sooner.
+        expect(client.disconnects).toHaveLength(1);
+        expect(client.disconnects[0]!.reason).toBe('transport close');
+        expect([1001, 1006]).toContain(client.disconnects[0]!.code);
         expect(client.connects).toBe(2);
         await waitFor(() => client.transport() === 'websocket', 5_000, 'the reconnected client to upgrade');
         expect((await client.echo()).transport).toBe('websocket');
