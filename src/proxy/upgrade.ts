@@ -5,6 +5,7 @@ import type { Duplex } from 'node:stream';
 import type { Placement } from '../affinity/policy.js';
 import { classifyUpstreamFailure, UpstreamConnectError, UpstreamTimeoutError } from '../errors.js';
 import type { Backend } from '../upstream/backend.js';
+import { endClientConnection } from './client-send.js';
 import type { ForwardingContext } from './context.js';
 import { FrameBoundary } from './frame-boundary.js';
 import { isHopByHop } from './headers.js';
@@ -128,7 +129,8 @@ export class UpgradeForwarder {
         text += `${name}: ${res.rawHeaders[i + 1]}\r\n`;
       }
       client.write(`${text}Connection: close\r\n\r\n`);
-      res.pipe(client);
+      res.pipe(client, { end: false });
+      res.once('end', () => endClientConnection(client));
     });
     upstreamReq.on('upgrade', (res: IncomingMessage, upstream: Socket, upstreamFirstBytes: Buffer) => {
       stopTimer();
