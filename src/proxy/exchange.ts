@@ -140,6 +140,7 @@ export class Exchange implements Dispatcher.DispatchHandler, Sequenced {
 
   onData(chunk: Buffer): boolean {
     if (this.res.write(chunk)) return true;
+    this.connection.sendStalled(this.context.clientSendTimeout);
     // One listener for the whole response: 'drain' only follows a write that returned false, and
     // a large body pauses many times (once() would wrap a new listener each time).
     if (!this.drainListening) {
@@ -151,6 +152,8 @@ export class Exchange implements Dispatcher.DispatchHandler, Sequenced {
 
   onComplete(): void {
     this.res.end();
+    // The end of the response, still waiting for the client, is under timeouts.clientSend too.
+    if (this.res.writableLength > 0) this.connection.sendStalled(this.context.clientSendTimeout);
     this.finish(this.placement.backend, this.status);
   }
 

@@ -5,6 +5,7 @@ import type { Duplex } from 'node:stream';
 import type { Placement } from '../affinity/policy.js';
 import { classifyUpstreamFailure, UpstreamConnectError, UpstreamTimeoutError } from '../errors.js';
 import type { Backend } from '../upstream/backend.js';
+import { ClientConnection } from './client-connection.js';
 import { endClientConnection } from './client-send.js';
 import type { ForwardingContext } from './context.js';
 import { FrameBoundary } from './frame-boundary.js';
@@ -153,12 +154,12 @@ export class UpgradeForwarder {
         tunnel.toBackend.feed(firstBytes);
         upstream.write(firstBytes);
       }
-      this.open(tunnel, context.tunnelIdle);
+      this.open(tunnel, context.tunnelIdle, context.clientSendTimeout);
     });
     upstreamReq.end();
   }
 
-  private open(tunnel: Tunnel, idle: number): void {
+  private open(tunnel: Tunnel, idle: number, clientSend: number): void {
     const { backend, client, upstream } = tunnel;
     this.tunnels.add(tunnel);
     backend.tunnelOpened();
@@ -176,6 +177,11 @@ export class UpgradeForwarder {
     upstream.on('error', close).on('close', close);
     client.on('error', close).on('close', close);
     upstream.setTimeout(idle, close);
+    // The relay pauses the backend's side whenever the client takes no more. Stalled is not idle:
+    // the backend has bytes for a client that takes none, which timeouts.clientSend cuts off as it
+    // would from a plain response, rather than after timeouts.tunnel.
+    const connection = ClientConnection.of(client as Socket);
+    upstream.on('pause', () => connection.sendStalled(clientSend));
     (client as Socket).setTimeout?.(idle, close);
     upstream.on('data', (chunk: Buffer) => tunnel.toClient.feed(chunk));
     client.on('data', (chunk: Buffer) => tunnel.toBackend.feed(chunk));
