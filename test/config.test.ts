@@ -74,7 +74,7 @@ describe('config values', () => {
       healthCheck: { path: '/health', interval: 2_000, timeout: 1_000, rise: 2, fall: 3, expectStatus: { min: 200, max: 399 } },
       passive: { maxFails: 3, window: 10_000, cooldown: 10_000 },
       workerBalance: 'roundRobin',
-      timeouts: { connect: 2_000, response: 30_000, clientIdle: 60_000, clientHeaders: 10_000, clientRequest: 300_000, tunnel: 3_600_000, shutdown: 10_000 },
+      timeouts: { connect: 2_000, response: 30_000, clientIdle: 60_000, clientHeaders: 10_000, clientRequest: 300_000, clientSend: 60_000, tunnel: 3_600_000, shutdown: 10_000 },
       limits: { maxHeaderSize: 16_384, maxHeaderCount: 100, maxUrlLength: 8_192, maxBodySize: 0, maxConnections: 0, allowUnderscoreHeaders: false, maxBackendConnections: 0 },
       retries: 2,
       backends: [{ id: 'a', url: 'http://127.0.0.1:3001', weight: 1, drain: false, healthPath: null }],
@@ -347,6 +347,7 @@ describe('config warnings: a bare number below 1000 on a key measured in seconds
     'timeouts.clientIdle',
     'timeouts.clientHeaders',
     'timeouts.clientRequest',
+    'timeouts.clientSend',
     'timeouts.tunnel',
     'timeouts.shutdown',
   ];

@@ -331,6 +331,11 @@ export const configSchema = z
         clientRequest: seconds()
           .prefault('5m')
           .describe('Time a client has to send a whole request, body included; then 408 and close. 0 turns it off. Default "5m".'),
+        clientSend: seconds(1)
+          .prefault('60s')
+          .describe(
+            'A client that accepts no bytes of a response (or of a WebSocket tunnel) for this long is cut off and its upstream request aborted. Default "60s".',
+          ),
         tunnel: seconds(1).prefault('1h').describe('Idle time of a WebSocket tunnel. Default "1h".'),
         shutdown: seconds().prefault('10s').describe('How long SIGTERM waits for in-flight requests. Default "10s".'),
       }).describe('Timeouts.'),

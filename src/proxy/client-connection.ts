@@ -1,5 +1,6 @@
 import type { Socket } from 'node:net';
 import type { Duplex } from 'node:stream';
+import { ClientSendWatch } from './client-send.js';
 import { sendProxyError } from './respond.js';
 
 /** What a client connection sequences: a request that can be started once the ones before it are answered. */
@@ -26,6 +27,8 @@ export class ClientConnection {
   private readonly waiting: Sequenced[] = [];
   /** A parse error seen while earlier requests were still being answered: written after them. */
   private refusal: { status: number; message: string } | null = null;
+  /** timeouts.clientSend, from the first time a write to this client returned false. */
+  private sendWatch: ClientSendWatch | null = null;
 
   private constructor(private readonly socket: Duplex) {}
 
@@ -58,6 +61,15 @@ export class ClientConnection {
       this.refusal = null;
       writeRefusal(this.socket, status, message);
     }
+  }
+
+  /**
+   * A write to the client returned false: the client has `timeoutMs` (timeouts.clientSend, as it
+   * was when the connection first stalled) to take some of what waits for it, or it is cut off.
+   */
+  sendStalled(timeoutMs: number): void {
+    if (this.sendWatch === null) this.sendWatch = new ClientSendWatch(this.socket, timeoutMs);
+    else this.sendWatch.stalled();
   }
 
   /**

@@ -25,6 +25,8 @@ export interface ForwardingContext {
   readonly responseTimeout: number;
   /** Time allowed to open a tunnel's connection to the backend. */
   readonly connectTimeout: number;
+  /** Time a client may take no bytes of a response or tunnel before it is cut off. */
+  readonly clientSendTimeout: number;
   /** Idle time after which a tunnel is closed. */
   readonly tunnelIdle: number;
   readonly retries: number;

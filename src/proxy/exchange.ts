@@ -155,6 +155,7 @@ export class Exchange implements Dispatcher.DispatchHandler, Sequenced, Inflight
   onData(chunk: Buffer): boolean {
     bodyRelayed(chunk.length);
     if (this.res.write(chunk)) return true;
+    this.connection.sendStalled(this.context.clientSendTimeout);
     // One listener for the whole response: 'drain' only follows a write that returned false, and
     // a large body pauses many times (once() would wrap a new listener each time).
     if (!this.drainListening) {
@@ -166,6 +167,8 @@ export class Exchange implements Dispatcher.DispatchHandler, Sequenced, Inflight
 
   onComplete(): void {
     this.res.end();
+    // The end of the response, still waiting for the client, is under timeouts.clientSend too.
+    if (this.res.writableLength > 0) this.connection.sendStalled(this.context.clientSendTimeout);
     this.finish(this.placement.backend, this.status);
   }
 

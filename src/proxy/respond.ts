@@ -1,6 +1,7 @@
 import { STATUS_CODES, type ServerResponse } from 'node:http';
 import type { Duplex } from 'node:stream';
 import type { UpstreamError } from '../errors.js';
+import { endClientConnection } from './client-send.js';
 
 /** Seconds a client is told to wait when no backend can serve. */
 export const RETRY_AFTER_SECONDS = '5';
@@ -11,9 +12,9 @@ export const UNAVAILABLE_HEADERS: Readonly<Record<string, string>> = { 'Retry-Af
 /**
  * The one writer of the proxy's own answers: a short plain-text body with the status. It writes to
  * a `ServerResponse` (a request Node parsed) or to a raw socket (a refused upgrade, a request Node
- * could not parse), which is then closed. A response already under way is cut instead, so the
- * client never takes a partial body for a whole one (on a raw socket the caller knows whether one
- * is). Returns whether the answer was written.
+ * could not parse), which is then closed (endClientConnection). A response already under way is
+ * cut instead, so the client never takes a partial body for a whole one (on a raw socket the caller
+ * knows whether one is). Returns whether the answer was written.
  */
 export function sendProxyError(target: ServerResponse | Duplex, status: number, message: string, extra?: Readonly<Record<string, string>>): boolean {
   const body = `${message}\n`;
@@ -37,7 +38,7 @@ export function sendProxyError(target: ServerResponse | Duplex, status: number, 
   }
   let head = `HTTP/1.1 ${status} ${STATUS_CODES[status] ?? 'Error'}\r\nContent-Type: text/plain; charset=utf-8\r\nContent-Length: ${Buffer.byteLength(body)}\r\nCache-Control: no-store\r\n`;
   if (extra !== undefined) for (const name in extra) head += `${name}: ${extra[name]}\r\n`;
-  target.end(`${head}Connection: close\r\n\r\n${body}`);
+  endClientConnection(target, `${head}Connection: close\r\n\r\n${body}`);
   return true;
 }
 

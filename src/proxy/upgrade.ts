@@ -6,6 +6,8 @@ import type { Placement } from '../affinity/policy.js';
 import { classifyUpstreamFailure, LocalResourceError, UpstreamConnectError, UpstreamTimeoutError } from '../errors.js';
 import { bodyRelayed } from '../runtime/relayed-garbage.js';
 import type { Backend } from '../upstream/backend.js';
+import { ClientConnection } from './client-connection.js';
+import { endClientConnection } from './client-send.js';
 import type { ForwardingContext } from './context.js';
 import { FrameBoundary } from './frame-boundary.js';
 import { isHopByHop } from './headers.js';
@@ -130,7 +132,8 @@ export class UpgradeForwarder {
         text += `${name}: ${res.rawHeaders[i + 1]}\r\n`;
       }
       client.write(`${text}Connection: close\r\n\r\n`);
-      res.pipe(client);
+      res.pipe(client, { end: false });
+      res.once('end', () => endClientConnection(client));
     });
     upstreamReq.on('upgrade', (res: IncomingMessage, upstream: Socket, upstreamFirstBytes: Buffer) => {
       stopTimer();
@@ -153,12 +156,12 @@ export class UpgradeForwarder {
         tunnel.toBackend.feed(firstBytes);
         upstream.write(firstBytes);
       }
-      this.open(tunnel, context.tunnelIdle);
+      this.open(tunnel, context.tunnelIdle, context.clientSendTimeout);
     });
     upstreamReq.end();
   }
 
-  private open(tunnel: Tunnel, idle: number): void {
+  private open(tunnel: Tunnel, idle: number, clientSend: number): void {
     const { backend, client, upstream } = tunnel;
     this.tunnels.add(tunnel);
     backend.tunnelOpened();
@@ -176,6 +179,11 @@ export class UpgradeForwarder {
     upstream.on('error', close).on('close', close);
     client.on('error', close).on('close', close);
     upstream.setTimeout(idle, close);
+    // The relay pauses the backend's side whenever the client takes no more. Stalled is not idle:
+    // the backend has bytes for a client that takes none, which timeouts.clientSend cuts off as it
+    // would from a plain response, rather than after timeouts.tunnel.
+    const connection = ClientConnection.of(client as Socket);
+    upstream.on('pause', () => connection.sendStalled(clientSend));
     (client as Socket).setTimeout?.(idle, close);
     upstream.on('data', (chunk: Buffer) => {
       bodyRelayed(chunk.length);

@@ -29,6 +29,7 @@ export function forwardingSettings(config: LimpetConfig): ConfigDerived {
   return {
     responseTimeout: config.timeouts.response,
     connectTimeout: config.timeouts.connect,
+    clientSendTimeout: config.timeouts.clientSend,
     tunnelIdle: config.timeouts.tunnel,
     retries: config.retries,
     protocol: config.tls === null ? 'http' : 'https',
