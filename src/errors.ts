@@ -89,11 +89,6 @@ export class LocalResourceError extends UpstreamError {
   override readonly countsAgainstBackend = false;
 }
 
-/** No backend can serve the client at all. */
-export class NoBackendError extends LimpetError {
-  readonly code = 'LIMPET_NO_BACKEND';
-}
-
 /** A chunked request body grew past `limits.maxBodySize`: the client's fault, never the backend's. */
 export class BodyTooLargeError extends LimpetError {
   readonly code = 'LIMPET_BODY_TOO_LARGE';

@@ -203,7 +203,8 @@ export class Exchange implements Dispatcher.DispatchHandler, Sequenced, Inflight
     const failure = classifyUpstreamFailure(error, this.sent);
     const facts: AttemptFacts = {
       replayable: this.replayable,
-      pooled: true,
+      // An Expect: 100-continue request has a connection of its own, never a reused one.
+      pooled: !this.expectContinue,
       resentFresh: this.resentFresh,
       attempts: this.attempts,
       retries: this.context.retries,
