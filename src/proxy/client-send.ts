@@ -16,7 +16,9 @@ const CLOSE_GRACE_MS = 1000;
  */
 export function endClientConnection(socket: Duplex, last?: string): void {
   socket.end(last);
-  setTimeout(resetUnlessClosed, CLOSE_GRACE_MS, socket).unref();
+  const grace = setTimeout(resetUnlessClosed, CLOSE_GRACE_MS, socket).unref();
+  // A client that closes in time frees its socket at once, not when the grace runs out.
+  socket.once('close', () => clearTimeout(grace));
 }
 
 function resetUnlessClosed(socket: Duplex): void {

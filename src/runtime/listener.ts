@@ -50,6 +50,8 @@ export function createProxyListener(config: LimpetConfig, handlers: ListenerHand
   // A request Node could not parse: 400 (414 or 431 for an oversized head, 408 for a slow one) and
   // close, after any answers still owed on the connection; never crash.
   server.on('clientError', (error: NodeJS.ErrnoException & { rawPacket?: Buffer }, socket: Duplex) => {
+    // The client reset the connection: there is nobody to answer.
+    if (error.code === 'ECONNRESET') return void socket.destroy();
     const status = clientErrorStatus(error, handlers.maxUrlLength());
     if (ClientConnection.refuse(socket, status, CLIENT_ERROR_MESSAGES[status] as string)) handlers.refused(status);
   });
