@@ -5,6 +5,7 @@ import { AdminServer } from './admin/admin-server.js';
 import { buildAffinity, type AffinityMemory } from './affinity/build-affinity.js';
 import { ClientAddressResolver } from './affinity/client-address.js';
 import { AffinityCookieCodec } from './affinity/cookie.js';
+import { ClientActivity, MoveBudget } from './affinity/elastic.js';
 import { PinTable } from './affinity/pin-table.js';
 import type { HostPort, LimpetConfig } from './config/schema.js';
 import { ListenError } from './errors.js';
@@ -13,6 +14,7 @@ import { PassiveEjector } from './health/passive-ejection.js';
 import type { Logger } from './observe/log.js';
 import { logBackendChange, LocalLimitLog } from './observe/backend-log.js';
 import type { LiveFigures } from './observe/live-figures.js';
+import { drainProgress, type DrainProgress } from './observe/drain-progress.js';
 import { ProxyMetrics } from './observe/metrics.js';
 import { headLimitStatus } from './proxy/client-limits.js';
 import type { ExchangeObserver, ForwardingContext } from './proxy/context.js';
@@ -55,6 +57,7 @@ export class Limpet {
   private readonly upgrades = new UpgradeForwarder();
   private readonly localLimits: LocalLimitLog;
   private readonly sweepTimer: NodeJS.Timeout;
+  private readonly stampTimer: NodeJS.Timeout;
   private closing = false;
 
   private constructor(
@@ -68,18 +71,24 @@ export class Limpet {
     this.config = config;
 
     // Backends, and everything that must hear of their changes.
-    this.registry = new BackendRegistry(config.backends, poolSettings(config));
-    const pins = new PinTable(config.affinity.sessionTtl, config.affinity.maxSessions);
-    this.metrics = new ProxyMetrics({ backends: () => this.registry.backends, sessionsByBackend: () => pins.countByBackend() });
+    this.registry = new BackendRegistry(config.backends, poolSettings(config), config.balance.slowStart);
+    const pins = new PinTable(config.affinity.sessionTtl, config.affinity.maxSessions, config.affinity.rebalance?.idleAfter ?? null);
+    this.metrics = new ProxyMetrics({
+      backends: () => this.registry.backends,
+      sessionsByBackend: () => pins.countByBackend(),
+      drainProgress: () => this.drainProgress(),
+      effectiveWeight: (backend) => this.registry.set.effectiveWeight(backend),
+    });
     this.passive = new PassiveEjector(config.passive);
     this.role = processRole.behaviour({ passive: this.passive, metrics: this.metrics });
     pins.onWrite = this.role.pinWritten;
     this.registry.listen((backend, change) => {
       if (change === 'added') return void this.metrics.backend(backend);
       if (change === 'retired') this.passive.forget(backend);
-      // Tunnels of a backend that can no longer serve (down, ejected, removed) close with 1001, so
-      // clients reconnect where their HTTP now goes; a draining backend keeps its clients and tunnels.
-      if (!backend.available) this.upgrades.closeBackend(backend);
+      // Tunnels of a backend that can no longer serve (down, ejected, removed, past its drain
+      // deadline) close with 1001, so clients reconnect where their HTTP now goes; a draining
+      // backend keeps its clients and tunnels until its deadline.
+      if (!backend.servesPinned) this.upgrades.closeBackend(backend);
       // A failed backend's unanswered requests that may go elsewhere do, when some backend can serve;
       // a removed one's finish where they are.
       if (change !== 'retired' && !backend.available && this.registry.set.usableForPinned.includes(1)) backend.releaseInflight();
@@ -102,6 +111,8 @@ export class Limpet {
         this.metrics.remapped(from, to, reason);
         this.logger.debug({ msg: 'client remapped', from, to: to.id, reason });
       },
+      activity: new ClientActivity(),
+      moves: new MoveBudget(this.role.movesPerSecond(config)),
     };
     this.context = this.buildContext(config);
 
@@ -124,7 +135,9 @@ export class Limpet {
             backends: () => this.registry.backends,
             sessionsByBackend: () => pins.countByBackend(),
             live: (backend) => this.role.live(backend),
-            setDraining: (id, draining) => this.setDraining(id, draining),
+            setDraining: (id, draining, deadline) => this.setDraining(id, draining, deadline === null ? null : Date.now() + deadline),
+            drainProgress: () => this.drainProgress(),
+            effectiveWeight: (backend) => this.registry.set.effectiveWeight(backend),
             metricsContentType: () => this.metrics.contentType(),
             metrics: () => this.role.exposition(),
           },
@@ -134,6 +147,9 @@ export class Limpet {
       : null;
     const sweepEvery = Math.min(10_000, Math.max(1_000, Math.floor(config.affinity.sessionTtl / 4)));
     this.sweepTimer = setInterval(() => pins.sweep(Math.floor(Date.now() / 1000)), sweepEvery).unref();
+    // Busy clients (long responses, open tunnels) are re-stamped as often as pins are, so rebalance
+    // never takes them for idle; a no-op while rebalance is off, as none are counted.
+    this.stampTimer = setInterval(() => this.memory.activity.stampBusy(pins, Math.floor(Date.now() / 1000)), 1_000).unref();
   }
 
   /** Builds and binds a proxy; all or nothing: when a listener cannot bind, whatever did is closed and a ListenError thrown. */
@@ -168,11 +184,21 @@ export class Limpet {
     return this.registry.get(id);
   }
 
-  /** Drains or undrains a backend at run time: its pinned clients stay, new clients go elsewhere. */
-  setDraining(id: string, draining: boolean): Backend | undefined {
+  /**
+   * Drains or undrains a backend at run time: its pinned clients stay, new clients go elsewhere;
+   * at `deadlineAt` (epoch ms) the clients still there move. Undraining cancels the deadline.
+   */
+  setDraining(id: string, draining: boolean, deadlineAt: number | null = null): Backend | undefined {
     const backend = this.registry.get(id);
-    backend?.setDraining(draining);
+    backend?.setDraining(draining, deadlineAt);
     return backend;
+  }
+
+  /** Live clients of each backend and whether the draining ones are drained (walks the pins: admin and scrapes only). */
+  drainProgress(): Map<Backend, DrainProgress> {
+    const { rebalance, sessionTtl } = this.config.affinity;
+    const since = Math.floor((Date.now() - (rebalance?.idleAfter ?? sessionTtl)) / 1000);
+    return drainProgress(this.registry.backends, this.memory.pins.countSeenSince(since), (backend) => this.role.live(backend));
   }
 
   /**
@@ -182,10 +208,11 @@ export class Limpet {
   reload(next: LimpetConfig): string[] {
     const plan = planReload(this.config, this.secrets.fill(next));
     const config = plan.applied;
-    this.registry.apply(config.backends, poolSettings(config), plan.drain);
+    this.registry.apply(config.backends, poolSettings(config), plan.drain, config.balance.slowStart);
     this.health?.track(this.registry.backends, healthSettings(config));
     this.passive.configure(config.passive);
-    this.memory.pins.configure(config.affinity.sessionTtl, config.affinity.maxSessions);
+    this.memory.pins.configure(config.affinity.sessionTtl, config.affinity.maxSessions, config.affinity.rebalance?.idleAfter ?? null);
+    this.memory.moves.configure(this.role.movesPerSecond(config));
     if (config.affinity.cookie.secret !== this.config.affinity.cookie.secret) this.memory.codec = new AffinityCookieCodec(config.affinity.cookie.secret);
     this.memory.clients = new ClientAddressResolver(config.trustedProxies);
     this.admin?.setToken(config.admin.token);
@@ -204,6 +231,7 @@ export class Limpet {
     if (this.closing) return;
     this.closing = true;
     clearInterval(this.sweepTimer);
+    clearInterval(this.stampTimer);
     this.health?.stop();
     const server = this.server;
     const closed = server === null ? Promise.resolve() : new Promise<void>((resolve) => server.close(() => resolve()));
