@@ -194,11 +194,18 @@ export class Limpet {
     return backend;
   }
 
-  /** Live clients of each backend and whether the draining ones are drained (walks the pins: admin and scrapes only). */
+  /**
+   * Live clients of each backend and whether the draining ones are drained (walks the pins: admin
+   * and scrapes only). Live means not yet idle enough for rebalance to move it (idleAfter, plus the
+   * stamp period by which a last-seen stamp may lag); without rebalance, seen within sessionTtl.
+   */
   drainProgress(): Map<Backend, DrainProgress> {
-    const { rebalance, sessionTtl } = this.config.affinity;
-    const since = Math.floor((Date.now() - (rebalance?.idleAfter ?? sessionTtl)) / 1000);
-    return drainProgress(this.registry.backends, this.memory.pins.countSeenSince(since), (backend) => this.role.live(backend));
+    const pins = this.memory.pins;
+    const idleAfter = this.config.affinity.rebalance?.idleAfter;
+    const nowSeconds = Math.floor(Date.now() / 1000);
+    const window = idleAfter === undefined ? Math.ceil(this.config.affinity.sessionTtl / 1000) : Math.floor(idleAfter / 1000) + pins.stampPeriodSeconds;
+    const since = nowSeconds - window + 1;
+    return drainProgress(this.registry.backends, pins.countSeenSince(since), (backend) => this.role.live(backend));
   }
 
   /**
