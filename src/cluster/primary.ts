@@ -109,6 +109,7 @@ function primaryRole(workers: Workers): ProcessRole {
         if (change !== 'retired') workers.broadcast({ t: 'state', update: { id: backend.id, ...backend.health } });
       },
       pinWritten: null,
+      pinsLearnt: (pins) => workers.broadcast({ t: 'pins', pins }),
       live: (backend) => workers.liveOf(backend.id),
       exposition: () => aggregateMetrics(local.metrics, workers),
       movesPerSecond: () => 0,
