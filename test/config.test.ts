@@ -80,6 +80,7 @@ describe('config values', () => {
       limits: { maxHeaderSize: 16_384, maxHeaderCount: 100, maxUrlLength: 8_192, maxBodySize: 0, maxConnections: 0, allowUnderscoreHeaders: false, maxBackendConnections: 0 },
       retries: 2,
       backends: [{ id: 'a', url: 'http://127.0.0.1:3001', weight: 1, drain: false, drainDeadline: null, healthPath: null }],
+      sharedState: null,
     });
   });
 
