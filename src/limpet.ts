@@ -29,6 +29,7 @@ import { STANDALONE, type ProcessRole, type RoleBehaviour } from './runtime/role
 import type { Backend, BackendHealthUpdate } from './upstream/backend.js';
 import { BackendRegistry } from './upstream/backend-registry.js';
 import type { DurableState, RuntimeDrain, StateSink } from './state/durable-state.js';
+import { keepStateInFile } from './state/state-file.js';
 
 export interface LimpetOptions {
   logger: Logger;
@@ -163,8 +164,13 @@ export class Limpet {
 
   /** Builds and binds a proxy; all or nothing: when a listener cannot bind, whatever did is closed and a ListenError thrown. */
   static async start(config: LimpetConfig, options: LimpetOptions): Promise<Limpet> {
-    const limpet = new Limpet(config, options.logger, options.role ?? STANDALONE);
+    const role = options.role ?? STANDALONE;
+    const limpet = new Limpet(config, options.logger, role);
     try {
+      // The process whose state counts keeps the state file, restored before anything is served
+      // (and, in a cluster, before workers are sent their start-up state).
+      const { stateFile } = limpet.config;
+      if (role.decidesHealth && stateFile !== null) await keepStateInFile(stateFile, limpet, options.logger);
       await limpet.listen();
     } catch (error) {
       await limpet.close();
