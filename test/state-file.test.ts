@@ -61,7 +61,7 @@ describe('the state file format', () => {
     const text = encoded({ pins: Array.from({ length: 50 }, (_, i): PinRecord => [`10.0.0.${i}`, 'app-1', now - i]), drains: [{ id: 'app-2', draining: false, deadlineAt: null }] });
     // Every cut that loses the end line, in the middle of a line or between two.
     for (let cut = 0; cut < text.length - 1; cut += 7) expect(() => decodeState(text.slice(0, cut)), `cut at ${cut}`).toThrow(StateFileCorruptError);
-    // Pin i is line 6 + i (after the version, written, affinity, backends and drain lines).
+    // Pin i is line 6 + i (after the version, written, affinity, drain and first backend lines).
     expect(() => decodeState(text.replace(/\n\d+ 0 10\.0\.0\.5\n/, '\n'))).toThrow('line 55: the end line says "1 50", but 1 drains and 49 pins came before it');
     expect(() => decodeState(text.replace(/\n\d+ 0 10\.0\.0\.5\n/, '\n5 7 10.0.0.5\n'))).toThrow('line 11: expected "<seconds since seen> <backend index> <key>"');
     expect(() => decodeState(`${text}junk\n`)).toThrow('text after the end line');
@@ -260,7 +260,7 @@ describe('stateFile with the real CLI', () => {
 describe('stateFile trouble is logged and never stops the proxy', () => {
   it.each([
     ['a corrupt file', 'hello, not a state file\n', 'state file ignored: it is corrupt', 'not a limpet state file (it does not start with "limpet-state")'],
-    ['a file cut short', 'limpet-state 1\nwritten 1767225600\naffinity ip\nbackends app-1\n5 0 10.0.0.1\n5 0 10.0', 'state file ignored: it is corrupt', 'cut short: no end line after 6 lines'],
+    ['a file cut short', 'limpet-state 1\nwritten 1767225600\naffinity ip\nbackend app-1\n5 0 10.0.0.1\n5 0 10.0', 'state file ignored: it is corrupt', 'cut short: no end line after 6 lines'],
     ['a file of another version', 'limpet-state 7\nwritten 1767225600\n', 'state file ignored: written in another format version', 'format version "7"; this limpet reads version 1'],
   ])('%s: one warning with the reason, the proxy serves, and the file is replaced by a good one', async (_name, content, msg, reason) => {
     const backends = cleanup.add(await startBackends(2));

@@ -4,22 +4,24 @@ import type { DrainSetting } from '../upstream/backend.js';
 import type { DurableState, PinRecord, RuntimeDrain } from './durable-state.js';
 
 /**
- * The state file, version 1: UTF-8 text, one record a line, written and read whole.
+ * The state file, version 1: UTF-8 text, one record a line; each write holds the whole state.
  *
  *   limpet-state 1
  *   written 1767225600                        unix second of the write; pins count back from it
  *   affinity ip                               the affinity mode the pins' keys belong to
- *   backends app-1 app-2 app-3                the backend ids pin lines refer to, by index from 0
  *   drain app-2 on 1767225600000 file off -   a runtime drain: backend, on|off, deadline (epoch ms
  *                                             or -), then the config file's drain of that backend
  *                                             it overrides (on|off, deadline in ms or -)
+ *   backend app-3                             declares the next backend index (from 0), before
+ *                                             the first pin that refers to it
  *   588 0 10.0.0.7                            a pin: seconds since last seen, backend index, key
  *   end 1 1                                   how many drains and pins came before: a file cut
  *                                             short is refused, not half read
  *
  * A pin's key is the rest of its line; a key that could not stand there as it is (a line break, a
- * leading quote, control characters) is written as a JSON string. Pins come oldest first. Ages
- * rather than unix seconds: small integers are several times cheaper to print and parse.
+ * leading quote, control characters) is written as a JSON string. Pins come in the pin table's
+ * order, oldest first. Ages rather than unix seconds: small integers are several times cheaper to
+ * print and parse.
  */
 export const STATE_FILE_VERSION = 1;
 const MAGIC = 'limpet-state';
@@ -60,10 +62,8 @@ const NEEDS_QUOTING = /^"|[\u0000-\u001f\u007f\ud800-\udfff]/;
  */
 export function* encodeState(state: DurableState, config: LimpetConfig): Generator<string> {
   const entries = new Map(config.backends.map((entry) => [entry.id, entry]));
-  const indexOf = new Map<string, number>();
-  for (const [, id] of state.pins) if (!indexOf.has(id)) indexOf.set(id, indexOf.size);
   const written = Math.floor(Date.now() / 1000);
-  let head = `${MAGIC} ${STATE_FILE_VERSION}\nwritten ${written}\naffinity ${config.affinity.by}\nbackends${[...indexOf.keys()].map((id) => ` ${id}`).join('')}\n`;
+  let head = `${MAGIC} ${STATE_FILE_VERSION}\nwritten ${written}\naffinity ${config.affinity.by}\n`;
   let drains = 0;
   for (const drain of state.drains) {
     const entry = entries.get(drain.id);
@@ -73,12 +73,19 @@ export function* encodeState(state: DurableState, config: LimpetConfig): Generat
   }
   yield head;
   const { pins } = state;
+  const indexOf = new Map<string, number>();
   for (let from = 0; from < pins.length; from += PINS_PER_CHUNK) {
     let chunk = '';
     const to = Math.min(pins.length, from + PINS_PER_CHUNK);
     for (let i = from; i < to; i++) {
       const [key, id, seen] = pins[i] as PinRecord;
-      chunk += `${Math.max(0, written - seen)} ${indexOf.get(id) as number} ${NEEDS_QUOTING.test(key) ? JSON.stringify(key) : key}\n`;
+      let index = indexOf.get(id);
+      if (index === undefined) {
+        index = indexOf.size;
+        indexOf.set(id, index);
+        chunk += `backend ${id}\n`;
+      }
+      chunk += `${Math.max(0, written - seen)} ${index} ${NEEDS_QUOTING.test(key) ? JSON.stringify(key) : key}\n`;
     }
     yield chunk;
   }
@@ -95,7 +102,7 @@ export function decodeState(text: string): KeptState {
     throw new StateFileVersionError(`format version ${JSON.stringify(version)}; this limpet reads version ${STATE_FILE_VERSION}`);
   }
   const kept: KeptState = { affinity: '', drains: [], pins: [] };
-  let backends: string[] | null = null;
+  const backends: string[] = [];
   let written: number | null = null;
   let ended = false;
   for (let n = 1; n < lines.length; n++) {
@@ -107,7 +114,7 @@ export function decodeState(text: string): KeptState {
     }
     const code = line.charCodeAt(0);
     if (code >= 48 && code <= 57) {
-      if (backends === null || written === null) throw corrupt('a pin before the written and backends lines');
+      if (written === null) throw corrupt('a pin before the written line');
       kept.pins.push(decodePin(line, written, backends, corrupt));
       continue;
     }
@@ -121,8 +128,9 @@ export function decodeState(text: string): KeptState {
         if (fields.length !== 2 || fields[1] === '') throw corrupt('expected "affinity <mode>"');
         kept.affinity = fields[1] as string;
         break;
-      case 'backends':
-        backends = fields.slice(1);
+      case 'backend':
+        if (fields.length !== 2 || fields[1] === '') throw corrupt('expected "backend <id>"');
+        backends.push(fields[1] as string);
         break;
       case 'drain':
         kept.drains.push(decodeDrain(fields, corrupt));
