@@ -84,10 +84,10 @@ function restoreKept(file: string, kept: KeptState, proxy: StatefulProxy, logger
 
 /**
  * The state file as a sink: every change marks it stale, and the whole state is written atomically
- * (temp file in the same folder, fsync, rename; mode 0600, as pins are client addresses) in batches:
- * a runtime drain within about SETTLE_MS, pins within about a second and at most once a second, and
- * whatever is pending at close. A write that fails is retried, logged once per outage and once
- * when writes work again; nothing of it reaches a request.
+ * (temp file in the same folder, fsync, rename; mode 0600, as pins are client addresses or session
+ * header values) in batches: a runtime drain within about SETTLE_MS, pins within about a second and
+ * at most once a second, and whatever is pending at close. A write that fails is retried, logged
+ * once per outage and once when writes work again; nothing of it reaches a request.
  */
 export class StateFile implements StateSink {
   /** Something changed since the last write began. */
@@ -183,10 +183,12 @@ export class StateFile implements StateSink {
  */
 async function writeAtomically(file: string, chunks: Iterable<string>): Promise<void> {
   const temp = `${file}.tmp`;
-  const handle = await open(temp, 'w', 0o600);
+  // Created afresh and exclusively: a temp file left by a crash goes first, and whatever stands at
+  // the temp path by then (a symlink planted in a shared folder) fails the write instead of being
+  // followed. Mode 0600 from the start: pins are client addresses and session header values.
+  await rm(temp, { force: true });
+  const handle = await open(temp, 'wx', 0o600);
   try {
-    // A temp file left by an earlier run keeps its mode through open: pins are client addresses.
-    await handle.chmod(0o600);
     for (const chunk of chunks) await handle.write(chunk);
     await handle.sync();
   } catch (error) {
