@@ -15,8 +15,8 @@ export interface ReloadPlan {
 
 /**
  * The pure difference between the running config and a new one. Listener addresses, process
- * layout, the header-size limit and the state file are fixed at start; a drain set through the admin API stays
- * until the file itself changes that backend's drain.
+ * layout, the header-size limit and the state file are fixed at start; a drain set through the
+ * admin API stays until the file itself changes that backend's drain.
  */
 export function planReload(old: LimpetConfig, next: LimpetConfig): ReloadPlan {
   const needsRestart: string[] = [];

@@ -7,7 +7,7 @@ import { decodeState, encodeState, StateFileCorruptError, StateFileVersionError,
 
 /** A change waits this long for the ones that come with it (a burst of new clients, a drain and its moves). */
 const SETTLE_MS = 100;
-/** Under a steady stream of pin changes the file is written at most this often: a whole table is tens of ms of work. */
+/** Under a steady stream of pin changes the file is written at most this often: each write is the whole table. */
 const PIN_BATCH_MS = 1_000;
 /** While writes fail, the next try waits this long. */
 const RETRY_MS = 2_000;
@@ -50,7 +50,8 @@ export async function readStateFile(file: string, logger: Logger): Promise<KeptS
   } catch (error) {
     if (error instanceof StateFileVersionError) logger.warn({ msg: 'state file ignored: written in another format version', file, reason: error.message });
     else if (error instanceof StateFileCorruptError) logger.warn({ msg: 'state file ignored: it is corrupt', file, reason: error.message });
-    else throw error;
+    // Never fatal: whatever else went wrong reading it, the proxy starts as it would without one.
+    else logger.warn({ msg: 'state file ignored: it cannot be read', file, reason: String(error) });
     return null;
   }
 }
