@@ -30,6 +30,7 @@ import type { Backend, BackendHealthUpdate } from './upstream/backend.js';
 import { BackendRegistry } from './upstream/backend-registry.js';
 import type { DurableState, RuntimeDrain, StateSink } from './state/durable-state.js';
 import { SharedState } from './state/shared-state.js';
+import { keepStateInFile } from './state/state-file.js';
 
 /** How long a starting proxy waits for Redis before it serves without the shared pins (they follow when Redis answers). */
 const SHARED_STATE_WAIT_MS = 2_000;
@@ -181,8 +182,13 @@ export class Limpet {
    * at most SHARED_STATE_WAIT_MS for Redis (then it serves, and syncs once Redis answers).
    */
   static async start(config: LimpetConfig, options: LimpetOptions): Promise<Limpet> {
-    const limpet = new Limpet(config, options.logger, options.role ?? STANDALONE);
+    const role = options.role ?? STANDALONE;
+    const limpet = new Limpet(config, options.logger, role);
     try {
+      // The process whose state counts keeps the state file, restored before anything is served
+      // (and, in a cluster, before workers are sent their start-up state).
+      const { stateFile } = limpet.config;
+      if (role.decidesHealth && stateFile !== null) await keepStateInFile(stateFile, limpet, options.logger);
       await limpet.shared?.firstSync(SHARED_STATE_WAIT_MS);
       await limpet.listen();
     } catch (error) {

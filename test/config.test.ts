@@ -61,6 +61,7 @@ describe('config values', () => {
       workers: 1,
       log: { level: 'info', access: false, accessQuery: false },
       tls: null,
+      stateFile: null,
       admin: { listen: { host: '127.0.0.1', port: 9090 }, token: '' },
       affinity: {
         by: 'cookie',
@@ -131,6 +132,12 @@ describe('config values', () => {
     expect(issuesOf(`${MINIMAL}tls: { cert: cert.pem, key: missing.pem }\n`, {}, join(dir, 'limpet.yaml'))).toEqual([
       { file: join(dir, 'limpet.yaml'), line: 2, column: 29, path: 'tls.key', message: `cannot read "${join(dir, 'missing.pem')}": no such file` },
     ]);
+  });
+
+  it('resolves a relative stateFile against the config file directory, and keeps an absolute one', () => {
+    const dir = mkdtempSync(join(tmpdir(), 'limpet-config-'));
+    expect(parseConfig(`${MINIMAL}stateFile: state/limpet.state\n`, join(dir, 'limpet.yaml'), {}).stateFile).toBe(join(dir, 'state', 'limpet.state'));
+    expect(parseConfig(`${MINIMAL}stateFile: /var/lib/limpet/state\n`, join(dir, 'limpet.yaml'), {}).stateFile).toBe('/var/lib/limpet/state');
   });
 });
 
@@ -265,6 +272,14 @@ describe('config mistakes, each located exactly', () => {
         path: 'listen',
         message: 'expected an address like "0.0.0.0:8080", "[::1]:9090" or ":8080", got "::1:80" (put IPv6 addresses in brackets, e.g. "[::1]:9090")',
       },
+    ],
+    ['stateFile not a path', `${MINIMAL}stateFile: 5\n`, { line: 2, column: 12, path: 'stateFile', message: 'expected a file path, got 5' }],
+    ['stateFile empty', `${MINIMAL}stateFile: ""\n`, { line: 2, column: 12, path: 'stateFile', message: 'expected a file path, got ""' }],
+    ['stateFile a list', `${MINIMAL}stateFile: [a, b]\n`, { line: 2, column: 12, path: 'stateFile', message: 'expected a file path, got a list' }],
+    [
+      'stateFile naming a directory',
+      `${MINIMAL}stateFile: /var/lib/limpet/\n`,
+      { line: 2, column: 12, path: 'stateFile', message: 'expected a file path, not a directory, got "/var/lib/limpet/"' },
     ],
     [
       'expectStatus range out of order',

@@ -31,6 +31,14 @@ describe('planReload: the pure difference between the running config and a new o
     expect(plan.applied.limits.maxBodySize).toBe(1024 * 1024);
   });
 
+  it('keeps the state file it started with: turning it on, off or moving it needs a restart', () => {
+    for (const [before, after] of [['', 'stateFile: /var/lib/limpet/state\n'], ['stateFile: /var/lib/limpet/state\n', ''], ['stateFile: /a/state\n', 'stateFile: /b/state\n']] as const) {
+      const plan = planReload(config(base + before), config(base + after));
+      expect(plan.needsRestart).toEqual(['stateFile']);
+      expect(plan.applied.stateFile).toBe(config(base + before).stateFile);
+    }
+  });
+
   it('reports a drain change only for backends whose drain the file itself changed', () => {
     const next = config(base.replace('drain: true', 'drain: false').replace('3001" }', '3001", drain: true }') + '  - { id: c, url: "http://127.0.0.1:3003", drain: true }\n');
     const plan = planReload(config(base), next);

@@ -313,6 +313,14 @@ export const configSchema = z
         .nullable()
         .default(null)
         .describe('Serve HTTPS instead of HTTP. Default: plain HTTP.'),
+      stateFile: text('a file path')
+        .min(1, { error: expected('a file path') })
+        .refine((path) => !path.endsWith('/'), { error: (issue) => `expected a file path, not a directory, got ${show(issue.input)}` })
+        .nullable()
+        .default(null)
+        .describe(
+          'File keeping remembered pins and drains made through the admin API across a restart, relative to this file; written within about a second of a change and at shutdown. Default null: kept in memory only.',
+        ),
       admin: section({
         listen: listen.prefault('127.0.0.1:9090').describe('host:port of /metrics, /healthz, /readyz, /backends and the status page. Default "127.0.0.1:9090".'),
         token: text().default('').describe('When not empty, mutating admin calls need "Authorization: Bearer <token>". Default "" (no token).'),

@@ -15,8 +15,8 @@ export interface ReloadPlan {
 
 /**
  * The pure difference between the running config and a new one. Listener addresses, process
- * layout and the header-size limit are fixed at start; a drain set through the admin API stays
- * until the file itself changes that backend's drain.
+ * layout, the header-size limit and the state file are fixed at start; a drain set through the
+ * admin API stays until the file itself changes that backend's drain.
  */
 export function planReload(old: LimpetConfig, next: LimpetConfig): ReloadPlan {
   const needsRestart: string[] = [];
@@ -28,6 +28,7 @@ export function planReload(old: LimpetConfig, next: LimpetConfig): ReloadPlan {
   if (JSON.stringify(old.sharedState) !== JSON.stringify(next.sharedState)) needsRestart.push('sharedState');
   const tlsSwitch = (old.tls === null) !== (next.tls === null);
   if (tlsSwitch) needsRestart.push('tls (switching between HTTP and HTTPS)');
+  if (old.stateFile !== next.stateFile) needsRestart.push('stateFile');
   const applied: LimpetConfig = {
     ...next,
     listen: old.listen,
@@ -37,6 +38,7 @@ export function planReload(old: LimpetConfig, next: LimpetConfig): ReloadPlan {
     limits: { ...next.limits, maxHeaderSize: old.limits.maxHeaderSize },
     tls: tlsSwitch ? old.tls : next.tls,
     sharedState: old.sharedState,
+    stateFile: old.stateFile,
   };
   const drainBefore = new Map(old.backends.map((entry) => [entry.id, entry]));
   const drain = new Map<string, DrainSetting>();
