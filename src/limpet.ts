@@ -7,6 +7,7 @@ import { ClientAddressResolver } from './affinity/client-address.js';
 import { AffinityCookieCodec } from './affinity/cookie.js';
 import { PinTable } from './affinity/pin-table.js';
 import type { HostPort, LimpetConfig } from './config/schema.js';
+import { BackendDiscovery, listedBackends } from './discovery/backend-discovery.js';
 import { ListenError } from './errors.js';
 import { ActiveHealthChecker } from './health/active-checks.js';
 import { PassiveEjector } from './health/passive-ejection.js';
@@ -19,17 +20,22 @@ import type { ExchangeObserver, ForwardingContext } from './proxy/context.js';
 import { ClientConnection } from './proxy/client-connection.js';
 import { Exchange } from './proxy/exchange.js';
 import { UpgradeForwarder } from './proxy/upgrade.js';
-import { affinitySettings, forwardingSettings, healthSettings, poolSettings } from './runtime/settings.js';
+import { affinitySettings, discoverySettings, forwardingSettings, healthSettings, poolSettings } from './runtime/settings.js';
 import { CookieSecret } from './runtime/cookie-secret.js';
 import { createProxyListener, listenOn, reconfigureListener } from './runtime/listener.js';
 import { planReload } from './runtime/reload-plan.js';
 import { STANDALONE, type ProcessRole, type RoleBehaviour } from './runtime/roles.js';
-import type { Backend, BackendHealthUpdate } from './upstream/backend.js';
+import type { Backend, BackendHealthUpdate, BackendSettings } from './upstream/backend.js';
 import { BackendRegistry } from './upstream/backend-registry.js';
 
 export interface LimpetOptions {
   logger: Logger;
   role?: ProcessRole;
+  /**
+   * The backends as the process that resolves dns and srv entries applied them last (a cluster
+   * worker is given its primary's); a process that resolves them itself finds its own.
+   */
+  backends?: readonly BackendSettings[];
 }
 
 /**
@@ -46,6 +52,10 @@ export class Limpet {
   private config: LimpetConfig;
   private context: ForwardingContext;
   private readonly registry: BackendRegistry;
+  /** Resolves the dns and srv entries; null in a process that is told the backends instead (a worker). */
+  private readonly discovery: BackendDiscovery | null;
+  /** The backends last applied to the registry: the listed ones and those discovered. */
+  private fleet: readonly BackendSettings[];
   /** What outlives reloads: pins, the cookie codec (while the secret stays), the client resolver. */
   private readonly memory: { -readonly [K in keyof AffinityMemory]: AffinityMemory[K] };
   private readonly secrets: CookieSecret;
@@ -61,6 +71,8 @@ export class Limpet {
     configGiven: LimpetConfig,
     private readonly logger: Logger,
     processRole: ProcessRole,
+    backends: readonly BackendSettings[],
+    discovery: BackendDiscovery | null,
   ) {
     this.secrets = new CookieSecret(logger);
     this.localLimits = new LocalLimitLog(logger);
@@ -68,9 +80,15 @@ export class Limpet {
     this.config = config;
 
     // Backends, and everything that must hear of their changes.
-    this.registry = new BackendRegistry(config.backends, poolSettings(config));
+    this.fleet = backends;
+    this.registry = new BackendRegistry(backends, poolSettings(config));
+    this.discovery = discovery;
     const pins = new PinTable(config.affinity.sessionTtl, config.affinity.maxSessions);
-    this.metrics = new ProxyMetrics({ backends: () => this.registry.backends, sessionsByBackend: () => pins.countByBackend() });
+    this.metrics = new ProxyMetrics({
+      backends: () => this.registry.backends,
+      sessionsByBackend: () => pins.countByBackend(),
+      ...(discovery === null ? {} : { discoveryErrors: () => discovery.errors }),
+    });
     this.passive = new PassiveEjector(config.passive);
     this.role = processRole.behaviour({ passive: this.passive, metrics: this.metrics });
     pins.onWrite = this.role.pinWritten;
@@ -92,6 +110,7 @@ export class Limpet {
       ? new ActiveHealthChecker(healthSettings(config), (backend, ok) => this.metrics.healthChecks.inc({ backend: backend.id, result: ok ? 'pass' : 'fail' }))
       : null;
     this.health?.track(this.registry.backends);
+    discovery?.listen((drain) => this.applyBackends(discovery.backends(this.config.backends), drain));
 
     // Affinity and the data path.
     this.memory = {
@@ -138,7 +157,13 @@ export class Limpet {
 
   /** Builds and binds a proxy; all or nothing: when a listener cannot bind, whatever did is closed and a ListenError thrown. */
   static async start(config: LimpetConfig, options: LimpetOptions): Promise<Limpet> {
-    const limpet = new Limpet(config, options.logger, options.role ?? STANDALONE);
+    const role = options.role ?? STANDALONE;
+    // The process whose health view counts resolves names too: one resolver per process tree, and
+    // every worker is told the same set (cluster/primary.ts).
+    const discovery = role.decidesHealth ? new BackendDiscovery(discoverySettings(config), options.logger) : null;
+    await discovery?.start(config.backends);
+    const backends = discovery?.backends(config.backends) ?? options.backends ?? listedBackends(config.backends);
+    const limpet = new Limpet(config, options.logger, role, backends, discovery);
     try {
       await limpet.listen();
     } catch (error) {
@@ -164,6 +189,11 @@ export class Limpet {
     return this.registry.backends;
   }
 
+  /** The settings of every backend now, discovered ones included: what a worker is given. */
+  get backendSettings(): readonly BackendSettings[] {
+    return this.fleet;
+  }
+
   backend(id: string): Backend | undefined {
     return this.registry.get(id);
   }
@@ -179,10 +209,12 @@ export class Limpet {
    * Applies a new, already validated config atomically between two requests. Backend state, counters,
    * remembered pins and open tunnels survive. Returns what could not change without a restart.
    */
-  reload(next: LimpetConfig): string[] {
+  reload(next: LimpetConfig, backends?: readonly BackendSettings[]): string[] {
     const plan = planReload(this.config, this.secrets.fill(next));
     const config = plan.applied;
-    this.registry.apply(config.backends, poolSettings(config), plan.drain);
+    this.discovery?.configure(discoverySettings(config), config.backends);
+    this.fleet = this.discovery?.backends(config.backends) ?? backends ?? listedBackends(config.backends);
+    this.registry.apply(this.fleet, poolSettings(config), plan.drain);
     this.health?.track(this.registry.backends, healthSettings(config));
     this.passive.configure(config.passive);
     this.memory.pins.configure(config.affinity.sessionTtl, config.affinity.maxSessions);
@@ -204,6 +236,7 @@ export class Limpet {
     if (this.closing) return;
     this.closing = true;
     clearInterval(this.sweepTimer);
+    this.discovery?.stop();
     this.health?.stop();
     const server = this.server;
     const closed = server === null ? Promise.resolve() : new Promise<void>((resolve) => server.close(() => resolve()));
@@ -225,6 +258,11 @@ export class Limpet {
   /** Takes a backend's health as the deciding process saw it (worker). */
   adoptHealth(update: BackendHealthUpdate): void {
     this.registry.get(update.id)?.adopt(update);
+  }
+
+  /** Takes the backends the deciding process discovered (worker); their health follows as adopted updates. */
+  adoptBackends(backends: readonly BackendSettings[]): void {
+    this.applyBackends(backends, new Map());
   }
 
   /** Every backend's health, for a worker that joins. */
@@ -290,6 +328,19 @@ export class Limpet {
     retried: (failed) => this.metrics.backend(failed).retries.inc(),
     completed: (backend, status, seconds) => this.metrics.requestCompleted(backend, status, seconds),
   };
+
+  /**
+   * Makes `backends` the backends between two requests, as a reload does for the file: new ones
+   * wait for their first check, gone ones retire, and the data path gets selection over the new set.
+   */
+  private applyBackends(backends: readonly BackendSettings[], drain: ReadonlyMap<string, boolean>): void {
+    if (this.closing) return;
+    this.fleet = backends;
+    this.registry.apply(backends, poolSettings(this.config), drain);
+    this.health?.track(this.registry.backends);
+    this.context = this.buildContext(this.config);
+    this.role.backendsApplied(backends);
+  }
 
   private buildContext(config: LimpetConfig): ForwardingContext {
     const affinity = buildAffinity(affinitySettings(config), this.registry.set, this.memory);

@@ -21,6 +21,8 @@ export interface BackendView {
   id: string;
   url: string;
   weight: number;
+  /** The dns or srv entry that found it ("dns:app.internal:3000"); null when the file lists it. */
+  source: string | null;
   state: 'up' | 'down' | 'draining';
   sessions: number;
   inflight: number;
@@ -94,6 +96,7 @@ export class AdminServer {
         id: backend.id,
         url: backend.url,
         weight: backend.weight,
+        source: backend.source,
         state: backend.status,
         sessions: sessions.get(backend) ?? 0,
         inflight: live.inflight,

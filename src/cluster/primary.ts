@@ -111,6 +111,8 @@ function primaryRole(workers: Workers): ProcessRole {
         // Workers retire removed backends by applying the same reload.
         if (change !== 'retired') workers.broadcast({ t: 'state', update: { id: backend.id, ...backend.health } });
       },
+      // The primary resolves for all: workers apply what it found, so every worker has the same set.
+      backendsApplied: (backends) => workers.broadcast({ t: 'backends', backends }),
       pinWritten: null,
       live: (backend) => workers.liveOf(backend.id),
       exposition: () => aggregateMetrics(local.metrics, workers),
@@ -160,7 +162,7 @@ export async function runPrimary(configFromFile: LimpetConfig, file: string, tex
         return;
       case 'hello':
         // The worker's handlers are in place (an ESM entry loads asynchronously): now it can be told.
-        workers.send(worker, { t: 'init', config: limpet.currentConfig, states: limpet.healthUpdates(), pins: limpet.pinSnapshot() });
+        workers.send(worker, { t: 'init', config: limpet.currentConfig, backends: limpet.backendSettings, states: limpet.healthUpdates(), pins: limpet.pinSnapshot() });
         return;
       case 'failed':
         limpet.failureReported(message.id, message.message);
@@ -221,7 +223,7 @@ export async function runPrimary(configFromFile: LimpetConfig, file: string, tex
   supervise(file, text, logger, limpet.metrics.configReloads, {
     reload: (next) => {
       const needsRestart = limpet.reload(next);
-      workers.broadcast({ t: 'reload', config: limpet.currentConfig });
+      workers.broadcast({ t: 'reload', config: limpet.currentConfig, backends: limpet.backendSettings });
       return needsRestart;
     },
     stopFields: () => ({ workers: workers.size }),

@@ -6,10 +6,12 @@ import type { LiveFigures } from './live-figures.js';
 /** Bucket bounds for backend response time: from half a millisecond to ten seconds. */
 const DURATION_BUCKETS = [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10];
 
-/** What the gauges read at scrape time: the live backends and their pin counts. */
+/** What the gauges read at scrape time: the live backends and their pin counts, failed discovery lookups by name. */
 export interface MetricsSource {
   backends(): readonly Backend[];
   sessionsByBackend(): Map<Backend, number>;
+  /** Absent where nothing is resolved (a cluster worker). */
+  discoveryErrors?(): ReadonlyMap<string, number>;
 }
 
 const LOWEST_STATUS = 100;
@@ -101,6 +103,11 @@ export class ProxyMetrics {
     this.registry.registerMetric(
       scrapeTimeMetric('limpet_request_duration_seconds', 'Time from receiving a request to the end of its response, by backend.', 'histogram', () =>
         this.durationSamples(),
+      ) as unknown as Metric,
+    );
+    this.registry.registerMetric(
+      scrapeTimeMetric('limpet_discovery_errors_total', 'DNS lookups of a dns or srv backend entry that failed or found nothing, by name.', 'counter', () =>
+        [...(this.source.discoveryErrors?.() ?? [])].map(([name, value]) => ({ labels: { name }, value })),
       ) as unknown as Metric,
     );
     this.upstreamRetries = new Counter({

@@ -1,4 +1,5 @@
 import type { LimpetConfig } from '../config/schema.js';
+import { listedBackends } from '../discovery/backend-discovery.js';
 
 /** What a validated new config changes in a running proxy. */
 export interface ReloadPlan {
@@ -35,9 +36,9 @@ export function planReload(old: LimpetConfig, next: LimpetConfig): ReloadPlan {
     limits: { ...next.limits, maxHeaderSize: old.limits.maxHeaderSize },
     tls: tlsSwitch ? old.tls : next.tls,
   };
-  const drainBefore = new Map(old.backends.map((entry) => [entry.id, entry.drain]));
+  const drainBefore = new Map(listedBackends(old.backends).map((entry) => [entry.id, entry.drain]));
   const drain = new Map<string, boolean>();
-  for (const entry of next.backends) {
+  for (const entry of listedBackends(next.backends)) {
     const before = drainBefore.get(entry.id);
     if (before !== undefined && before !== entry.drain) drain.set(entry.id, entry.drain);
   }

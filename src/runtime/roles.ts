@@ -2,7 +2,7 @@ import type { UpstreamError } from '../errors.js';
 import type { PassiveEjector } from '../health/passive-ejection.js';
 import type { LiveFigures } from '../observe/live-figures.js';
 import type { ProxyMetrics } from '../observe/metrics.js';
-import type { Backend, BackendChange } from '../upstream/backend.js';
+import type { Backend, BackendChange, BackendSettings } from '../upstream/backend.js';
 
 /** The parts of a running proxy a role's behaviour is built from. */
 export interface LocalParts {
@@ -16,6 +16,8 @@ export interface RoleBehaviour {
   failureSeen(backend: Backend, failure: UpstreamError): void;
   /** A backend changed state here (after selection was refreshed). */
   backendChanged(backend: Backend, change: BackendChange): void;
+  /** Discovery changed the backends here (applied already): who else serves must get the same set. */
+  backendsApplied(backends: readonly BackendSettings[]): void;
   /** Told of every pin written or refreshed here; null when nobody needs to know. */
   readonly pinWritten: ((key: string, backend: Backend) => void) | null;
   /** What a backend is doing right now, for the admin API. */
@@ -44,6 +46,7 @@ export const STANDALONE: ProcessRole = {
   behaviour: (local) => ({
     failureSeen: (backend) => local.passive.recordFailure(backend, Date.now()),
     backendChanged: () => {},
+    backendsApplied: () => {},
     pinWritten: null,
     live: (backend) => local.metrics.live(backend),
     exposition: () => local.metrics.exposition(),

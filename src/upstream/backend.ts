@@ -13,6 +13,8 @@ export interface BackendSettings {
   weight: number;
   drain: boolean;
   healthPath: string | null;
+  /** The dns or srv entry that found it ("dns:app.internal:3000"); absent when the file lists it by id. */
+  source?: string;
 }
 
 export interface HealthCheckResult {
@@ -146,6 +148,11 @@ export class Backend {
 
   get healthPath(): string | null {
     return this.settings.healthPath;
+  }
+
+  /** The dns or srv entry it was discovered by; null when the file lists it. */
+  get source(): string | null {
+    return this.settings.source ?? null;
   }
 
   /** Position in the current backend set (its selection tables); -1 once retired. */
