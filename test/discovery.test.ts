@@ -1,0 +1,382 @@
+import { describe, expect, it } from 'vitest';
+import { parseConfig } from '../src/config/load.js';
+import type { Limpet } from '../src/limpet.js';
+import { answerWithId, startBackend, type BackendHandler, type TestBackend } from './support/backends.js';
+import { useCleanup } from './support/cleanup.js';
+import { request, waitFor } from './support/client.js';
+import { startCli } from './support/cli.js';
+import { startDns, type DnsmasqServer } from './support/dns.js';
+import { parseExposition, sample } from './support/exposition.js';
+import { startProxy, type LogCapture } from './support/proxy.js';
+
+/**
+ * Backends from DNS, against a real DNS server (dnsmasq) on loopback and real backends on several
+ * loopback addresses sharing a port, the way a headless service's pods do.
+ */
+
+const cleanup = useCleanup();
+
+const APP = 'app.limpet.test';
+const FAST = 'affinity: { by: ip }\nhealthCheck: { interval: 100ms, timeout: 200ms, rise: 1, fall: 2 }\n';
+
+interface BackendView {
+  id: string;
+  url: string;
+  weight: number;
+  source: string | null;
+  state: string;
+}
+
+/** Answers with its id (its address) and the remap notice it was given. */
+const answerWithNotice: BackendHandler = (req, res, id) => {
+  res.setHeader('x-remapped-from', String(req.headers['x-limpet-remapped-from'] ?? ''));
+  answerWithId(req, res, id);
+};
+
+/** Backends on `addresses`, all on one port (the first free one, or `port`), each named by its address. */
+async function startBackendsAt(addresses: readonly string[], port = 0): Promise<TestBackend[]> {
+  for (let attempt = 0; ; attempt++) {
+    const started: TestBackend[] = [];
+    try {
+      for (const address of addresses) started.push(await startBackend(address, answerWithNotice, port || started[0]?.port || 0, address));
+      return cleanup.add(started);
+    } catch (error) {
+      await Promise.all(started.map((backend) => backend.close()));
+      if ((error as NodeJS.ErrnoException).code !== 'EADDRINUSE' || port !== 0 || attempt > 5) throw error;
+    }
+  }
+}
+
+function discovery(dns: DnsmasqServer, drainDeadline = '1s'): string {
+  return `discovery: { interval: 200ms, servers: ["${dns.address}"], drainDeadline: ${drainDeadline} }\n`;
+}
+
+async function views(adminPort: number): Promise<BackendView[]> {
+  return JSON.parse((await request(adminPort, { path: '/backends' })).body) as BackendView[];
+}
+
+async function discoveryErrors(adminPort: number, name: string): Promise<number> {
+  return sample(parseExposition((await request(adminPort, { path: '/metrics' })).body), 'limpet_discovery_errors_total', { name });
+}
+
+const client = (i: number) => `127.0.40.${i + 2}`;
+
+/** One request from each client in `range`; its backend and the remap notice it carried. */
+async function serve(port: number, range: Iterable<number>): Promise<Map<number, { backend: string; remappedFrom: string }>> {
+  const served = new Map<number, { backend: string; remappedFrom: string }>();
+  for (const i of range) {
+    const res = await request(port, { localAddress: client(i) });
+    expect(res.status, `client ${i}`).toBe(200);
+    served.set(i, { backend: res.headers['x-backend'] as string, remappedFrom: res.headers['x-remapped-from'] as string });
+  }
+  return served;
+}
+
+const range = (from: number, to: number) => Array.from({ length: to - from }, (_, i) => from + i);
+
+async function startDiscovering(yaml: string): Promise<{ limpet: Limpet; port: number; admin: number; logs: LogCapture }> {
+  const started = await startProxy(yaml, 'info');
+  cleanup.add(started.limpet);
+  return { ...started, admin: started.limpet.adminAddress.port };
+}
+
+describe('discovery: dns entries', () => {
+  it('makes every A address a backend; an added address is checked before it takes clients, a removed one drains, then goes, and only its clients move', async () => {
+    const [first, second] = await startBackendsAt(['127.0.0.2', '127.0.0.3']);
+    const port = first!.port;
+    const checkedAt = new Map<string, number>();
+    const servedAt = new Map<string, number>();
+    const dns = cleanup.add(await startDns({ hosts: { [APP]: ['127.0.0.2', '127.0.0.3'] } }));
+    const proxy = await startDiscovering(`${FAST}${discovery(dns)}backends:\n  - { dns: "${APP}:${port}" }\n`);
+
+    expect((await views(proxy.admin)).map(({ id, url, source, weight }) => ({ id, url, source, weight }))).toEqual([
+      { id: `${APP}/127.0.0.2`, url: `http://127.0.0.2:${port}`, source: `dns:${APP}:${port}`, weight: 1 },
+      { id: `${APP}/127.0.0.3`, url: `http://127.0.0.3:${port}`, source: `dns:${APP}:${port}`, weight: 1 },
+    ]);
+    const before = await serve(proxy.port, range(0, 30));
+    expect(new Set([...before.values()].map((s) => s.backend))).toEqual(new Set(['127.0.0.2', '127.0.0.3']));
+
+    // An address appears: it is checked first, then takes new clients; nobody pinned moves.
+    const [third] = await startBackendsAt(['127.0.0.4'], port);
+    third!.server.prependListener('request', (req: { url?: string }) => {
+      const at = performance.now();
+      if (req.url === '/health') checkedAt.set('127.0.0.4', checkedAt.get('127.0.0.4') ?? at);
+      else servedAt.set('127.0.0.4', servedAt.get('127.0.0.4') ?? at);
+    });
+    await dns.set({ hosts: { [APP]: ['127.0.0.2', '127.0.0.3', '127.0.0.4'] } });
+    await waitFor(async () => (await views(proxy.admin)).find((v) => v.id === `${APP}/127.0.0.4`)?.state === 'up', 10_000, 'the new address up');
+    const newcomers = await serve(proxy.port, range(30, 90));
+    expect([...newcomers.values()].filter((s) => s.backend === '127.0.0.4').length).toBeGreaterThan(0);
+    expect(checkedAt.get('127.0.0.4')).toBeLessThan(servedAt.get('127.0.0.4')!);
+    const afterAdd = await serve(proxy.port, range(0, 30));
+    for (const [i, { backend }] of before) expect(afterAdd.get(i)!.backend, `client ${i}`).toBe(backend);
+
+    // An address leaves: it drains (its clients stay, new ones go elsewhere), then goes; only its clients move, with the notice.
+    await dns.set({ hosts: { [APP]: ['127.0.0.3', '127.0.0.4'] } });
+    await waitFor(async () => (await views(proxy.admin)).find((v) => v.id === `${APP}/127.0.0.2`)?.state === 'draining', 10_000, 'the gone address draining');
+    const pinned = new Map([...before, ...newcomers]);
+    const whileDraining = await serve(proxy.port, range(0, 90));
+    for (const [i, { backend }] of pinned) expect(whileDraining.get(i)!.backend, `client ${i} while its backend drains`).toBe(backend);
+    const late = await serve(proxy.port, range(90, 130));
+    expect([...late.values()].map((s) => s.backend)).not.toContain('127.0.0.2');
+    await waitFor(async () => !(await views(proxy.admin)).some((v) => v.id === `${APP}/127.0.0.2`), 10_000, 'the gone address removed');
+    const after = await serve(proxy.port, range(0, 90));
+    for (const [i, { backend }] of pinned) {
+      const now = after.get(i)!;
+      if (backend === '127.0.0.2') expect(now, `client ${i} of the removed address`).toEqual({ backend: expect.not.stringMatching('127.0.0.2'), remappedFrom: `${APP}/127.0.0.2` });
+      else expect(now, `client ${i}`).toEqual({ backend, remappedFrom: '' });
+    }
+    expect([...pinned.values()].some((s) => s.backend === '127.0.0.2')).toBe(true);
+    expect(proxy.logs.lines.filter((l) => l.msg === 'discovered backends changed').map(({ added, left, returned }) => ({ added, left, returned }))).toEqual([
+      { added: [`${APP}/127.0.0.2`, `${APP}/127.0.0.3`], left: [], returned: [] },
+      { added: [`${APP}/127.0.0.4`], left: [], returned: [] },
+      { added: [], left: [`${APP}/127.0.0.2`], returned: [] },
+    ]);
+  });
+
+  it('makes an AAAA address a backend at [address]:port, beside the A ones, and an address back before its deadline stays', async () => {
+    const backends = await startBackendsAt(['::1', '127.0.0.5']);
+    const port = backends[0]!.port;
+    const dns = cleanup.add(await startDns({ hosts: { [APP]: ['::1', '127.0.0.5'] } }));
+    const proxy = await startDiscovering(`${FAST}${discovery(dns, '1m')}backends:\n  - { dns: "${APP}:${port}", weight: 3 }\n`);
+    expect((await views(proxy.admin)).map(({ id, url, weight }) => ({ id, url, weight }))).toEqual([
+      { id: `${APP}/127.0.0.5`, url: `http://127.0.0.5:${port}`, weight: 3 },
+      { id: `${APP}/::1`, url: `http://[::1]:${port}`, weight: 3 },
+    ]);
+    await waitFor(async () => (await views(proxy.admin)).every((v) => v.state === 'up'), 10_000, 'both up');
+    const served = await serve(proxy.port, range(0, 40));
+    expect(new Set([...served.values()].map((s) => s.backend))).toEqual(new Set(['::1', '127.0.0.5']));
+
+    // The IPv6 address leaves and comes back within its deadline: it drains, then serves new clients again.
+    await dns.set({ hosts: { [APP]: ['127.0.0.5'] } });
+    await waitFor(async () => (await views(proxy.admin)).find((v) => v.id === `${APP}/::1`)?.state === 'draining', 10_000, '::1 draining');
+    await dns.set({ hosts: { [APP]: ['::1', '127.0.0.5'] } });
+    await waitFor(async () => (await views(proxy.admin)).find((v) => v.id === `${APP}/::1`)?.state === 'up', 10_000, '::1 up again');
+    const again = await serve(proxy.port, range(0, 40));
+    for (const [i, { backend }] of served) expect(again.get(i)!.backend, `client ${i}`).toBe(backend);
+    expect(proxy.logs.lines.filter((l) => l.msg === 'discovered backends changed').map(({ added, left, returned }) => ({ added, left, returned }))).toEqual([
+      { added: [`${APP}/127.0.0.5`, `${APP}/::1`], left: [], returned: [] },
+      { added: [], left: [`${APP}/::1`], returned: [] },
+      { added: [], left: [], returned: [`${APP}/::1`] },
+    ]);
+  });
+});
+
+describe('discovery: srv entries', () => {
+  it('makes every address of the lowest-priority targets a backend at its port and weight, and follows the records', async () => {
+    const [t1] = await startBackendsAt(['127.0.0.6']);
+    const [t2] = await startBackendsAt(['127.0.0.7']);
+    const [backup] = await startBackendsAt(['127.0.0.8']);
+    const [t4] = await startBackendsAt(['127.0.0.9']);
+    const SVC = '_http._tcp.svc.limpet.test';
+    const hosts = { 't1.limpet.test': ['127.0.0.6'], 't2.limpet.test': ['127.0.0.7'], 'backup.limpet.test': ['127.0.0.8'], 't4.limpet.test': ['127.0.0.9'] };
+    const dns = cleanup.add(
+      await startDns({
+        hosts,
+        srv: [
+          { name: SVC, target: 't1.limpet.test', port: t1!.port, priority: 10, weight: 10 },
+          { name: SVC, target: 't2.limpet.test', port: t2!.port, priority: 10, weight: 30 },
+          { name: SVC, target: 'backup.limpet.test', port: backup!.port, priority: 20, weight: 50 },
+        ],
+      }),
+    );
+    const proxy = await startDiscovering(`${FAST}${discovery(dns)}backends:\n  - { srv: "${SVC}" }\n`);
+    expect((await views(proxy.admin)).map(({ id, url, weight, source }) => ({ id, url, weight, source }))).toEqual([
+      { id: `${SVC}/127.0.0.6:${t1!.port}`, url: `http://127.0.0.6:${t1!.port}`, weight: 10, source: `srv:${SVC}` },
+      { id: `${SVC}/127.0.0.7:${t2!.port}`, url: `http://127.0.0.7:${t2!.port}`, weight: 30, source: `srv:${SVC}` },
+    ]);
+    const served = await serve(proxy.port, range(0, 40));
+    expect(new Set([...served.values()].map((s) => s.backend))).toEqual(new Set(['127.0.0.6', '127.0.0.7']));
+
+    // t2 leaves the records and t4 joins with another weight: t2 drains and goes, t4 is added.
+    await dns.set({
+      hosts,
+      srv: [
+        { name: SVC, target: 't1.limpet.test', port: t1!.port, priority: 10, weight: 10 },
+        { name: SVC, target: 't4.limpet.test', port: t4!.port, priority: 10, weight: 20 },
+        { name: SVC, target: 'backup.limpet.test', port: backup!.port, priority: 20, weight: 50 },
+      ],
+    });
+    await waitFor(async () => {
+      const now = await views(proxy.admin);
+      return now.find((v) => v.id === `${SVC}/127.0.0.7:${t2!.port}`)?.state === 'draining' && now.find((v) => v.id === `${SVC}/127.0.0.9:${t4!.port}`)?.state === 'up';
+    }, 10_000, 't2 draining and t4 up');
+    await waitFor(async () => (await views(proxy.admin)).length === 2, 10_000, 't2 removed after its deadline');
+    expect((await views(proxy.admin)).map(({ id, weight }) => ({ id, weight }))).toEqual([
+      { id: `${SVC}/127.0.0.6:${t1!.port}`, weight: 10 },
+      { id: `${SVC}/127.0.0.9:${t4!.port}`, weight: 20 },
+    ]);
+    const after = await serve(proxy.port, range(0, 40));
+    for (const [i, { backend }] of served) {
+      if (backend === '127.0.0.7') expect(after.get(i)!.remappedFrom, `client ${i}`).toBe(`${SVC}/127.0.0.7:${t2!.port}`);
+      else expect(after.get(i)!.backend, `client ${i}`).toBe(backend);
+    }
+    expect(backup!.seen).toEqual([]);
+  });
+});
+
+describe('discovery: lookups that fail', () => {
+  it('keeps the last known set while the DNS server does not answer or is gone, counting each failure and logging each outage once', async () => {
+    const backends = await startBackendsAt(['127.0.0.10', '127.0.0.11']);
+    const port = backends[0]!.port;
+    const dns = cleanup.add(await startDns({ hosts: { [APP]: ['127.0.0.10', '127.0.0.11'] } }));
+    const proxy = await startDiscovering(`${FAST}${discovery(dns)}backends:\n  - { dns: "${APP}:${port}" }\n`);
+    const ids = [`${APP}/127.0.0.10`, `${APP}/127.0.0.11`];
+    const outages = () => proxy.logs.lines.filter((l) => l.msg === 'discovery lookup failed; the last known backends of this name stay');
+    const recoveries = () => proxy.logs.lines.filter((l) => l.msg === 'discovery lookup answers again');
+    expect(await discoveryErrors(proxy.admin, APP)).toBe(0);
+
+    // Frozen: queries time out.
+    dns.freeze();
+    await waitFor(async () => (await discoveryErrors(proxy.admin, APP)) >= 2, 15_000, 'two failed lookups counted');
+    expect((await views(proxy.admin)).map((v) => [v.id, v.state])).toEqual(ids.map((id) => [id, 'up']));
+    expect(new Set([...(await serve(proxy.port, range(0, 20))).values()].map((s) => s.backend))).toEqual(new Set(['127.0.0.10', '127.0.0.11']));
+    expect(outages()).toHaveLength(1);
+    expect(outages()[0]).toMatchObject({ level: 'warn', name: APP, backends: 2 });
+    dns.thaw();
+    await waitFor(() => recoveries().length === 1, 10_000, 'the recovery logged');
+
+    // Gone: queries are refused.
+    await dns.kill();
+    const counted = await discoveryErrors(proxy.admin, APP);
+    await waitFor(async () => (await discoveryErrors(proxy.admin, APP)) >= counted + 3, 10_000, 'three more failed lookups counted');
+    expect(outages()).toHaveLength(2);
+    expect((await views(proxy.admin)).map((v) => [v.id, v.state])).toEqual(ids.map((id) => [id, 'up']));
+    expect((await request(proxy.port, { localAddress: client(0) })).status).toBe(200);
+    await dns.set({ hosts: { [APP]: ['127.0.0.10', '127.0.0.11'] } });
+    await waitFor(() => recoveries().length === 2, 10_000, 'the second recovery logged');
+    expect(outages()).toHaveLength(2);
+  });
+
+  it('serves the listed backends while a name resolves to nothing, adds its addresses when it gets some, and keeps them when they all vanish', async () => {
+    const [listed] = cleanup.add([await startBackend('listed')]);
+    const [later] = await startBackendsAt(['127.0.0.12']);
+    const NONE = 'none.limpet.test';
+    const dns = cleanup.add(await startDns({ hosts: {} }));
+    const proxy = await startDiscovering(`${FAST}${discovery(dns)}backends:\n  - { id: listed, url: "${listed!.url}" }\n  - { dns: "${NONE}:${later!.port}" }\n`);
+    expect((await views(proxy.admin)).map((v) => v.id)).toEqual(['listed']);
+    expect((await request(proxy.port)).headers['x-backend']).toBe('listed');
+    await waitFor(async () => (await discoveryErrors(proxy.admin, NONE)) >= 2, 10_000, 'the empty lookups counted');
+    const outages = () => proxy.logs.lines.filter((l) => l.msg === 'discovery lookup failed; the last known backends of this name stay');
+    expect(outages()).toHaveLength(1);
+    expect(outages()[0]).toMatchObject({ name: NONE, backends: 0 });
+
+    await dns.set({ hosts: { [NONE]: ['127.0.0.12'] } });
+    await waitFor(async () => (await views(proxy.admin)).find((v) => v.id === `${NONE}/127.0.0.12`)?.state === 'up', 10_000, 'the address added and up');
+
+    // Every address vanishes: an empty answer is no reason to empty the fleet.
+    const counted = await discoveryErrors(proxy.admin, NONE);
+    await dns.set({ hosts: {} });
+    await waitFor(async () => (await discoveryErrors(proxy.admin, NONE)) >= counted + 2, 10_000, 'the empty lookups counted');
+    expect((await views(proxy.admin)).map((v) => [v.id, v.state])).toEqual([
+      ['listed', 'up'],
+      [`${NONE}/127.0.0.12`, 'up'],
+    ]);
+    expect(outages()).toHaveLength(2);
+  });
+});
+
+describe('discovery: workers and hot reload', () => {
+  it('gives every worker the primary\'s discovered set, and follows the file adding, reweighting and removing a dns entry', async () => {
+    const [listed] = cleanup.add([await startBackend('listed')]);
+    const backends = await startBackendsAt(['127.0.0.13', '127.0.0.14']);
+    const port = backends[0]!.port;
+    const dns = cleanup.add(await startDns({ hosts: { [APP]: ['127.0.0.13'] } }));
+    const head = `workers: 2\nlog: { level: info, access: true }\n${FAST}${discovery(dns)}`;
+    const cli = cleanup.add(await startCli(() => `${head}backends:\n  - { id: listed, url: "${listed!.url}" }\n`));
+    const workersServing = (backend: string) => new Set(cli.logs.filter((l) => l.msg === 'request' && l.backend === backend).map((l) => l.pid)).size;
+
+    // Added by the file: resolved by the primary alone, used by both workers.
+    cli.writeConfig(`${head}backends:\n  - { id: listed, url: "${listed!.url}" }\n  - { dns: "${APP}:${port}", weight: 2 }\n`);
+    await waitFor(async () => (await views(cli.adminPort)).find((v) => v.id === `${APP}/127.0.0.13`)?.state === 'up', 10_000, 'the dns entry added');
+    await waitFor(async () => {
+      await request(cli.port, { localAddress: client(Math.floor(Math.random() * 200)) });
+      return workersServing(`${APP}/127.0.0.13`) === 2;
+    }, 15_000, 'both workers to send clients to the discovered backend');
+
+    // DNS adds an address: both workers use it.
+    await dns.set({ hosts: { [APP]: ['127.0.0.13', '127.0.0.14'] } });
+    await waitFor(async () => (await views(cli.adminPort)).find((v) => v.id === `${APP}/127.0.0.14`)?.state === 'up', 10_000, 'the new address up');
+    await waitFor(async () => {
+      await request(cli.port, { localAddress: client(Math.floor(Math.random() * 200)) });
+      return workersServing(`${APP}/127.0.0.14`) === 2;
+    }, 15_000, 'both workers to send clients to the new address');
+
+    // Reweighted, then removed, by the file.
+    cli.writeConfig(`${head}backends:\n  - { id: listed, url: "${listed!.url}" }\n  - { dns: "${APP}:${port}", weight: 5 }\n`);
+    await waitFor(async () => (await views(cli.adminPort)).filter((v) => v.source !== null).every((v) => v.weight === 5), 10_000, 'weight 5');
+    cli.writeConfig(`${head}backends:\n  - { id: listed, url: "${listed!.url}" }\n`);
+    await waitFor(async () => (await views(cli.adminPort)).length === 1, 10_000, 'the dns entry removed');
+    const pids = new Set<unknown>();
+    await waitFor(async () => {
+      const res = await request(cli.port, { localAddress: client(Math.floor(Math.random() * 200)) });
+      expect(res.headers['x-backend']).toBe('listed');
+      pids.add(cli.logs.filter((l) => l.msg === 'request').at(-1)?.pid);
+      return pids.size === 2;
+    }, 15_000, 'both workers to serve from the listed backend alone');
+  });
+});
+
+describe('discovery: config', () => {
+  const file = (body: string) => `backends:\n${body}`;
+  const errors = (text: string): string[] => {
+    try {
+      parseConfig(text, 'f.yaml', {});
+    } catch (error) {
+      return (error as Error).message.split('\n');
+    }
+    throw new Error('the config was accepted');
+  };
+
+  it('reads dns and srv entries beside listed ones, and the discovery section with its defaults', () => {
+    const config = parseConfig(
+      file('  - { id: a, url: "http://10.0.0.1:80" }\n  - { dns: "App.Internal.:3000", weight: 2, healthPath: /up }\n  - { srv: _HTTP._tcp.app.internal }\n'),
+      'f.yaml',
+      {},
+    );
+    expect(config.backends).toEqual([
+      { id: 'a', url: 'http://10.0.0.1', weight: 1, drain: false, healthPath: null },
+      { dns: { name: 'app.internal', port: 3000 }, weight: 2, healthPath: '/up' },
+      { srv: '_http._tcp.app.internal', healthPath: null },
+    ]);
+    expect(config.discovery).toEqual({ interval: 5_000, servers: [], drainDeadline: 30_000 });
+    expect(parseConfig(`discovery: { interval: 1s, servers: ["10.0.0.2", "10.0.0.3:5353", "fd00::2", "[fd00::3]:53"], drainDeadline: 0 }\n${file('  - { dns: "a:1" }\n')}`, 'f.yaml', {}).discovery).toEqual({
+      interval: 1_000,
+      servers: ['10.0.0.2:53', '10.0.0.3:5353', '[fd00::2]:53', '[fd00::3]:53'],
+      drainDeadline: 0,
+    });
+  });
+
+  it('says what is wrong with an entry, by the shape it was meant to have', () => {
+    expect(
+      errors(
+        file(
+          [
+            '  - { dns: "app.internal" }',
+            '  - { dns: "10.0.0.1:80" }',
+            '  - { dns: "a..b:80", wieght: 2 }',
+            '  - { srv: _http._tcp.x, weight: 3 }',
+            '  - { id: a }',
+            '  - {}',
+            '  - { dns: "App.internal:81" }',
+            '  - { srv: _http._tcp.X. }',
+            '',
+          ].join('\n'),
+        ) + 'discovery: { interval: 50ms, servers: [dns.google, "10.0.0.1:0"], drainDeadline: 5 }\n',
+      ),
+    ).toEqual([
+      'f.yaml:2:12: backends[0].dns: expected a "name:port" like "app.internal:3000" with a port from 1 to 65535, got "app.internal"',
+      'f.yaml:3:12: backends[1].dns: expected a "name:port" like "app.internal:3000", got the address "10.0.0.1" (an address needs no lookup: write it as { id, url })',
+      'f.yaml:4:12: backends[2].dns: expected a "name:port" like "app.internal:3000", got "a..b"',
+      'f.yaml:4:23: backends[2].wieght: unknown key "wieght" (did you mean "weight"?)',
+      'f.yaml:5:26: backends[3].weight: unknown key "weight"',
+      'f.yaml:6:5: backends[4].url: missing required key "url": expected an http:// or https:// origin like "http://10.0.0.11:3000"',
+      'f.yaml:7:5: backends[5]: expected a backend: { id, url }, { dns: "name:port" } or { srv: "_service._tcp.name" }, got a map',
+      'f.yaml:8:12: backends[6].dns: duplicate dns name "app.internal" (also used by backends[0])',
+      'f.yaml:9:12: backends[7].srv: duplicate srv name "_http._tcp.x" (also used by backends[3])',
+      'f.yaml:10:24: discovery.interval: must be at least 100ms, got "50ms"',
+      'f.yaml:10:40: discovery.servers[0]: expected a DNS server address like "10.0.0.2", "10.0.0.2:53" or "[fd00::2]:53", got "dns.google" (a server is given by address, not by name)',
+      'f.yaml:10:52: discovery.servers[1]: port must be from 1 to 65535, got "10.0.0.1:0"',
+    ]);
+  });
+});
