@@ -30,7 +30,7 @@ function timeNs(ops: number, body: () => void): number {
 }
 
 export function runPinTableBench(entries = 1_000_000): PinTableFigures {
-  const backends = [1, 2, 3].map((i) => new Backend({ id: `b${i}`, url: `http://127.0.0.1:${3000 + i}`, weight: 1, drain: false, healthPath: null }, { connectTimeout: 1000, keepAliveTimeout: 1000, maxConnections: 0 }, () => {}));
+  const backends = [1, 2, 3].map((i) => new Backend({ id: `b${i}`, url: `http://127.0.0.1:${3000 + i}`, weight: 1, drain: false, drainDeadline: null, healthPath: null }, { connectTimeout: 1000, keepAliveTimeout: 1000, maxConnections: 0 }, () => {}));
   gc();
   const before = process.memoryUsage().heapUsed;
   const table = new PinTable(30 * 60_000, entries);

@@ -5,6 +5,7 @@ import { AdminServer } from './admin/admin-server.js';
 import { buildAffinity, type AffinityMemory } from './affinity/build-affinity.js';
 import { ClientAddressResolver } from './affinity/client-address.js';
 import { AffinityCookieCodec } from './affinity/cookie.js';
+import { ClientActivity, MoveBudget } from './affinity/elastic.js';
 import { PinTable } from './affinity/pin-table.js';
 import type { HostPort, LimpetConfig } from './config/schema.js';
 import { BackendDiscovery, listedBackends } from './discovery/backend-discovery.js';
@@ -14,6 +15,7 @@ import { PassiveEjector } from './health/passive-ejection.js';
 import type { Logger } from './observe/log.js';
 import { logBackendChange, LocalLimitLog } from './observe/backend-log.js';
 import type { LiveFigures } from './observe/live-figures.js';
+import { drainProgress, type DrainProgress } from './observe/drain-progress.js';
 import { ProxyMetrics } from './observe/metrics.js';
 import { headLimitStatus } from './proxy/client-limits.js';
 import type { ExchangeObserver, ForwardingContext } from './proxy/context.js';
@@ -25,7 +27,7 @@ import { CookieSecret } from './runtime/cookie-secret.js';
 import { createProxyListener, listenOn, reconfigureListener } from './runtime/listener.js';
 import { planReload } from './runtime/reload-plan.js';
 import { STANDALONE, type ProcessRole, type RoleBehaviour } from './runtime/roles.js';
-import type { Backend, BackendHealthUpdate, BackendSettings } from './upstream/backend.js';
+import type { Backend, BackendHealthUpdate, BackendSettings, DrainSetting } from './upstream/backend.js';
 import { BackendRegistry } from './upstream/backend-registry.js';
 
 export interface LimpetOptions {
@@ -65,6 +67,7 @@ export class Limpet {
   private readonly upgrades = new UpgradeForwarder();
   private readonly localLimits: LocalLimitLog;
   private readonly sweepTimer: NodeJS.Timeout;
+  private readonly stampTimer: NodeJS.Timeout;
   private closing = false;
 
   private constructor(
@@ -81,12 +84,14 @@ export class Limpet {
 
     // Backends, and everything that must hear of their changes.
     this.fleet = backends;
-    this.registry = new BackendRegistry(backends, poolSettings(config));
+    this.registry = new BackendRegistry(backends, poolSettings(config), config.balance.slowStart);
     this.discovery = discovery;
-    const pins = new PinTable(config.affinity.sessionTtl, config.affinity.maxSessions);
+    const pins = new PinTable(config.affinity.sessionTtl, config.affinity.maxSessions, config.affinity.rebalance?.idleAfter ?? null);
     this.metrics = new ProxyMetrics({
       backends: () => this.registry.backends,
       sessionsByBackend: () => pins.countByBackend(),
+      drainProgress: () => this.drainProgress(),
+      effectiveWeight: (backend) => this.registry.set.effectiveWeight(backend),
       ...(discovery === null ? {} : { discoveryErrors: () => discovery.errors }),
     });
     this.passive = new PassiveEjector(config.passive);
@@ -95,9 +100,12 @@ export class Limpet {
     this.registry.listen((backend, change) => {
       if (change === 'added') return void this.metrics.backend(backend);
       if (change === 'retired') this.passive.forget(backend);
-      // Tunnels of a backend that can no longer serve (down, ejected, removed) close with 1001, so
-      // clients reconnect where their HTTP now goes; a draining backend keeps its clients and tunnels.
-      if (!backend.available) this.upgrades.closeBackend(backend);
+      // An address that left DNS goes once its drain deadline has passed.
+      if (change === 'drainDeadline' && backend.drainDeadlinePassed) this.discovery?.drainDeadlinePassed(backend.id);
+      // Tunnels of a backend that can no longer serve (down, ejected, removed, past its drain
+      // deadline) close with 1001, so clients reconnect where their HTTP now goes; a draining
+      // backend keeps its clients and tunnels until its deadline.
+      if (!backend.servesPinned) this.upgrades.closeBackend(backend);
       // A failed backend's unanswered requests that may go elsewhere do, when some backend can serve;
       // a removed one's finish where they are.
       if (change !== 'retired' && !backend.available && this.registry.set.usableForPinned.includes(1)) backend.releaseInflight();
@@ -121,6 +129,8 @@ export class Limpet {
         this.metrics.remapped(from, to, reason);
         this.logger.debug({ msg: 'client remapped', from, to: to.id, reason });
       },
+      activity: new ClientActivity(),
+      moves: new MoveBudget(this.role.movesPerSecond(config)),
     };
     this.context = this.buildContext(config);
 
@@ -143,7 +153,9 @@ export class Limpet {
             backends: () => this.registry.backends,
             sessionsByBackend: () => pins.countByBackend(),
             live: (backend) => this.role.live(backend),
-            setDraining: (id, draining) => this.setDraining(id, draining),
+            setDraining: (id, draining, deadline) => this.setDraining(id, draining, deadline === null ? null : Date.now() + deadline),
+            drainProgress: () => this.drainProgress(),
+            effectiveWeight: (backend) => this.registry.set.effectiveWeight(backend),
             metricsContentType: () => this.metrics.contentType(),
             metrics: () => this.role.exposition(),
           },
@@ -153,6 +165,9 @@ export class Limpet {
       : null;
     const sweepEvery = Math.min(10_000, Math.max(1_000, Math.floor(config.affinity.sessionTtl / 4)));
     this.sweepTimer = setInterval(() => pins.sweep(Math.floor(Date.now() / 1000)), sweepEvery).unref();
+    // Busy clients (long responses, open tunnels) are re-stamped as often as pins are, so rebalance
+    // never takes them for idle; a no-op while rebalance is off, as none are counted.
+    this.stampTimer = setInterval(() => this.memory.activity.stampBusy(pins, Math.floor(Date.now() / 1000)), 1_000).unref();
   }
 
   /** Builds and binds a proxy; all or nothing: when a listener cannot bind, whatever did is closed and a ListenError thrown. */
@@ -198,11 +213,21 @@ export class Limpet {
     return this.registry.get(id);
   }
 
-  /** Drains or undrains a backend at run time: its pinned clients stay, new clients go elsewhere. */
-  setDraining(id: string, draining: boolean): Backend | undefined {
+  /**
+   * Drains or undrains a backend at run time: its pinned clients stay, new clients go elsewhere;
+   * at `deadlineAt` (epoch ms) the clients still there move. Undraining cancels the deadline.
+   */
+  setDraining(id: string, draining: boolean, deadlineAt: number | null = null): Backend | undefined {
     const backend = this.registry.get(id);
-    backend?.setDraining(draining);
+    backend?.setDraining(draining, deadlineAt);
     return backend;
+  }
+
+  /** Live clients of each backend and whether the draining ones are drained (walks the pins: admin and scrapes only). */
+  drainProgress(): Map<Backend, DrainProgress> {
+    const { rebalance, sessionTtl } = this.config.affinity;
+    const since = Math.floor((Date.now() - (rebalance?.idleAfter ?? sessionTtl)) / 1000);
+    return drainProgress(this.registry.backends, this.memory.pins.countSeenSince(since), (backend) => this.role.live(backend));
   }
 
   /**
@@ -214,10 +239,11 @@ export class Limpet {
     const config = plan.applied;
     this.discovery?.configure(discoverySettings(config), config.backends);
     this.fleet = this.discovery?.backends(config.backends) ?? backends ?? listedBackends(config.backends);
-    this.registry.apply(this.fleet, poolSettings(config), plan.drain);
+    this.registry.apply(this.fleet, poolSettings(config), plan.drain, config.balance.slowStart);
     this.health?.track(this.registry.backends, healthSettings(config));
     this.passive.configure(config.passive);
-    this.memory.pins.configure(config.affinity.sessionTtl, config.affinity.maxSessions);
+    this.memory.pins.configure(config.affinity.sessionTtl, config.affinity.maxSessions, config.affinity.rebalance?.idleAfter ?? null);
+    this.memory.moves.configure(this.role.movesPerSecond(config));
     if (config.affinity.cookie.secret !== this.config.affinity.cookie.secret) this.memory.codec = new AffinityCookieCodec(config.affinity.cookie.secret);
     this.memory.clients = new ClientAddressResolver(config.trustedProxies);
     this.admin?.setToken(config.admin.token);
@@ -236,6 +262,7 @@ export class Limpet {
     if (this.closing) return;
     this.closing = true;
     clearInterval(this.sweepTimer);
+    clearInterval(this.stampTimer);
     this.discovery?.stop();
     this.health?.stop();
     const server = this.server;
@@ -333,7 +360,7 @@ export class Limpet {
    * Makes `backends` the backends between two requests, as a reload does for the file: new ones
    * wait for their first check, gone ones retire, and the data path gets selection over the new set.
    */
-  private applyBackends(backends: readonly BackendSettings[], drain: ReadonlyMap<string, boolean>): void {
+  private applyBackends(backends: readonly BackendSettings[], drain: ReadonlyMap<string, DrainSetting>): void {
     if (this.closing) return;
     this.fleet = backends;
     this.registry.apply(backends, poolSettings(this.config), drain);

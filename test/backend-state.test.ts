@@ -13,7 +13,7 @@ afterAll(() => Promise.all(created.map((backend) => backend.close())));
 
 function backend(pending = false): { backend: Backend; changes: BackendChange[] } {
   const changes: BackendChange[] = [];
-  const made = new Backend({ id: 'a', url: 'http://127.0.0.1:1', weight: 1, drain: false, healthPath: null }, pool, (_b, change) => changes.push(change), pending);
+  const made = new Backend({ id: 'a', url: 'http://127.0.0.1:1', weight: 1, drain: false, drainDeadline: null, healthPath: null }, pool, (_b, change) => changes.push(change), pending);
   created.push(made);
   return { backend: made, changes };
 }
@@ -98,7 +98,7 @@ describe('Backend: every transition is a method, each change announced once', ()
 
   it('adopts the health another process decided, in one change', () => {
     const { backend: b, changes } = backend();
-    b.adopt({ check: 'down', ejected: false, draining: true, lastCheck: null, lastError: 'status 500' });
+    b.adopt({ check: 'down', ejected: false, draining: true, drainDeadlineAt: null, rampSince: null, lastCheck: null, lastError: 'status 500' });
     expect([b.available, b.draining, b.lastError]).toEqual([false, true, 'status 500']);
     expect(changes).toEqual(['adopted']);
   });
@@ -108,8 +108,8 @@ describe('BackendRegistry: backends by id across reloads', () => {
   it('reuses kept ids, starts new ones pending, retires removed ones, and refreshes selection on every change', async () => {
     const registry = new BackendRegistry(
       [
-        { id: 'a', url: 'http://127.0.0.1:1', weight: 1, drain: false, healthPath: null },
-        { id: 'b', url: 'http://127.0.0.1:2', weight: 1, drain: false, healthPath: null },
+        { id: 'a', url: 'http://127.0.0.1:1', weight: 1, drain: false, drainDeadline: null, healthPath: null },
+        { id: 'b', url: 'http://127.0.0.1:2', weight: 1, drain: false, drainDeadline: null, healthPath: null },
       ],
       pool,
     );
@@ -120,11 +120,11 @@ describe('BackendRegistry: backends by id across reloads', () => {
     expect(Array.from(registry.set.usableForPinned)).toEqual([0, 1]);
     registry.apply(
       [
-        { id: 'a', url: 'http://127.0.0.1:1', weight: 3, drain: false, healthPath: null },
-        { id: 'c', url: 'http://127.0.0.1:3', weight: 1, drain: false, healthPath: null },
+        { id: 'a', url: 'http://127.0.0.1:1', weight: 3, drain: false, drainDeadline: null, healthPath: null },
+        { id: 'c', url: 'http://127.0.0.1:3', weight: 1, drain: false, drainDeadline: null, healthPath: null },
       ],
       pool,
-      new Map([['a', true]]),
+      new Map([['a', { draining: true, deadline: null }]]),
     );
     const c = registry.get('c') as Backend;
     expect(registry.get('a')).toBe(a);

@@ -69,7 +69,9 @@ describe('config values', () => {
         sessionTtl: 1_800_000,
         maxSessions: 100_000,
         onRecovery: 'stay',
+        rebalance: null,
       },
+      balance: { slowStart: 0, maxLoadFactor: null },
       trustedProxies: [],
       healthCheck: { path: '/health', interval: 2_000, timeout: 1_000, rise: 2, fall: 3, expectStatus: { min: 200, max: 399 } },
       passive: { maxFails: 3, window: 10_000, cooldown: 10_000 },
@@ -78,7 +80,7 @@ describe('config values', () => {
       limits: { maxHeaderSize: 16_384, maxHeaderCount: 100, maxUrlLength: 8_192, maxBodySize: 0, maxConnections: 0, allowUnderscoreHeaders: false, maxBackendConnections: 0 },
       retries: 2,
       discovery: { interval: 5_000, servers: [], drainDeadline: 30_000 },
-      backends: [{ id: 'a', url: 'http://127.0.0.1:3001', weight: 1, drain: false, healthPath: null }],
+      backends: [{ id: 'a', url: 'http://127.0.0.1:3001', weight: 1, drain: false, drainDeadline: null, healthPath: null }],
     });
   });
 
@@ -111,9 +113,9 @@ describe('config values', () => {
   it('parses the example config/limpet.yaml', async () => {
     const config = await loadConfigFile('config/limpet.yaml', {});
     expect(config.backends).toEqual([
-      { id: 'app-1', url: 'http://127.0.0.1:3001', weight: 1, drain: false, healthPath: null },
-      { id: 'app-2', url: 'http://127.0.0.1:3002', weight: 1, drain: false, healthPath: null },
-      { id: 'app-3', url: 'http://127.0.0.1:3003', weight: 1, drain: false, healthPath: null },
+      { id: 'app-1', url: 'http://127.0.0.1:3001', weight: 1, drain: false, drainDeadline: null, healthPath: null },
+      { id: 'app-2', url: 'http://127.0.0.1:3002', weight: 1, drain: false, drainDeadline: null, healthPath: null },
+      { id: 'app-3', url: 'http://127.0.0.1:3003', weight: 1, drain: false, drainDeadline: null, healthPath: null },
     ]);
     // Every key in the example is its default, so it reads like a minimal file.
     expect({ ...config, backends: [] }).toEqual({ ...parseConfig(MINIMAL, 'f.yaml', {}), backends: [] });

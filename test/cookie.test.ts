@@ -8,14 +8,14 @@ describe('affinity cookie codec', () => {
   it('round-trips nonce, backend id, home id and expiry', () => {
     const nonce = codec.newNonce();
     expect(nonce).toMatch(/^[A-Za-z0-9_-]{16}$/);
-    const value = codec.encode({ nonce, backendId: 'app.eu-1', homeId: null, expiresAt: now + 60 });
-    expect(codec.decode(value, now)).toEqual({ nonce, backendId: 'app.eu-1', homeId: null, expiresAt: now + 60 });
-    const remapped = codec.encode({ nonce, backendId: 'app-2', homeId: 'app-1', expiresAt: 0 });
-    expect(codec.decode(remapped, now)).toEqual({ nonce, backendId: 'app-2', homeId: 'app-1', expiresAt: 0 });
+    const value = codec.encode({ nonce, backendId: 'app.eu-1', homeId: null, expiresAt: now + 60, seenAt: 0 });
+    expect(codec.decode(value, now)).toEqual({ nonce, backendId: 'app.eu-1', homeId: null, expiresAt: now + 60, seenAt: 0 });
+    const remapped = codec.encode({ nonce, backendId: 'app-2', homeId: 'app-1', expiresAt: 0, seenAt: 0 });
+    expect(codec.decode(remapped, now)).toEqual({ nonce, backendId: 'app-2', homeId: 'app-1', expiresAt: 0, seenAt: 0 });
   });
 
   it('rejects a cookie whose any part was changed', () => {
-    const value = codec.encode({ nonce: codec.newNonce(), backendId: 'app-1', homeId: null, expiresAt: now + 60 });
+    const value = codec.encode({ nonce: codec.newNonce(), backendId: 'app-1', homeId: null, expiresAt: now + 60, seenAt: 0 });
     for (let i = 0; i < value.length; i++) {
       if (value[i] === '.') continue;
       const changed = value.slice(0, i) + (value[i] === 'x' ? 'y' : 'x') + value.slice(i + 1);
@@ -24,7 +24,7 @@ describe('affinity cookie codec', () => {
   });
 
   it('rejects a cookie signed with another secret, and an expired one', () => {
-    const value = codec.encode({ nonce: codec.newNonce(), backendId: 'app-1', homeId: null, expiresAt: now + 60 });
+    const value = codec.encode({ nonce: codec.newNonce(), backendId: 'app-1', homeId: null, expiresAt: now + 60, seenAt: 0 });
     expect(new AffinityCookieCodec('other').decode(value, now)).toBeNull();
     expect(codec.decode(value, now + 60)).toBeNull();
     expect(codec.decode(value, now + 59)).not.toBeNull();

@@ -25,6 +25,8 @@ interface BackendView {
   weight: number;
   source: string | null;
   state: string;
+  drainDeadline: string | null;
+  effectiveWeight: number;
 }
 
 /** Answers with its id (its address) and the remap notice it was given. */
@@ -113,7 +115,8 @@ describe('discovery: dns entries', () => {
 
     // An address leaves: it drains (its clients stay, new ones go elsewhere), then goes; only its clients move, with the notice.
     await dns.set({ hosts: { [APP]: ['127.0.0.3', '127.0.0.4'] } });
-    await waitFor(async () => (await views(proxy.admin)).find((v) => v.id === `${APP}/127.0.0.2`)?.state === 'draining', 10_000, 'the gone address draining');
+    const leaving = await waitFor(async () => (await views(proxy.admin)).find((v) => v.id === `${APP}/127.0.0.2` && v.state === 'draining'), 10_000, 'the gone address draining');
+    expect(leaving.drainDeadline).not.toBeNull();
     const pinned = new Map([...before, ...newcomers]);
     const whileDraining = await serve(proxy.port, range(0, 90));
     for (const [i, { backend }] of pinned) expect(whileDraining.get(i)!.backend, `client ${i} while its backend drains`).toBe(backend);
@@ -180,7 +183,7 @@ describe('discovery: srv entries', () => {
         ],
       }),
     );
-    const proxy = await startDiscovering(`${FAST}${discovery(dns)}backends:\n  - { srv: "${SVC}" }\n`);
+    const proxy = await startDiscovering(`${FAST}balance: { slowStart: 10s }\n${discovery(dns)}backends:\n  - { srv: "${SVC}" }\n`);
     expect((await views(proxy.admin)).map(({ id, url, weight, source }) => ({ id, url, weight, source }))).toEqual([
       { id: `${SVC}/127.0.0.6:${t1!.port}`, url: `http://127.0.0.6:${t1!.port}`, weight: 10, source: `srv:${SVC}` },
       { id: `${SVC}/127.0.0.7:${t2!.port}`, url: `http://127.0.0.7:${t2!.port}`, weight: 30, source: `srv:${SVC}` },
@@ -201,6 +204,8 @@ describe('discovery: srv entries', () => {
       const now = await views(proxy.admin);
       return now.find((v) => v.id === `${SVC}/127.0.0.7:${t2!.port}`)?.state === 'draining' && now.find((v) => v.id === `${SVC}/127.0.0.9:${t4!.port}`)?.state === 'up';
     }, 10_000, 't2 draining and t4 up');
+    // Slow start applies to a discovered backend as to any added one.
+    expect((await views(proxy.admin)).find((v) => v.id === `${SVC}/127.0.0.9:${t4!.port}`)!.effectiveWeight).toBeLessThan(20);
     await waitFor(async () => (await views(proxy.admin)).length === 2, 10_000, 't2 removed after its deadline');
     expect((await views(proxy.admin)).map(({ id, weight }) => ({ id, weight }))).toEqual([
       { id: `${SVC}/127.0.0.6:${t1!.port}`, weight: 10 },
@@ -335,7 +340,7 @@ describe('discovery: config', () => {
       {},
     );
     expect(config.backends).toEqual([
-      { id: 'a', url: 'http://10.0.0.1', weight: 1, drain: false, healthPath: null },
+      { id: 'a', url: 'http://10.0.0.1', weight: 1, drain: false, drainDeadline: null, healthPath: null },
       { dns: { name: 'app.internal', port: 3000 }, weight: 2, healthPath: '/up' },
       { srv: '_http._tcp.app.internal', healthPath: null },
     ]);

@@ -2,7 +2,7 @@ import { afterAll, describe, expect, it } from 'vitest';
 import { PinTable } from '../src/affinity/pin-table.js';
 import { Backend } from '../src/upstream/backend.js';
 
-const backends = [1, 2].map((i) => new Backend({ id: `b${i}`, url: `http://127.0.0.1:${3000 + i}`, weight: 1, drain: false, healthPath: null }, { connectTimeout: 1000, keepAliveTimeout: 1000, maxConnections: 0 }, () => {}));
+const backends = [1, 2].map((i) => new Backend({ id: `b${i}`, url: `http://127.0.0.1:${3000 + i}`, weight: 1, drain: false, drainDeadline: null, healthPath: null }, { connectTimeout: 1000, keepAliveTimeout: 1000, maxConnections: 0 }, () => {}));
 const [a, b] = backends as [Backend, Backend];
 afterAll(() => Promise.all(backends.map((x) => x.dispatcher.close())));
 

@@ -609,6 +609,7 @@ const cookieContent = fc.record({
   backendId,
   homeId: fc.option(backendId, { nil: null }),
   expiresAt: fc.oneof(fc.constant(0), fc.integer({ min: 1, max: 2 ** 40 }), fc.maxSafeNat()),
+  seenAt: fc.oneof(fc.constant(0), fc.integer({ min: 1, max: 2 ** 40 })),
 });
 
 /** Secrets that are different HMAC keys: HMAC pads short keys with zero bytes, so "k" and "k\0" are one key. */
@@ -783,7 +784,7 @@ describe('affinity cookie codec', () => {
 
   it('regression: a MAC character replaced by one with the same low byte does not verify', () => {
     const codec = new AffinityCookieCodec('secret');
-    const value = codec.encode({ nonce: codec.newNonce(), backendId: 'app-1', homeId: null, expiresAt: 0 });
+    const value = codec.encode({ nonce: codec.newNonce(), backendId: 'app-1', homeId: null, expiresAt: 0, seenAt: 0 });
     const at = value.length - 1;
     const forged = value.slice(0, at) + String.fromCharCode(value.charCodeAt(at) + 0x100);
     expect(codec.decode(forged, 0)).toBeNull();

@@ -34,7 +34,10 @@ describe('planReload: the pure difference between the running config and a new o
   it('reports a drain change only for backends whose drain the file itself changed', () => {
     const next = config(base.replace('drain: true', 'drain: false').replace('3001" }', '3001", drain: true }') + '  - { id: c, url: "http://127.0.0.1:3003", drain: true }\n');
     const plan = planReload(config(base), next);
-    expect([...plan.drain]).toEqual([['a', true], ['b', false]]);
+    expect([...plan.drain]).toEqual([
+      ['a', { draining: true, deadline: null }],
+      ['b', { draining: false, deadline: null }],
+    ]);
     // A backend new to the config takes its drain flag from its entry, not from the plan.
     expect(plan.drain.has('c')).toBe(false);
   });

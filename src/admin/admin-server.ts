@@ -1,7 +1,9 @@
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import { timingSafeEqual } from 'node:crypto';
 import { isIPv4 } from 'node:net';
+import { formatDuration, parseDuration } from '../config/duration.js';
 import type { Backend } from '../upstream/backend.js';
+import type { DrainProgress } from '../observe/drain-progress.js';
 import type { Logger } from '../observe/log.js';
 import type { LiveFigures } from '../observe/live-figures.js';
 import { STATUS_PAGE_HTML } from './status-page.js';
@@ -12,7 +14,12 @@ export interface AdminTarget {
   sessionsByBackend(): Map<Backend, number>;
   /** What each backend is doing: in flight, tunnels, and totals the status page turns into rates. */
   live(backend: Backend): LiveFigures;
-  setDraining(id: string, draining: boolean): Backend | undefined;
+  /** Drains (with a deadline in ms from now, or none) or undrains a backend; undefined for an unknown id. */
+  setDraining(id: string, draining: boolean, deadline: number | null): Backend | undefined;
+  /** Live clients and whether each draining backend is drained. */
+  drainProgress(): Map<Backend, DrainProgress>;
+  /** The weight each backend has for new clients now (0 when it takes none, ramping after slow start). */
+  effectiveWeight(backend: Backend): number;
   metricsContentType(): string;
   metrics(): Promise<string>;
 }
@@ -21,10 +28,18 @@ export interface BackendView {
   id: string;
   url: string;
   weight: number;
+  /** The weight it has for new clients now: 0 when it takes none, below `weight` while slow start ramps it. */
+  effectiveWeight: number;
   /** The dns or srv entry that found it ("dns:app.internal:3000"); null when the file lists it. */
   source: string | null;
   state: 'up' | 'down' | 'draining';
+  /** When a draining backend's remaining clients move (ISO time), or null. */
+  drainDeadline: string | null;
+  /** Draining, with no live client, no request in flight and no WebSocket left: safe to stop. */
+  drained: boolean;
   sessions: number;
+  /** Clients seen within affinity.rebalance.idleAfter (or sessionTtl without rebalance). */
+  liveClients: number;
   inflight: number;
   websockets: number;
   requests: number;
@@ -35,6 +50,9 @@ export interface BackendView {
 }
 
 const DRAIN_ROUTE = /^\/backends\/([^/]+)\/(drain|undrain)$/;
+const BACKEND_ROUTE = /^\/backends\/([^/]+)$/;
+/** The longest drain deadline: Node timers go no further. */
+const MAX_DEADLINE_MS = 596 * 3_600_000;
 
 /**
  * The admin listener: metrics, liveness and readiness, the backend list, runtime drain, and a status
@@ -90,15 +108,22 @@ export class AdminServer {
 
   backendViews(): BackendView[] {
     const sessions = this.target.sessionsByBackend();
+    const progress = this.target.drainProgress();
     return this.target.backends().map((backend) => {
       const live = this.target.live(backend);
+      const drain = progress.get(backend);
+      const deadline = backend.drainDeadline;
       return {
         id: backend.id,
         url: backend.url,
         weight: backend.weight,
+        effectiveWeight: Math.round(this.target.effectiveWeight(backend) * 1000) / 1000,
         source: backend.source,
         state: backend.status,
+        drainDeadline: deadline === null ? null : new Date(deadline).toISOString(),
+        drained: drain?.drained ?? false,
         sessions: sessions.get(backend) ?? 0,
+        liveClients: drain?.liveClients ?? 0,
         inflight: live.inflight,
         websockets: live.websockets,
         requests: live.requests,
@@ -111,7 +136,7 @@ export class AdminServer {
   }
 
   private async route(req: IncomingMessage, res: ServerResponse): Promise<void> {
-    const path = (req.url ?? '/').split('?')[0] as string;
+    const [path = '/', query = ''] = (req.url ?? '/').split('?', 2);
     const method = req.method ?? 'GET';
     if (path === '/metrics') {
       if (!allow(req, res, 'GET')) return;
@@ -140,6 +165,15 @@ export class AdminServer {
       send(res, 200, 'text/html; charset=utf-8', STATUS_PAGE_HTML);
       return;
     }
+    const one = BACKEND_ROUTE.exec(path);
+    if (one !== null) {
+      if (!allow(req, res, 'GET')) return;
+      const id = decodeURIComponent(one[1] as string);
+      const view = this.backendViews().find((candidate) => candidate.id === id);
+      if (view === undefined) sendJson(res, 404, { error: `no backend with id "${id}"` });
+      else sendJson(res, 200, view);
+      return;
+    }
     const drain = DRAIN_ROUTE.exec(path);
     if (drain !== null) {
       if (method !== 'POST') {
@@ -155,12 +189,17 @@ export class AdminServer {
         return;
       }
       const id = decodeURIComponent(drain[1] as string);
-      const backend = this.target.setDraining(id, drain[2] === 'drain');
+      const deadline = drainDeadline(drain[2] === 'drain', query);
+      if (typeof deadline === 'string') {
+        sendJson(res, 400, { error: deadline });
+        return;
+      }
+      const backend = this.target.setDraining(id, drain[2] === 'drain', deadline);
       if (backend === undefined) {
         sendJson(res, 404, { error: `no backend with id "${id}"` });
         return;
       }
-      this.logger.info({ msg: `admin ${drain[2]}`, backend: id, from: req.socket.remoteAddress });
+      this.logger.info({ msg: `admin ${drain[2]}`, backend: id, deadline: deadline === null ? null : formatDuration(deadline), from: req.socket.remoteAddress });
       sendJson(res, 200, this.backendViews().find((view) => view.id === id));
       return;
     }
@@ -179,6 +218,27 @@ export class AdminServer {
     const given = Buffer.from(header.slice(7).trim());
     return given.length === this.token.length && timingSafeEqual(given, this.token);
   }
+}
+
+/** The `?deadline=` of a drain call in ms, null without one, or why the query is refused. */
+function drainDeadline(draining: boolean, query: string): number | null | string {
+  const params = new URLSearchParams(query);
+  for (const key of params.keys()) {
+    if (key !== 'deadline') return `unknown parameter "${key}": the only one is deadline, e.g. ?deadline=10m`;
+    if (!draining) return 'undrain takes no deadline: it cancels the drain and its deadline';
+  }
+  const values = params.getAll('deadline');
+  if (values.length === 0) return null;
+  if (values.length > 1) return 'give deadline once';
+  let ms: number;
+  try {
+    ms = parseDuration(values[0]);
+  } catch (error) {
+    return `deadline: ${(error as Error).message}`;
+  }
+  if (ms < 1_000) return `deadline: must be at least 1s, got ${JSON.stringify(values[0])}`;
+  if (ms > MAX_DEADLINE_MS) return `deadline: must be at most ${formatDuration(MAX_DEADLINE_MS)}, got ${JSON.stringify(values[0])}`;
+  return ms;
 }
 
 function allow(req: IncomingMessage, res: ServerResponse, method: 'GET'): boolean {

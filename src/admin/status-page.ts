@@ -34,6 +34,7 @@ export const STATUS_PAGE_HTML = `<!doctype html>
   .legend span { margin-right: 1rem; font-size: .85rem; }
   .legend i { display: inline-block; width: .8rem; height: .8rem; border-radius: 2px; margin-right: .3rem; vertical-align: -1px; }
   #status { font-size: .85rem; }
+  .note { font-size: .8rem; color: #556; white-space: nowrap; }
 </style>
 </head>
 <body>
@@ -56,6 +57,24 @@ let previous = null;
 
 function esc(text) { return String(text).replace(/[&<>"']/g, (c) => '&#' + c.charCodeAt(0) + ';'); }
 
+/** A draining backend's progress: live clients left and time to its deadline, or drained. */
+function drainNote(b) {
+  if (b.state !== 'draining') return '';
+  if (b.drained) return '<div class="note" data-field="drain">drained: safe to stop</div>';
+  let text = b.liveClients + ' live client' + (b.liveClients === 1 ? '' : 's') + ' left';
+  if (b.drainDeadline) {
+    const seconds = Math.round((Date.parse(b.drainDeadline) - Date.now()) / 1000);
+    text += seconds > 0 ? ' · deadline in ' + (seconds >= 120 ? Math.round(seconds / 60) + ' min' : seconds + ' s') : ' · deadline passed';
+  }
+  return '<div class="note" data-field="drain">' + esc(text) + '</div>';
+}
+
+/** The configured weight, and the effective one while slow start ramps it up. */
+function weightCell(b) {
+  if (b.state !== 'up' || b.effectiveWeight >= b.weight) return String(b.weight);
+  return b.weight + '<div class="note" data-field="ramp">ramping: ' + b.effectiveWeight.toFixed(2) + ' now</div>';
+}
+
 function render(backends, rates) {
   const rows = backends.map((b) => {
     const rate = rates.get(b.id) || { req: 0, err: 0 };
@@ -63,8 +82,8 @@ function render(backends, rates) {
     return '<tr data-backend="' + esc(b.id) + '" class="row-' + esc(b.state) + '">' +
       '<td><div class="id">' + esc(b.id) + '</div><div class="url" title="' + esc(b.url) + '">' + esc(b.url) + '</div>' +
       (b.source ? '<div class="source" data-field="source">from ' + esc(b.source) + '</div>' : '') + '</td>' +
-      '<td><span class="state state-' + esc(b.state) + '">' + esc(b.state) + '</span>' + (b.state === 'down' && b.lastError ? '<div class="err" title="' + esc(b.lastError) + '">' + esc(b.lastError) + '</div>' : '') + '</td>' +
-      '<td data-field="weight">' + b.weight + '</td><td data-field="sessions">' + b.sessions + '</td><td data-field="inflight">' + b.inflight + '</td><td data-field="websockets">' + b.websockets + '</td>' +
+      '<td><span class="state state-' + esc(b.state) + '">' + esc(b.state) + '</span>' + (b.state === 'down' && b.lastError ? '<div class="err" title="' + esc(b.lastError) + '">' + esc(b.lastError) + '</div>' : '') + drainNote(b) + '</td>' +
+      '<td data-field="weight">' + weightCell(b) + '</td><td data-field="sessions">' + b.sessions + '</td><td data-field="inflight">' + b.inflight + '</td><td data-field="websockets">' + b.websockets + '</td>' +
       '<td data-field="rps">' + rate.req.toFixed(1) + '</td><td data-field="errps">' + rate.err.toFixed(1) + '</td><td data-field="remaps-in">' + b.remapsIn + '</td><td data-field="last-check">' + esc(check) + '</td></tr>';
   });
   document.getElementById('rows').innerHTML = rows.join('');

@@ -8,6 +8,11 @@ export interface AffinityCookie {
   readonly homeId: string | null;
   /** Unix seconds after which the cookie is no longer honoured; 0 for a browser-session cookie. */
   readonly expiresAt: number;
+  /**
+   * Unix seconds when the proxy last stamped the client as seen (rebalance only; 0 when unstamped).
+   * Coarse: re-stamped only once the stamp is older than a fraction of idleAfter.
+   */
+  readonly seenAt: number;
 }
 
 export interface CookieAttributes {
@@ -26,7 +31,8 @@ const MAC_CHARS = 22; // 16 bytes of HMAC-SHA256, base64url
 const VERIFIED_CACHE_LIMIT = 50_000;
 
 /**
- * Encodes and verifies the affinity cookie: `<nonce>.<backend id>[~<home id>].<expiry>.<mac>`.
+ * Encodes and verifies the affinity cookie: `<nonce>.<backend id>[~<home id>].<expiry>[-<seen>].<mac>`
+ * (expiry and seen in base 36).
  * The MAC (HMAC-SHA256, truncated to 128 bits) covers everything before it, so a client cannot pick
  * a backend, extend its expiry or reuse a nonce with another id. The cookie names a backend by its
  * stable id — never a URL or address. Verified values are cached, so a returning client costs one
@@ -47,7 +53,8 @@ export class AffinityCookieCodec {
 
   encode(cookie: AffinityCookie): string {
     const pin = cookie.homeId === null ? cookie.backendId : `${cookie.backendId}~${cookie.homeId}`;
-    const payload = `${cookie.nonce}.${pin}.${cookie.expiresAt.toString(36)}`;
+    const times = cookie.seenAt === 0 ? cookie.expiresAt.toString(36) : `${cookie.expiresAt.toString(36)}-${cookie.seenAt.toString(36)}`;
+    const payload = `${cookie.nonce}.${pin}.${times}`;
     return `${payload}.${this.mac(payload)}`;
   }
 
@@ -77,8 +84,11 @@ export class AffinityCookieCodec {
     const expected = Buffer.from(this.mac(payload), 'utf8');
     const given = Buffer.from(value.slice(macDot + 1), 'utf8');
     if (given.length !== expected.length || !timingSafeEqual(given, expected)) return null;
-    const expiresAt = parseInt(value.slice(expiryDot + 1, macDot), 36);
-    if (!Number.isSafeInteger(expiresAt) || expiresAt < 0) return null;
+    const times = value.slice(expiryDot + 1, macDot);
+    const dash = times.indexOf('-');
+    const expiresAt = parseBase36(dash < 0 ? times : times.slice(0, dash));
+    const seenAt = dash < 0 ? 0 : parseBase36(times.slice(dash + 1));
+    if (expiresAt < 0 || seenAt < 0) return null;
     const pin = value.slice(NONCE_CHARS + 1, expiryDot);
     const tilde = pin.indexOf('~');
     return {
@@ -86,12 +96,20 @@ export class AffinityCookieCodec {
       backendId: tilde < 0 ? pin : pin.slice(0, tilde),
       homeId: tilde < 0 ? null : pin.slice(tilde + 1),
       expiresAt,
+      seenAt,
     };
   }
 
   private mac(payload: string): string {
     return createHmac('sha256', this.secret).update(payload).digest('base64url').slice(0, MAC_CHARS);
   }
+}
+
+/** A non-negative base-36 integer, or -1 for anything else (signed text was written by us, but be exact). */
+function parseBase36(text: string): number {
+  if (!/^[0-9a-z]{1,11}$/.test(text)) return -1;
+  const value = parseInt(text, 36);
+  return Number.isSafeInteger(value) ? value : -1;
 }
 
 /** Draws nonces from a refilled random buffer: one syscall per 512 new clients rather than one each. */

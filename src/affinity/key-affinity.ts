@@ -4,7 +4,7 @@ import type { Backend } from '../upstream/backend.js';
 import type { BackendSet } from '../upstream/backend-set.js';
 import type { ClientAddressResolver } from './client-address.js';
 import type { PinTable } from './pin-table.js';
-import { OrderedAffinity, Placement, type ClientHints, type RemapListener } from './policy.js';
+import { OrderedAffinity, Placement, type ClientHints, type ElasticRules, type RemapListener } from './policy.js';
 
 export class KeyPlacement extends Placement {
   /** The pin-table key: the client's address or header value. */
@@ -26,8 +26,9 @@ export class KeyAffinity extends OrderedAffinity<KeyPlacement> {
     /** Header mode: true; the header's value is read into `hints.affinityHeader` while the head is copied. */
     private readonly byHeader: boolean,
     private readonly returnOnRecovery: boolean,
+    rules: ElasticRules,
   ) {
-    super(set, onRemap);
+    super(set, onRemap, rules);
   }
 
   newPlacement(): KeyPlacement {
@@ -44,7 +45,8 @@ export class KeyAffinity extends OrderedAffinity<KeyPlacement> {
     const keyHash = hashKey(key);
     placement.keyHash = keyHash;
     placement.pinKey = key;
-    const pinned = this.pins.get(key, nowSeconds);
+    const pins = this.pins;
+    const pinned = pins.get(key, nowSeconds);
     if (pinned !== undefined) {
       if (pinned.index >= 0 && set.usableForPinned[pinned.index] === 1) {
         placement.backend = pinned;
@@ -52,26 +54,37 @@ export class KeyAffinity extends OrderedAffinity<KeyPlacement> {
           const index = set.selector.pick(keyHash, set.usableForNew);
           if (index >= 0 && index !== pinned.index) {
             this.move(placement, set.backends[index] as Backend, pinned.id, 'recovered');
-            this.pins.set(key, placement.backend, nowSeconds);
+            pins.set(key, placement.backend, nowSeconds);
           }
+        } else if (
+          // Idle at least idleAfter: its stamp may lag its last request by one stamp period.
+          this.rules.idleAfterSeconds > 0 &&
+          nowSeconds - pins.previousSeen >= this.rules.idleAfterSeconds + pins.stampPeriodSeconds &&
+          this.moveIdleClient(placement, key, pinned, nowMs)
+        ) {
+          pins.set(key, placement.backend, nowSeconds);
         }
+        this.began(placement, key);
         return;
       }
       const index = this.pickExcept(keyHash, pinned.index);
       if (index < 0) return;
-      this.move(placement, set.backends[index] as Backend, pinned.id, pinned.index < 0 ? 'removed' : 'down');
-      this.pins.set(key, placement.backend as Backend, nowSeconds);
+      this.move(placement, set.backends[index] as Backend, pinned.id, KeyAffinity.lostReason(pinned));
+      pins.set(key, placement.backend as Backend, nowSeconds);
+      this.began(placement, key);
       return;
     }
     // Not remembered: the client's first usable choice. If its hash home can't take it, say so, so
     // every replica tells the app the same thing whether or not it had seen this client before.
-    const index = this.pickExcept(keyHash, -1);
+    // Slow start or the load cap may place it further down its order: it had no session to move.
+    const index = this.pickForNew(keyHash, -1);
     if (index < 0) return;
     const backend = set.backends[index] as Backend;
     const home = set.backends[set.selector.primary(keyHash)] as Backend;
-    if (home !== backend) this.move(placement, backend, home.id, home.available ? 'drain' : 'down');
+    if (home !== backend && set.usableForNew[home.index] === 0) this.move(placement, backend, home.id, home.available ? 'drain' : 'down');
     else placement.backend = backend;
-    this.pins.set(key, backend, nowSeconds);
+    pins.set(key, backend, nowSeconds);
+    this.began(placement, key);
   }
 
   responseCookie(): null {

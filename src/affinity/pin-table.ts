@@ -12,26 +12,49 @@ const SERIAL_SPACE = 2 ** 20;
 export class PinTable {
   private readonly entries = new Map<string, number>();
   private readonly backendsBySerial: (Backend | undefined)[] = [];
+  /** Entries per backend serial, kept as entries come and go: the load maxLoadFactor reads per new client. */
+  private readonly countsBySerial: number[] = [];
   private ttlSeconds = 1;
   private refreshSeconds = 1;
   private maxEntries = 1;
   /** Told of every pin written or refreshed here (workers share their pins through it). */
   onWrite: ((key: string, backend: Backend) => void) | null = null;
+  /**
+   * The second the entry returned by the last `get` had been seen before that get touched it: how
+   * long its client had been idle. Read right after `get`; a field rather than a returned pair, so
+   * the lookup allocates nothing.
+   */
+  previousSeen = 0;
 
-  constructor(ttlMs: number, maxEntries: number) {
-    this.configure(ttlMs, maxEntries);
+  /** `idleAfterMs`: the idleness that matters to the caller (rebalance), so last-seen times are kept finer than it. */
+  constructor(ttlMs: number, maxEntries: number, idleAfterMs: number | null = null) {
+    this.configure(ttlMs, maxEntries, idleAfterMs);
   }
 
   /** New limits from a reload; the remembered pins stay (the oldest go if the cap shrank). */
-  configure(ttlMs: number, maxEntries: number): void {
+  configure(ttlMs: number, maxEntries: number, idleAfterMs: number | null = null): void {
     this.ttlSeconds = Math.max(1, Math.ceil(ttlMs / 1000));
-    this.refreshSeconds = Math.max(1, Math.floor(this.ttlSeconds / 8));
+    const finest = idleAfterMs === null ? this.ttlSeconds : Math.min(this.ttlSeconds, Math.floor(idleAfterMs / 1000));
+    this.refreshSeconds = Math.max(1, Math.floor(finest / 8));
     this.maxEntries = maxEntries;
     if (this.entries.size > this.maxEntries) this.evictOldest(this.entries.size - this.maxEntries);
   }
 
   get size(): number {
     return this.entries.size;
+  }
+
+  /**
+   * How stale a last-seen second may be: an entry is re-stamped only when touched this long after
+   * its stamp, so its client's last request may have come up to this much later than the stamp.
+   */
+  get stampPeriodSeconds(): number {
+    return this.refreshSeconds;
+  }
+
+  /** Remembered clients pinned to `backend` (idle ones not yet swept included). */
+  count(backend: Backend): number {
+    return this.countsBySerial[backend.serial % SERIAL_SPACE] ?? 0;
   }
 
   /** The backend `key` is pinned to, if the pin has not idled out; touching it keeps it alive. */
@@ -41,9 +64,10 @@ export class PinTable {
     const seen = Math.floor(packed / SERIAL_SPACE);
     const serial = packed - seen * SERIAL_SPACE;
     if (nowSeconds - seen >= this.ttlSeconds) {
-      this.entries.delete(key);
+      this.drop(key, serial);
       return undefined;
     }
+    this.previousSeen = seen;
     if (nowSeconds - seen >= this.refreshSeconds) {
       this.entries.delete(key);
       this.entries.set(key, nowSeconds * SERIAL_SPACE + serial);
@@ -61,10 +85,24 @@ export class PinTable {
 
   /** Records a pin learnt from another process, without telling `onWrite` (no echo). */
   store(key: string, backend: Backend, nowSeconds: number): void {
-    this.backendsBySerial[backend.serial % SERIAL_SPACE] = backend;
-    if (this.entries.has(key)) this.entries.delete(key);
+    const serial = backend.serial % SERIAL_SPACE;
+    this.backendsBySerial[serial] = backend;
+    const before = this.entries.get(key);
+    if (before !== undefined) this.drop(key, before % SERIAL_SPACE);
     else if (this.entries.size >= this.maxEntries) this.evictOldest(Math.max(1, Math.ceil(this.maxEntries / 64)));
-    this.entries.set(key, nowSeconds * SERIAL_SPACE + (backend.serial % SERIAL_SPACE));
+    this.entries.set(key, nowSeconds * SERIAL_SPACE + serial);
+    this.countsBySerial[serial] = (this.countsBySerial[serial] ?? 0) + 1;
+  }
+
+  /**
+   * Re-stamps a pin whose client is busy without a new request (a long response, an open WebSocket),
+   * so it does not look idle; as cheap as a lookup when the stamp is recent.
+   */
+  touch(key: string, nowSeconds: number): void {
+    const packed = this.entries.get(key);
+    if (packed === undefined || nowSeconds - Math.floor(packed / SERIAL_SPACE) < this.refreshSeconds) return;
+    const backend = this.backendsBySerial[packed % SERIAL_SPACE];
+    if (backend !== undefined) this.set(key, backend, nowSeconds);
   }
 
   /** Drops idle entries; cheap because the oldest are at the front. Returns how many were dropped. */
@@ -72,16 +110,27 @@ export class PinTable {
     let dropped = 0;
     for (const [key, packed] of this.entries) {
       if (nowSeconds - Math.floor(packed / SERIAL_SPACE) < this.ttlSeconds) break;
-      this.entries.delete(key);
+      this.drop(key, packed % SERIAL_SPACE);
       dropped++;
     }
     return dropped;
   }
 
-  /** Pins per backend id, for the sessions gauge and the admin API. */
+  /** Pins per backend, for the sessions gauge and the admin API. */
   countByBackend(): Map<Backend, number> {
     const counts = new Map<Backend, number>();
+    this.countsBySerial.forEach((count, serial) => {
+      const backend = this.backendsBySerial[serial];
+      if (backend !== undefined && count > 0) counts.set(backend, count);
+    });
+    return counts;
+  }
+
+  /** Pins per backend whose client was seen at `sinceSeconds` or later (walks the table: for the admin API and scrapes, not requests). */
+  countSeenSince(sinceSeconds: number): Map<Backend, number> {
+    const counts = new Map<Backend, number>();
     for (const packed of this.entries.values()) {
+      if (Math.floor(packed / SERIAL_SPACE) < sinceSeconds) continue;
       const backend = this.backendsBySerial[packed % SERIAL_SPACE];
       if (backend !== undefined) counts.set(backend, (counts.get(backend) ?? 0) + 1);
     }
@@ -104,9 +153,14 @@ export class PinTable {
    */
   private evictOldest(count: number): void {
     let left = count;
-    for (const key of this.entries.keys()) {
+    for (const [key, packed] of this.entries) {
       if (left-- <= 0) break;
-      this.entries.delete(key);
+      this.drop(key, packed % SERIAL_SPACE);
     }
+  }
+
+  private drop(key: string, serial: number): void {
+    this.entries.delete(key);
+    this.countsBySerial[serial] = (this.countsBySerial[serial] as number) - 1;
   }
 }

@@ -1,5 +1,4 @@
 import cluster, { type Worker } from 'node:cluster';
-import { availableParallelism } from 'node:os';
 import { AggregatorRegistry } from 'prom-client';
 import type { LimpetConfig } from '../config/schema.js';
 import { ListenError } from '../errors.js';
@@ -8,6 +7,7 @@ import { addLiveFigures, emptyLiveFigures, type LiveFigures } from '../observe/l
 import type { Logger } from '../observe/log.js';
 import type { ProxyMetrics } from '../observe/metrics.js';
 import type { ProcessRole } from '../runtime/roles.js';
+import { workerCount } from '../runtime/settings.js';
 import { withRuntimeFlags } from '../runtime/runtime-flags.js';
 import { supervise } from '../runtime/supervise.js';
 import type { MetricsJson, ToPrimary, ToWorker } from './messages.js';
@@ -15,9 +15,6 @@ import type { MetricsJson, ToPrimary, ToWorker } from './messages.js';
 /** A worker that does not answer a metrics request in time is left out rather than stalling the scrape. */
 const METRICS_WAIT_MS = 2000;
 
-export function workerCount(config: LimpetConfig): number {
-  return config.workers === 'auto' ? availableParallelism() : config.workers;
-}
 
 /**
  * The workers as the primary sees them: it talks to them, relays what one learns to the others,
@@ -116,6 +113,7 @@ function primaryRole(workers: Workers): ProcessRole {
       pinWritten: null,
       live: (backend) => workers.liveOf(backend.id),
       exposition: () => aggregateMetrics(local.metrics, workers),
+      movesPerSecond: () => 0,
     }),
   };
 }

@@ -2,6 +2,7 @@ import { ListenError } from '../errors.js';
 import { Limpet } from '../limpet.js';
 import { createLogger } from '../observe/log.js';
 import type { ProcessRole } from '../runtime/roles.js';
+import { workerCount } from '../runtime/settings.js';
 import { shutDown } from '../runtime/shutdown.js';
 import type { ToPrimary, ToWorker } from './messages.js';
 
@@ -36,6 +37,7 @@ function workerRole(): ProcessRole {
       },
       live: (backend) => local.metrics.live(backend),
       exposition: () => local.metrics.exposition(),
+      movesPerSecond: (config) => (config.affinity.rebalance?.maxMovesPerSecond ?? 0) / workerCount(config),
     }),
   };
 }

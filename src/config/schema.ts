@@ -209,11 +209,18 @@ const backend = z
       ),
       url: backendUrl.describe('http:// or https:// origin of the backend, no path.'),
       weight: integer(1, 1000).default(1).describe('Relative share of new clients, 1-1000.'),
-      drain: bool().default(false).describe('Keep the clients pinned here but send it no new ones.'),
+      drain: z
+        .union([bool(), z.strictObject({ deadline: seconds(1_000).describe('After this long, the clients still here move and its WebSockets close 1001.') }, { error: expected('true, false or { deadline: <duration> }') })], {
+          error: expected('true, false or { deadline: <duration> }'),
+        })
+        .default(false)
+        .describe('Keep the clients pinned here but send it no new ones; with a deadline, move the remaining ones when it passes.'),
       healthPath: healthPath(),
     },
     { error: expected('a map with id and url') },
-  );
+  )
+  // Two flat fields for the proxy: whether it drains, and the deadline (ms after the drain began).
+  .transform(({ drain, ...entry }) => ({ ...entry, drain: drain !== false, drainDeadline: typeof drain === 'object' ? drain.deadline : null }));
 
 /** A DNS name as written in a `dns` or `srv` entry; compared and shown lower-case, without a final dot. */
 const DNS_NAME = /^(?=.{1,253}\.?$)[A-Za-z0-9_](?:[A-Za-z0-9_-]{0,61}[A-Za-z0-9])?(?:\.[A-Za-z0-9_](?:[A-Za-z0-9_-]{0,61}[A-Za-z0-9])?)*\.?$/;
@@ -386,7 +393,39 @@ export const configSchema = z
         onRecovery: oneOf(['stay', 'return'])
           .default('stay')
           .describe('Where moved clients go when their backend heals: stay on the new one, or return. Default "stay".'),
+        rebalance: z
+          .strictObject(
+            {
+              idleAfter: seconds(1_000).describe(
+                "A client idle at least this long (set it to the app's session timeout) whose backend is not its home is moved home on its next request. At least 1s.",
+              ),
+              maxMovesPerSecond: z
+                .number({ error: expected('a number of moves per second above 0') })
+                .positive({ error: expected('a number of moves per second above 0') })
+                .max(1_000_000, { error: expected('a number of moves per second up to 1000000') })
+                .default(50)
+                .describe('Most clients moved home per second by the whole proxy (its workers share it). Default 50.'),
+            },
+            { error: expected('a map with idleAfter') },
+          )
+          .nullable()
+          .default(null)
+          .describe('Move idle clients to their home backend after the fleet changes. Default null: a live client is never moved.'),
       }).describe('How clients are pinned to backends.'),
+      balance: section({
+        slowStart: seconds()
+          .prefault(0)
+          .describe('A backend that is added or heals ramps its share of new clients from about 0 to its weight over this time. 0 turns it off. Default 0.'),
+        maxLoadFactor: z
+          .number({ error: expected('a number above 1, like 1.25') })
+          .gt(1, { error: expected('a number above 1, like 1.25') })
+          .max(100, { error: expected('a number from above 1 to 100') })
+          .nullable()
+          .default(null)
+          .describe(
+            'A backend holding more than this times its weighted share of live clients gets no new client while another is below it; never applied to a pinned client. Default null: off.',
+          ),
+      }).describe('Where new clients go.'),
       trustedProxies: z
         .array(cidr, { error: expected('a list of addresses or CIDRs') })
         .default([])

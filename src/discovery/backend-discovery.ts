@@ -1,7 +1,7 @@
 import type { BackendEntry, DiscoveryEntry } from '../config/schema.js';
 import { DiscoveryLookupError } from '../errors.js';
 import type { Logger } from '../observe/log.js';
-import type { BackendSettings } from '../upstream/backend.js';
+import type { BackendSettings, DrainSetting } from '../upstream/backend.js';
 import { discoveredBackend, discoveredId, discoveryName, sourceKey } from './discovered-backend.js';
 import { DnsLookup, type FoundTarget, type LookupAnswer } from './dns-lookup.js';
 
@@ -15,10 +15,10 @@ export interface DiscoverySettings {
 }
 
 /**
- * Told when the discovered backends changed, after the change: `drain` holds the ids whose drain
- * flag discovery changed (an address that left DNS: true; one that came back while draining: false).
+ * Told when the discovered backends changed, after the change: `drain` holds the drains discovery
+ * changed (an address that left DNS drains with the deadline; one that came back stops draining).
  */
-export type DiscoveryListener = (drain: ReadonlyMap<string, boolean>) => void;
+export type DiscoveryListener = (drain: ReadonlyMap<string, DrainSetting>) => void;
 
 /**
  * The shortest wait between two lookups of a name whatever the TTL, so a TTL of 0 (dnsmasq's
@@ -26,10 +26,10 @@ export type DiscoveryListener = (drain: ReadonlyMap<string, boolean>) => void;
  */
 const SHORTEST_TTL_MS = 1000;
 
-/** An address that left DNS: it drains until its timer removes it. */
+/** An address that left DNS: it drains with `deadline` (ms), and goes once the deadline has passed. */
 interface Leaving {
   target: FoundTarget;
-  timer: NodeJS.Timeout;
+  deadline: number;
 }
 
 /** One dns or srv entry: what DNS last said, and what is left of what it said before. */
@@ -53,7 +53,9 @@ export function listedBackends(entries: readonly BackendEntry[]): BackendSetting
  * Turns the `dns` and `srv` entries of `backends` into backends, and keeps them current: each name
  * is looked up again after its TTL, at most `interval` later, one lookup at a time per name, never
  * on the path of a request. An address that appears becomes a backend like one added to the file;
- * one that leaves drains for `drainDeadline`, then goes. A lookup that fails or finds nothing
+ * one that leaves drains with `drainDeadline` (the backend keeps the time: at the deadline its
+ * clients move and its WebSockets close), and goes once the deadline has passed (told by
+ * `drainDeadlinePassed`). A lookup that fails or finds nothing
  * changes nothing (the last known set serves on); it is counted, and logged once per outage.
  * It owns only the discovered sets: the proxy applies them to the registry when told.
  */
@@ -106,10 +108,24 @@ export class BackendDiscovery {
       }
       const source = this.sources.get(sourceKey(entry));
       if (source === undefined) continue;
-      for (const target of source.known?.values() ?? []) backends.push(discoveredBackend(entry, target, false));
-      for (const { target } of source.leaving.values()) backends.push(discoveredBackend(entry, target, true));
+      for (const target of source.known?.values() ?? []) backends.push(discoveredBackend(entry, target));
+      for (const { target, deadline } of source.leaving.values()) backends.push(discoveredBackend(entry, target, deadline));
     }
     return backends;
+  }
+
+  /**
+   * A backend's drain deadline passed: if it is an address that left DNS, it goes now (after the
+   * change that told this has been handled, so the registry is not changed from within its own event).
+   */
+  drainDeadlinePassed(id: string): void {
+    for (const source of this.sources.values()) {
+      if (!source.leaving.has(id)) continue;
+      setImmediate(() => {
+        if (!this.stopped && source.leaving.delete(id)) this.listener?.(new Map());
+      });
+      return;
+    }
   }
 
   /** Failed or empty lookups so far, by name, for `limpet_discovery_errors_total`. */
@@ -151,7 +167,6 @@ export class BackendDiscovery {
   private forget(source: Source): void {
     if (source.timer !== null) clearTimeout(source.timer);
     source.timer = null;
-    for (const { timer } of source.leaving.values()) clearTimeout(timer);
     source.leaving.clear();
   }
 
@@ -211,17 +226,14 @@ export class BackendDiscovery {
     }
     const found = new Map(answer.targets.map((target) => [discoveredId(entry, target), target] as const).sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0)));
     const before = source.known ?? new Map<string, FoundTarget>();
-    const drain = new Map<string, boolean>();
+    const drain = new Map<string, DrainSetting>();
     const added: string[] = [];
     const returned: string[] = [];
     const left: string[] = [];
     let reweighted = false;
     for (const [id, target] of found) {
-      const leaving = source.leaving.get(id);
-      if (leaving !== undefined) {
-        clearTimeout(leaving.timer);
-        source.leaving.delete(id);
-        drain.set(id, false);
+      if (source.leaving.delete(id)) {
+        drain.set(id, { draining: false, deadline: null });
         returned.push(id);
       } else if (!before.has(id)) added.push(id);
       else if (before.get(id)?.weight !== target.weight) reweighted = true;
@@ -229,19 +241,15 @@ export class BackendDiscovery {
     for (const [id, target] of before) {
       if (found.has(id)) continue;
       left.push(id);
-      if (this.settings.drainDeadline === 0) continue;
-      drain.set(id, true);
-      source.leaving.set(id, { target, timer: setTimeout(() => this.drained(source, id), this.settings.drainDeadline).unref() });
+      const deadline = this.settings.drainDeadline;
+      // A deadline of 0: no drain, the address goes at once.
+      if (deadline === 0) continue;
+      drain.set(id, { draining: true, deadline });
+      source.leaving.set(id, { target, deadline });
     }
     source.known = found;
     if (added.length + returned.length + left.length === 0 && !reweighted) return;
     this.logger.info({ msg: 'discovered backends changed', name, added, returned, left, drainDeadline: this.settings.drainDeadline });
     this.listener?.(drain);
-  }
-
-  /** An address that left DNS has drained for the deadline: it goes now. */
-  private drained(source: Source, id: string): void {
-    if (!source.leaving.delete(id)) return;
-    this.listener?.(new Map());
   }
 }

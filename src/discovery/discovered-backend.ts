@@ -28,15 +28,19 @@ export function discoveredId(entry: DiscoveryEntry, target: FoundTarget): string
   return `${entry.srv}/${hostPort(target)}`;
 }
 
-/** The backend a found address stands for; `draining` once its address has left DNS. */
-export function discoveredBackend(entry: DiscoveryEntry, found: FoundTarget, draining: boolean): BackendSettings {
+/**
+ * The backend a found address stands for. `drainDeadline`: once its address has left DNS, how long
+ * it drains (ms after its drain began) before its clients move; undefined while it is in DNS.
+ */
+export function discoveredBackend(entry: DiscoveryEntry, found: FoundTarget, drainDeadline?: number): BackendSettings {
   // A dns entry's port and weight are the entry's as it reads now: a reload may have changed them.
   const target = 'dns' in entry ? { address: found.address, port: entry.dns.port, weight: entry.weight } : found;
   return {
     id: discoveredId(entry, target),
     url: `http://${hostPort(target)}`,
     weight: target.weight,
-    drain: draining,
+    drain: drainDeadline !== undefined,
+    drainDeadline: drainDeadline ?? null,
     healthPath: entry.healthPath,
     source: sourceLabel(entry),
   };

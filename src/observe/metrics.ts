@@ -1,6 +1,7 @@
 import { Counter, Gauge, Registry, collectDefaultMetrics, type Metric } from 'prom-client';
 import type { Backend } from '../upstream/backend.js';
 import type { RemapReason } from '../affinity/policy.js';
+import type { DrainProgress } from './drain-progress.js';
 import type { LiveFigures } from './live-figures.js';
 
 /** Bucket bounds for backend response time: from half a millisecond to ten seconds. */
@@ -10,6 +11,8 @@ const DURATION_BUCKETS = [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 
 export interface MetricsSource {
   backends(): readonly Backend[];
   sessionsByBackend(): Map<Backend, number>;
+  drainProgress(): Map<Backend, DrainProgress>;
+  effectiveWeight(backend: Backend): number;
   /** Absent where nothing is resolved (a cluster worker). */
   discoveryErrors?(): ReadonlyMap<string, number>;
 }
@@ -137,6 +140,26 @@ export class ProxyMetrics {
     // Across workers, state gauges agree (one health view) so take the max; counts add up.
     this.gauge('limpet_backend_up', 'Whether the backend is up (1) or down (0).', (b) => (b.available ? 1 : 0), 'max');
     this.gauge('limpet_backend_draining', 'Whether the backend is draining (1): keeps its clients, takes no new ones.', (b) => (b.draining ? 1 : 0), 'max');
+    this.gauge(
+      'limpet_backend_effective_weight',
+      'The weight the backend has for new clients now: 0 when it takes none, below its weight while slow start ramps it up.',
+      (b) => this.source.effectiveWeight(b),
+      'max',
+    );
+    // Each process can only say drained for what it sees; the backend is drained when all agree.
+    const drained = this.source;
+    new Gauge({
+      name: 'limpet_backend_drained',
+      help: 'Whether the backend is draining and has no live client, request in flight or WebSocket left (1): safe to stop.',
+      labelNames: ['backend'],
+      registers,
+      aggregator: 'min',
+      collect() {
+        this.reset();
+        const progress = drained.drainProgress();
+        for (const backend of drained.backends()) this.set({ backend: backend.id }, progress.get(backend)?.drained === true ? 1 : 0);
+      },
+    });
     this.gauge('limpet_backend_inflight_requests', 'Requests being forwarded to the backend now.', (b) => b.inflight, 'sum');
     this.gauge(
       'limpet_backend_queued_requests',

@@ -349,6 +349,7 @@ export class Exchange implements Dispatcher.DispatchHandler, Sequenced, Inflight
     this.finished = true;
     this.leaveQueue();
     if (backend !== null && this.attempts > 0) backend.requestFinished(this);
+    this.context.affinity.released(this.placement);
     const seconds = (performance.now() - this.startedAt) / 1000;
     this.context.observer.completed(backend, status, seconds);
     const log = this.context.accessLog;

@@ -44,6 +44,8 @@ export class UpgradeForwarder {
     const placement = context.affinity.newPlacement();
     const path = prepareForward(context, req, head, placement);
     if (typeof path !== 'string') return void sendProxyError(client, path.status, path.message, path.headers);
+    // Busy until the client's socket closes: through the upgrade, the tunnel, or a failure before it.
+    client.once('close', () => context.affinity.released(placement));
     head.headers.push('Connection', 'Upgrade', 'Upgrade', req.headers.upgrade ?? 'websocket');
     this.connect(context, req, client, firstBytes, path, head, placement, 1);
   }

@@ -1,5 +1,6 @@
 import type { LimpetConfig } from '../config/schema.js';
 import { listedBackends } from '../discovery/backend-discovery.js';
+import type { DrainSetting } from '../upstream/backend.js';
 
 /** What a validated new config changes in a running proxy. */
 export interface ReloadPlan {
@@ -7,8 +8,8 @@ export interface ReloadPlan {
   applied: LimpetConfig;
   /** Keys whose change needs a restart (reported, not applied). */
   needsRestart: string[];
-  /** Backends whose drain flag the file itself changed: id → draining. */
-  drain: Map<string, boolean>;
+  /** Backends whose drain (flag or deadline) the file itself changed: id → the file's drain. */
+  drain: Map<string, DrainSetting>;
   /** Whether the TLS certificate and key must be read again. */
   reloadTls: boolean;
 }
@@ -36,11 +37,13 @@ export function planReload(old: LimpetConfig, next: LimpetConfig): ReloadPlan {
     limits: { ...next.limits, maxHeaderSize: old.limits.maxHeaderSize },
     tls: tlsSwitch ? old.tls : next.tls,
   };
-  const drainBefore = new Map(listedBackends(old.backends).map((entry) => [entry.id, entry.drain]));
-  const drain = new Map<string, boolean>();
+  const drainBefore = new Map(listedBackends(old.backends).map((entry) => [entry.id, entry]));
+  const drain = new Map<string, DrainSetting>();
   for (const entry of listedBackends(next.backends)) {
     const before = drainBefore.get(entry.id);
-    if (before !== undefined && before !== entry.drain) drain.set(entry.id, entry.drain);
+    if (before !== undefined && (before.drain !== entry.drain || before.drainDeadline !== entry.drainDeadline)) {
+      drain.set(entry.id, { draining: entry.drain, deadline: entry.drainDeadline });
+    }
   }
   return { applied, needsRestart, drain, reloadTls: !tlsSwitch && next.tls !== null };
 }

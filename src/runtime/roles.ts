@@ -1,3 +1,4 @@
+import type { LimpetConfig } from '../config/schema.js';
 import type { UpstreamError } from '../errors.js';
 import type { PassiveEjector } from '../health/passive-ejection.js';
 import type { LiveFigures } from '../observe/live-figures.js';
@@ -24,6 +25,8 @@ export interface RoleBehaviour {
   live(backend: Backend): LiveFigures;
   /** The /metrics text. */
   exposition(): Promise<string>;
+  /** This process's share of affinity.rebalance.maxMovesPerSecond, a rate for the whole proxy: workers split it. */
+  movesPerSecond(config: LimpetConfig): number;
 }
 
 /**
@@ -50,5 +53,6 @@ export const STANDALONE: ProcessRole = {
     pinWritten: null,
     live: (backend) => local.metrics.live(backend),
     exposition: () => local.metrics.exposition(),
+    movesPerSecond: (config) => config.affinity.rebalance?.maxMovesPerSecond ?? 0,
   }),
 };

@@ -1,3 +1,4 @@
+import { availableParallelism } from 'node:os';
 import type { AffinitySettings } from '../affinity/build-affinity.js';
 import type { LimpetConfig } from '../config/schema.js';
 import type { DiscoverySettings } from '../discovery/backend-discovery.js';
@@ -21,6 +22,8 @@ export function affinitySettings(config: LimpetConfig): AffinitySettings {
       sameSite: affinity.cookie.sameSite,
     },
     onRecovery: affinity.onRecovery,
+    rebalance: affinity.rebalance,
+    maxLoadFactor: config.balance.maxLoadFactor,
   };
 }
 
@@ -38,6 +41,11 @@ export function forwardingSettings(config: LimpetConfig): ConfigDerived {
     limits: config.limits,
     accessLogQuery: config.log.accessQuery,
   };
+}
+
+/** Processes serving traffic. */
+export function workerCount(config: LimpetConfig): number {
+  return config.workers === 'auto' ? availableParallelism() : config.workers;
 }
 
 export function healthSettings(config: LimpetConfig): HealthCheckSettings {

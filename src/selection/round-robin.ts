@@ -16,6 +16,12 @@ export class WeightedRoundRobin {
     this.current = new Float64Array(weights.length);
   }
 
+  /** Changes one backend's weight from the next pick on (slow start ramps it). */
+  setWeight(index: number, weight: number): void {
+    if (!Number.isFinite(weight) || weight <= 0) throw new RangeError(`weight must be a finite number > 0, got ${weight}`);
+    this.weights[index] = weight;
+  }
+
   /** Index of the next backend among those with `usable[i]` set, or -1 if none is usable. */
   next(usable: ArrayLike<number>): number {
     const { weights, current } = this;

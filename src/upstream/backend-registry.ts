@@ -1,4 +1,4 @@
-import { Backend, type BackendChange, type BackendSettings, type PoolSettings } from './backend.js';
+import { Backend, type BackendChange, type BackendSettings, type DrainSetting, type PoolSettings } from './backend.js';
 import { BackendSet } from './backend-set.js';
 
 /** Told of every backend change: `added` when a backend is created, then each of its transitions. */
@@ -14,9 +14,19 @@ export class BackendRegistry {
   private readonly byId = new Map<string, Backend>();
   private current: BackendSet;
   private readonly listeners: RegistryListener[] = [];
+  /** Refreshes the set's ramps while some backend ramps up (slow start); null when none does. */
+  private rampTimer: NodeJS.Timeout | null = null;
 
-  constructor(entries: readonly BackendSettings[], pool: PoolSettings) {
-    this.current = new BackendSet(entries.map((entry) => this.create(entry, pool, false)));
+  /** `slowStart`: how long a backend that is added or heals ramps up (ms); 0 for no ramp. */
+  constructor(
+    entries: readonly BackendSettings[],
+    pool: PoolSettings,
+    private slowStart = 0,
+  ) {
+    this.current = new BackendSet(
+      entries.map((entry) => this.create(entry, pool, false)),
+      slowStart,
+    );
   }
 
   /** The backends of the current config generation and their selection tables. */
@@ -40,10 +50,11 @@ export class BackendRegistry {
 
   /**
    * Makes `entries` the backends: kept ids are reconfigured, new ones wait for their first check,
-   * missing ones retire (their pools close once their requests are done). `drain` holds the drain
-   * flags the reload plan decided for kept backends.
+   * missing ones retire (their pools close once their requests are done). `drain` holds the drains
+   * the reload plan decided for kept backends; a deadline counts from when the drain began.
    */
-  apply(entries: readonly BackendSettings[], pool: PoolSettings, drain: ReadonlyMap<string, boolean>): void {
+  apply(entries: readonly BackendSettings[], pool: PoolSettings, drain: ReadonlyMap<string, DrainSetting>, slowStart = this.slowStart): void {
+    this.slowStart = slowStart;
     const backends = entries.map((entry) => {
       const existing = this.byId.get(entry.id);
       if (existing === undefined) return this.create(entry, pool, true);
@@ -51,17 +62,26 @@ export class BackendRegistry {
       return existing;
     });
     const previous = this.current;
-    this.current = new BackendSet(backends);
+    this.current = new BackendSet(backends, slowStart);
+    this.watchRamps();
     for (const backend of previous.backends) {
       if (this.current.get(backend.id) === backend) continue;
       this.byId.delete(backend.id);
       void backend.retire();
     }
-    for (const [id, draining] of drain) this.byId.get(id)?.setDraining(draining);
+    const now = Date.now();
+    for (const [id, { draining, deadline }] of drain) {
+      const backend = this.byId.get(id);
+      if (backend === undefined) continue;
+      const since = backend.drainStarted ?? now;
+      backend.setDraining(draining, deadline === null ? null : since + deadline, now);
+    }
   }
 
   /** Closes every backend's connections once their requests are done. */
   async close(): Promise<void> {
+    if (this.rampTimer !== null) clearInterval(this.rampTimer);
+    this.rampTimer = null;
     await Promise.all([...this.byId.values()].map((backend) => backend.close()));
   }
 
@@ -72,8 +92,22 @@ export class BackendRegistry {
     return backend;
   }
 
+  /** Keeps refreshing the ramps while one runs: a few dozen steps over the slow start, at most one a second. */
+  private watchRamps(): void {
+    if (!this.current.ramping || this.rampTimer !== null) return;
+    const step = Math.min(1_000, Math.max(100, Math.floor(this.slowStart / 50)));
+    this.rampTimer = setInterval(() => {
+      this.current.refresh();
+      if (this.current.ramping || this.rampTimer === null) return;
+      clearInterval(this.rampTimer);
+      this.rampTimer = null;
+    }, step);
+    this.rampTimer.unref();
+  }
+
   private readonly changed = (backend: Backend, change: BackendChange): void => {
     this.current.refresh();
+    this.watchRamps();
     for (const listener of this.listeners) listener(backend, change);
   };
 }

@@ -12,9 +12,17 @@ export interface BackendSettings {
   url: string;
   weight: number;
   drain: boolean;
+  /** With `drain`, how long after the drain began its remaining clients move (ms); null: never. */
+  drainDeadline: number | null;
   healthPath: string | null;
   /** The dns or srv entry that found it ("dns:app.internal:3000"); absent when the file lists it by id. */
   source?: string;
+}
+
+/** A backend's drain as the config file says it: draining or not, and the deadline after the drain began (ms). */
+export interface DrainSetting {
+  draining: boolean;
+  deadline: number | null;
 }
 
 export interface HealthCheckResult {
@@ -46,6 +54,10 @@ export interface BackendHealth {
   check: CheckState;
   ejected: boolean;
   draining: boolean;
+  /** When a draining backend's remaining clients move (epoch ms); null: no deadline. */
+  drainDeadlineAt: number | null;
+  /** When it last came (back) into service, for slow start (epoch ms); null: in service since start. */
+  rampSince: number | null;
   lastCheck: HealthCheckResult | null;
   lastError: string | null;
 }
@@ -56,7 +68,17 @@ export interface BackendHealthUpdate extends BackendHealth {
 }
 
 /** The transitions that change whether and how a backend may be selected. */
-export type BackendChange = 'up' | 'down' | 'verified' | 'ejected' | 'readmitted' | 'draining' | 'undrained' | 'retired' | 'adopted';
+export type BackendChange =
+  | 'up'
+  | 'down'
+  | 'verified'
+  | 'ejected'
+  | 'readmitted'
+  | 'draining'
+  | 'undrained'
+  | 'drainDeadline'
+  | 'retired'
+  | 'adopted';
 
 export type BackendChangeListener = (backend: Backend, change: BackendChange) => void;
 
@@ -108,6 +130,12 @@ export class Backend {
   private checkFailures = 0;
   private ejectedSince: number | null = null;
   private drainFlag: boolean;
+  private drainStartedAt: number | null = null;
+  private drainDeadlineAt: number | null = null;
+  /** Fires at the drain deadline; the deadline's passing is a change of state like any other. */
+  private drainTimer: NodeJS.Timeout | null = null;
+  private drainExpired = false;
+  private rampSince: number | null = null;
   private retiredFlag = false;
   private slot = -1;
 
@@ -127,7 +155,9 @@ export class Backend {
     this.poolSettings = pool;
     this.pool = createPool(settings.url, pool);
     this.changed = changed;
-    this.drainFlag = settings.drain;
+    this.drainFlag = false;
+    if (settings.drain) this.startDrain(Date.now(), settings.drainDeadline);
+    // A backend added by a reload ramps up from its first passing check (slow start).
     // A fresh proxy serves at once: its configured backends take traffic before their first check.
     this.checkState = pending ? 'pending' : 'unknown';
   }
@@ -165,6 +195,14 @@ export class Backend {
     return (this.checkState === 'up' || this.checkState === 'unknown') && this.ejectedSince === null && !this.retiredFlag;
   }
 
+  /**
+   * May serve the clients pinned to it: available, and not a draining backend past its deadline
+   * (whose clients move, though its requests in flight finish).
+   */
+  get servesPinned(): boolean {
+    return this.available && !this.drainExpired;
+  }
+
   /** Available, and a check has said so: what readiness counts. */
   get verified(): boolean {
     return this.checkState === 'up' && this.available;
@@ -177,6 +215,21 @@ export class Backend {
 
   get draining(): boolean {
     return this.drainFlag;
+  }
+
+  /** When a draining backend's remaining clients move (epoch ms), or null. */
+  get drainDeadline(): number | null {
+    return this.drainDeadlineAt;
+  }
+
+  /** Draining and past its deadline: its clients move on their next request. */
+  get drainDeadlinePassed(): boolean {
+    return this.drainExpired;
+  }
+
+  /** When it last came (back) into service, for slow start (epoch ms); null if in service since start. */
+  get inServiceSince(): number | null {
+    return this.rampSince;
   }
 
   get ejected(): boolean {
@@ -193,7 +246,15 @@ export class Backend {
   }
 
   get health(): BackendHealth {
-    return { check: this.checkState, ejected: this.ejected, draining: this.drainFlag, lastCheck: this.lastCheckResult, lastError: this.lastErrorText };
+    return {
+      check: this.checkState,
+      ejected: this.ejected,
+      draining: this.drainFlag,
+      drainDeadlineAt: this.drainDeadlineAt,
+      rampSince: this.rampSince,
+      lastCheck: this.lastCheckResult,
+      lastError: this.lastErrorText,
+    };
   }
 
   get inflight(): number {
@@ -338,6 +399,8 @@ export class Backend {
       this.ejectedSince = null;
       if (change === null || change === 'verified') change = 'readmitted';
     }
+    // Added, healed or readmitted: back in service now, so slow start ramps from here.
+    if ((change === 'up' || change === 'readmitted') && this.available) this.rampSince = result.at;
     if (change !== null) this.changed(this, change);
   }
 
@@ -348,19 +411,74 @@ export class Backend {
     this.changed(this, 'ejected');
   }
 
-  /** Admin or config drain: keeps its pinned clients, takes no new ones. Returns whether it changed. */
-  setDraining(draining: boolean): boolean {
-    if (this.drainFlag === draining) return false;
-    this.drainFlag = draining;
-    if (!this.retiredFlag) this.changed(this, draining ? 'draining' : 'undrained');
+  /**
+   * Admin or config drain: keeps its pinned clients, takes no new ones; at `deadlineAt` (epoch ms,
+   * null for none) the clients still here move. Draining again sets a new deadline; undraining
+   * cancels it. Returns whether anything changed.
+   */
+  setDraining(draining: boolean, deadlineAt: number | null = null, now = Date.now()): boolean {
+    if (!draining) {
+      if (!this.drainFlag) return false;
+      this.stopDrain();
+      if (!this.retiredFlag) this.changed(this, 'undrained');
+      return true;
+    }
+    if (this.drainFlag && this.drainDeadlineAt === deadlineAt) return false;
+    const wasDraining = this.drainFlag;
+    const wasExpired = this.drainExpired;
+    this.startDrain(now, deadlineAt === null ? null : deadlineAt - (this.drainStartedAt ?? now));
+    if (this.retiredFlag) return true;
+    if (!wasDraining) this.changed(this, 'draining');
+    else if (wasExpired !== this.drainExpired) this.changed(this, this.drainExpired ? 'drainDeadline' : 'draining');
     return true;
+  }
+
+  /** When the drain began (epoch ms), or null when not draining. */
+  get drainStarted(): number | null {
+    return this.drainStartedAt;
+  }
+
+  private startDrain(now: number, deadlineMs: number | null): void {
+    if (!this.drainFlag) this.drainStartedAt = now;
+    this.drainFlag = true;
+    this.setDrainDeadline(deadlineMs === null ? null : (this.drainStartedAt as number) + deadlineMs, now);
+  }
+
+  private stopDrain(): void {
+    this.drainFlag = false;
+    this.drainStartedAt = null;
+    this.setDrainDeadline(null, 0);
+  }
+
+  private setDrainDeadline(deadlineAt: number | null, now: number): void {
+    if (this.drainTimer !== null) clearTimeout(this.drainTimer);
+    this.drainTimer = null;
+    this.drainDeadlineAt = deadlineAt;
+    this.drainExpired = deadlineAt !== null && deadlineAt <= now;
+    if (deadlineAt === null || this.drainExpired) return;
+    this.drainTimer = setTimeout(() => {
+      this.drainTimer = null;
+      this.drainExpired = true;
+      if (!this.retiredFlag) this.changed(this, 'drainDeadline');
+    }, Math.min(deadlineAt - now, 2 ** 31 - 1));
+    this.drainTimer.unref();
   }
 
   /** Takes the health the cluster primary decided (a worker's copy of the one health view). */
   adopt(health: BackendHealth): void {
     this.checkState = health.check;
     this.ejectedSince = health.ejected ? (this.ejectedSince ?? Date.now()) : null;
-    this.drainFlag = health.draining;
+    if (!health.draining) {
+      if (this.drainFlag) this.stopDrain();
+    } else {
+      const now = Date.now();
+      if (!this.drainFlag) this.drainStartedAt = now;
+      this.drainFlag = true;
+      if (health.drainDeadlineAt !== this.drainDeadlineAt || (health.drainDeadlineAt !== null && health.drainDeadlineAt <= now) !== this.drainExpired) {
+        this.setDrainDeadline(health.drainDeadlineAt, now);
+      }
+    }
+    this.rampSince = health.rampSince;
     this.lastCheckResult = health.lastCheck;
     this.lastErrorText = health.lastError;
     if (!this.retiredFlag) this.changed(this, 'adopted');
@@ -374,6 +492,7 @@ export class Backend {
     if (!this.retiredFlag) {
       this.retiredFlag = true;
       this.slot = -1;
+      this.setDrainDeadline(null, 0);
       this.changed(this, 'retired');
     }
     return this.close();
@@ -393,7 +512,7 @@ export class Backend {
    */
   reconfigure(settings: BackendSettings, pool: PoolSettings): void {
     const sameUrl = settings.url === this.settings.url;
-    this.settings = { ...settings, drain: this.drainFlag };
+    this.settings = { ...settings, drain: this.drainFlag, drainDeadline: this.settings.drainDeadline };
     if (sameUrl && samePoolSettings(this.poolSettings, pool)) return;
     void this.close();
     this.checkClient = null;
