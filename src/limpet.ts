@@ -99,7 +99,10 @@ export class Limpet {
     pins.onWrite = this.role.pinWritten;
     this.registry.listen((backend, change) => {
       if (change === 'added') return void this.metrics.backend(backend);
-      if (change === 'retired') this.passive.forget(backend);
+      if (change === 'retired') {
+        this.passive.forget(backend);
+        this.metrics.forget(backend);
+      }
       // An address that left DNS goes once its drain deadline has passed.
       if (change === 'drainDeadline' && backend.drainDeadlinePassed) this.discovery?.drainDeadlinePassed(backend.id);
       // Tunnels of a backend that can no longer serve (down, ejected, removed, past its drain

@@ -130,6 +130,10 @@ describe('discovery: dns entries', () => {
       else expect(now, `client ${i}`).toEqual({ backend, remappedFrom: '' });
     }
     expect([...pinned.values()].some((s) => s.backend === '127.0.0.2')).toBe(true);
+    // Its series leave /metrics: addresses that come and go do not pile up.
+    const exposition = parseExposition((await request(proxy.admin, { path: '/metrics' })).body);
+    expect(exposition.samples.filter((s) => s.labels.backend === `${APP}/127.0.0.2`).map((s) => s.name)).toEqual([]);
+    expect(exposition.samples.some((s) => s.name === 'limpet_requests_total' && s.labels.backend === `${APP}/127.0.0.3`)).toBe(true);
     expect(proxy.logs.lines.filter((l) => l.msg === 'discovered backends changed').map(({ added, left, returned }) => ({ added, left, returned }))).toEqual([
       { added: [`${APP}/127.0.0.2`, `${APP}/127.0.0.3`], left: [], returned: [] },
       { added: [`${APP}/127.0.0.4`], left: [], returned: [] },

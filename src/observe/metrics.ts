@@ -222,6 +222,19 @@ export class ProxyMetrics {
     const meters = this.backend(backend);
     meters.count(status);
     meters.observe(seconds);
+    if (backend.retired) this.forget(backend);
+  }
+
+  /**
+   * A removed backend's figures go once its last request has ended (its series leave /metrics), so a
+   * fleet whose addresses come and go, as discovered ones do, does not pile up meters and series.
+   */
+  forget(backend: Backend): void {
+    if (backend.inflight > 0 || !this.meters.delete(backend)) return;
+    // An address back under the same id keeps its series.
+    if (this.source.backends().some((current) => current.id === backend.id)) return;
+    this.upstreamRetries.remove(backend.id);
+    for (const result of ['pass', 'fail']) this.healthChecks.remove({ backend: backend.id, result });
   }
 
   private requestSamples(): Sample[] {
