@@ -1,3 +1,4 @@
+import { connect, type Socket } from 'node:net';
 import { describe, expect, it } from 'vitest';
 import { parseConfig } from '../src/config/load.js';
 import type { Limpet } from '../src/limpet.js';
@@ -74,6 +75,35 @@ async function serve(port: number, range: Iterable<number>): Promise<Map<number,
   return served;
 }
 
+/** A WebSocket tunnel through the proxy from `localAddress`: what came back after the 101 head, and whether it has closed. */
+async function openTunnel(port: number, localAddress: string): Promise<{ afterHead: () => Buffer; closed: () => boolean }> {
+  const socket = connect({ port, host: '127.0.0.1', localAddress });
+  cleanup.add(() => socket.destroy());
+  const chunks: Buffer[] = [];
+  let closed = false;
+  socket.on('data', (chunk: Buffer) => chunks.push(chunk));
+  socket.on('close', () => (closed = true));
+  socket.on('error', () => {});
+  socket.write('GET /socket HTTP/1.1\r\nHost: x\r\nConnection: Upgrade\r\nUpgrade: websocket\r\nSec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n');
+  const all = () => Buffer.concat(chunks);
+  await waitFor(() => all().includes('\r\n\r\n'), 10_000, 'the 101 head');
+  return { afterHead: () => all().subarray(all().indexOf('\r\n\r\n') + 4), closed: () => closed };
+}
+
+/** Backends answer upgrades with 101 and then keep still, as an idle WebSocket does. */
+function acceptUpgrades(backends: readonly TestBackend[]): void {
+  for (const backend of backends) {
+    backend.server.on('upgrade', (_req, socket: Socket) => {
+      // An upgraded socket is no longer the server's: it must be ended for the server to close.
+      cleanup.add(() => socket.destroy());
+      socket.on('error', () => {});
+      socket.write('HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: x\r\n\r\n');
+    });
+  }
+}
+
+const CLOSE_1001 = Buffer.from([0x88, 0x02, 0x03, 0xe9]);
+
 const range = (from: number, to: number) => Array.from({ length: to - from }, (_, i) => from + i);
 
 async function startDiscovering(yaml: string): Promise<{ limpet: Limpet; port: number; admin: number; logs: LogCapture }> {
@@ -85,6 +115,7 @@ async function startDiscovering(yaml: string): Promise<{ limpet: Limpet; port: n
 describe('discovery: dns entries', () => {
   it('makes every A address a backend; an added address is checked before it takes clients, a removed one drains, then goes, and only its clients move', async () => {
     const [first, second] = await startBackendsAt(['127.0.0.2', '127.0.0.3']);
+    acceptUpgrades([first!, second!]);
     const port = first!.port;
     const checkedAt = new Map<string, number>();
     const servedAt = new Map<string, number>();
@@ -113,16 +144,21 @@ describe('discovery: dns entries', () => {
     const afterAdd = await serve(proxy.port, range(0, 30));
     for (const [i, { backend }] of before) expect(afterAdd.get(i)!.backend, `client ${i}`).toBe(backend);
 
-    // An address leaves: it drains (its clients stay, new ones go elsewhere), then goes; only its clients move, with the notice.
+    // An address leaves: it drains (its clients and WebSockets stay, new clients go elsewhere), then goes
+    // at the deadline (its WebSockets close 1001); only its clients move, with the notice.
+    const tunnel = await openTunnel(proxy.port, client([...before].find(([, s]) => s.backend === '127.0.0.2')![0]));
     await dns.set({ hosts: { [APP]: ['127.0.0.3', '127.0.0.4'] } });
     const leaving = await waitFor(async () => (await views(proxy.admin)).find((v) => v.id === `${APP}/127.0.0.2` && v.state === 'draining'), 10_000, 'the gone address draining');
     expect(leaving.drainDeadline).not.toBeNull();
+    expect(tunnel.closed()).toBe(false);
     const pinned = new Map([...before, ...newcomers]);
     const whileDraining = await serve(proxy.port, range(0, 90));
     for (const [i, { backend }] of pinned) expect(whileDraining.get(i)!.backend, `client ${i} while its backend drains`).toBe(backend);
     const late = await serve(proxy.port, range(90, 130));
     expect([...late.values()].map((s) => s.backend)).not.toContain('127.0.0.2');
     await waitFor(async () => !(await views(proxy.admin)).some((v) => v.id === `${APP}/127.0.0.2`), 10_000, 'the gone address removed');
+    await waitFor(tunnel.closed, 10_000, 'its WebSocket closed');
+    expect(tunnel.afterHead()).toEqual(CLOSE_1001);
     const after = await serve(proxy.port, range(0, 90));
     for (const [i, { backend }] of pinned) {
       const now = after.get(i)!;
