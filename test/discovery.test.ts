@@ -1,11 +1,14 @@
+import { mkdtempSync, writeFileSync } from 'node:fs';
 import { connect, type Socket } from 'node:net';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { parseConfig } from '../src/config/load.js';
 import type { Limpet } from '../src/limpet.js';
 import { answerWithId, startBackend, type BackendHandler, type TestBackend } from './support/backends.js';
 import { useCleanup } from './support/cleanup.js';
 import { request, waitFor } from './support/client.js';
-import { startCli } from './support/cli.js';
+import { runCliToExit, startCli } from './support/cli.js';
 import { startDns, type DnsmasqServer } from './support/dns.js';
 import { parseExposition, sample } from './support/exposition.js';
 import { startProxy, type LogCapture } from './support/proxy.js';
@@ -390,6 +393,13 @@ describe('discovery: config', () => {
       servers: ['10.0.0.2:53', '10.0.0.3:5353', '[fd00::2]:53', '[fd00::3]:53'],
       drainDeadline: 0,
     });
+  });
+
+  it('limpet --check counts listed backends and names to resolve apart', async () => {
+    const config = join(mkdtempSync(join(tmpdir(), 'limpet-check-')), 'limpet.yaml');
+    writeFileSync(config, file('  - { id: a, url: "http://10.0.0.1:80" }\n  - { dns: "app.internal:3000" }\n  - { srv: _http._tcp.app.internal }\n'));
+    const run = await runCliToExit(['--check', '--config', config]);
+    expect(run).toEqual({ code: 0, stdout: `limpet: ${config}: ok (1 backend and 2 DNS names, affinity by cookie)\n`, stderr: '' });
   });
 
   it('says what is wrong with an entry, by the shape it was meant to have', () => {
