@@ -13,7 +13,8 @@
 // limpet runs as the CLI in a child process with `discovery: { interval: 1s, drainDeadline: 2s }`
 // and `healthCheck: { interval: 1s }`; backends are HTTP servers in this process on 127.0.1.x, all on
 // one port like a headless service's pods. Environment: DISCOVERY_CHANGES (default 20),
-// DISCOVERY_CLIENTS (cookie clients under load, default 40), DISCOVERY_INTERVAL (default 1s).
+// DISCOVERY_CLIENTS (cookie clients under load, default 40), DISCOVERY_INTERVAL (default 1s),
+// DISCOVERY_WORKERS (limpet's workers, default 1).
 import http from 'node:http';
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import os from 'node:os';
@@ -25,6 +26,7 @@ import { RUNTIME_FLAGS } from '../src/runtime/runtime-flags.js';
 const CHANGES = intFromEnv('DISCOVERY_CHANGES', 20);
 const CLIENTS = intFromEnv('DISCOVERY_CLIENTS', 40);
 const INTERVAL = process.env.DISCOVERY_INTERVAL ?? '1s';
+const WORKERS = intFromEnv('DISCOVERY_WORKERS', 1);
 const DRAIN_DEADLINE = '2s';
 const NAME = 'app.bench.limpet.test';
 /** Addresses in DNS at the start, and the ones added and removed in turn. */
@@ -97,6 +99,7 @@ try {
     `listen: 127.0.0.1:${port}`,
     `admin: { listen: "127.0.0.1:${adminPort}" }`,
     'log: { level: warn }',
+    `workers: ${WORKERS}`,
     'affinity: { by: cookie, cookie: { secret: discovery-bench } }',
     'healthCheck: { interval: 1s, timeout: 500ms, rise: 1 }',
     `discovery: { interval: ${INTERVAL}, servers: ["${dns.address}"], drainDeadline: ${DRAIN_DEADLINE} }`,
@@ -171,7 +174,7 @@ try {
 
   process.stdout.write([
     '',
-    `limpet with discovery.interval ${INTERVAL}, drainDeadline ${DRAIN_DEADLINE}, healthCheck.interval 1s; ${CLIENTS} cookie clients under load, ${CHANGES} DNS changes`,
+    `limpet (${WORKERS} worker${WORKERS === 1 ? '' : 's'}) with discovery.interval ${INTERVAL}, drainDeadline ${DRAIN_DEADLINE}, healthCheck.interval 1s; ${CLIENTS} cookie clients under load, ${CHANGES} DNS changes`,
     `added address takes new clients: ${quantiles(takesClients)}`,
     `removed address stops taking new clients (draining): ${quantiles(drains)}`,
     `removed address gone (drain deadline passed): ${quantiles(gone)}`,
