@@ -29,6 +29,7 @@ import { planReload } from './runtime/reload-plan.js';
 import { STANDALONE, type ProcessRole, type RoleBehaviour } from './runtime/roles.js';
 import type { Backend, BackendHealthUpdate, BackendSettings, DrainSetting } from './upstream/backend.js';
 import { BackendRegistry } from './upstream/backend-registry.js';
+import type { DurableState, RuntimeDrain, StateSink } from './state/durable-state.js';
 
 export interface LimpetOptions {
   logger: Logger;
@@ -66,6 +67,10 @@ export class Limpet {
   private readonly role: RoleBehaviour;
   private readonly upgrades = new UpgradeForwarder();
   private readonly localLimits: LocalLimitLog;
+  /** Drains made through the admin API, by backend id: they outlive reloads until the file changes that backend's drain. */
+  private readonly runtimeDrains = new Map<string, RuntimeDrain>();
+  /** Where pins and runtime drains go as they change (state file, shared store). */
+  private readonly stateSinks: StateSink[] = [];
   private readonly sweepTimer: NodeJS.Timeout;
   private readonly stampTimer: NodeJS.Timeout;
   private closing = false;
@@ -96,7 +101,11 @@ export class Limpet {
     });
     this.passive = new PassiveEjector(config.passive);
     this.role = processRole.behaviour({ passive: this.passive, metrics: this.metrics });
-    pins.onWrite = this.role.pinWritten;
+    const relayPin = this.role.pinWritten;
+    pins.onWrite = (key, backend) => {
+      relayPin?.(key, backend);
+      if (this.stateSinks.length > 0) this.pinToSinks(key, backend.id);
+    };
     this.registry.listen((backend, change) => {
       if (change === 'added') return void this.metrics.backend(backend);
       if (change === 'retired') {
@@ -222,15 +231,77 @@ export class Limpet {
    */
   setDraining(id: string, draining: boolean, deadlineAt: number | null = null): Backend | undefined {
     const backend = this.registry.get(id);
-    backend?.setDraining(draining, deadlineAt);
+    if (backend === undefined) return undefined;
+    backend.setDraining(draining, deadlineAt);
+    const drain: RuntimeDrain = { id, draining, deadlineAt: draining ? deadlineAt : null };
+    this.runtimeDrains.set(id, drain);
+    for (const sink of this.stateSinks) sink.drainChanged(drain);
     return backend;
   }
 
-  /** Live clients of each backend and whether the draining ones are drained (walks the pins: admin and scrapes only). */
+  // --- state that outlives the process or reaches other replicas ----------------------------------
+
+  /** From now on, tells `sink` of every pin written or refreshed and every runtime drain. */
+  addStateSink(sink: StateSink): void {
+    this.stateSinks.push(sink);
+  }
+
+  /** The pins and runtime drains to keep, as of now. */
+  durableState(): DurableState {
+    return { pins: this.memory.pins.records(), drains: [...this.runtimeDrains.values()] };
+  }
+
+  /**
+   * Takes back kept state (at start, or from another replica): runtime drains of backends that
+   * exist, and pins to existing backends not yet idle past sessionTtl. Told to nobody: it came from
+   * where it would go. Returns how many pins were taken.
+   */
+  restoreState(state: DurableState): number {
+    for (const drain of state.drains) this.adoptRuntimeDrain(drain);
+    const pins = this.memory.pins;
+    const nowSeconds = Math.floor(Date.now() / 1000);
+    // Oldest first, so the table's order stays last-seen order.
+    const records = state.pins.filter(([, , seen]) => pins.remembers(seen, nowSeconds)).sort((a, b) => a[2] - b[2]);
+    let taken = 0;
+    for (const [key, id, seen] of records) {
+      const backend = this.registry.get(id);
+      if (backend === undefined) continue;
+      pins.store(key, backend, Math.min(seen, nowSeconds));
+      taken++;
+    }
+    return taken;
+  }
+
+  /** A runtime drain decided elsewhere (another replica, or before a restart): applied, and kept, but not told again. */
+  adoptRuntimeDrain(drain: RuntimeDrain): void {
+    const backend = this.registry.get(drain.id);
+    if (backend === undefined) return;
+    backend.setDraining(drain.draining, drain.deadlineAt);
+    this.runtimeDrains.set(drain.id, drain);
+  }
+
+  /** A runtime drain another replica lost to its config file: this one forgets it too, keeping the backend as it is. */
+  forgetRuntimeDrain(id: string): void {
+    this.runtimeDrains.delete(id);
+  }
+
+  private pinToSinks(key: string, backendId: string): void {
+    const record: [string, string, number] = [key, backendId, Math.floor(Date.now() / 1000)];
+    for (const sink of this.stateSinks) sink.pinWritten(record);
+  }
+
+  /**
+   * Live clients of each backend and whether the draining ones are drained (walks the pins: admin
+   * and scrapes only). Live means not yet idle enough for rebalance to move it (idleAfter, plus the
+   * stamp period by which a last-seen stamp may lag); without rebalance, seen within sessionTtl.
+   */
   drainProgress(): Map<Backend, DrainProgress> {
-    const { rebalance, sessionTtl } = this.config.affinity;
-    const since = Math.floor((Date.now() - (rebalance?.idleAfter ?? sessionTtl)) / 1000);
-    return drainProgress(this.registry.backends, this.memory.pins.countSeenSince(since), (backend) => this.role.live(backend));
+    const pins = this.memory.pins;
+    const idleAfter = this.config.affinity.rebalance?.idleAfter;
+    const nowSeconds = Math.floor(Date.now() / 1000);
+    const window = idleAfter === undefined ? Math.ceil(this.config.affinity.sessionTtl / 1000) : Math.floor(idleAfter / 1000) + pins.stampPeriodSeconds;
+    const since = nowSeconds - window + 1;
+    return drainProgress(this.registry.backends, pins.countSeenSince(since), (backend) => this.role.live(backend));
   }
 
   /**
@@ -243,6 +314,11 @@ export class Limpet {
     this.discovery?.configure(discoverySettings(config), config.backends);
     this.fleet = this.discovery?.backends(config.backends) ?? backends ?? listedBackends(config.backends);
     this.registry.apply(this.fleet, poolSettings(config), plan.drain, config.balance.slowStart);
+    // The file changed these backends' drain: it rules them again.
+    for (const id of plan.drain.keys()) {
+      if (!this.runtimeDrains.delete(id)) continue;
+      for (const sink of this.stateSinks) sink.drainForgotten(id);
+    }
     this.health?.track(this.registry.backends, healthSettings(config));
     this.passive.configure(config.passive);
     this.memory.pins.configure(config.affinity.sessionTtl, config.affinity.maxSessions, config.affinity.rebalance?.idleAfter ?? null);
@@ -275,6 +351,8 @@ export class Limpet {
     this.upgrades.closeAll();
     await Promise.all([closed, this.admin?.close()]);
     clearInterval(idleSweep);
+    // Pins and drains are final now: write them out.
+    await Promise.all(this.stateSinks.map((sink) => sink.close()));
     await this.registry.close();
   }
 
@@ -303,7 +381,9 @@ export class Limpet {
   /** Records a pin another process made, so every process places that client alike. */
   adoptPin(key: string, backendId: string): void {
     const backend = this.registry.get(backendId);
-    if (backend !== undefined) this.memory.pins.store(key, backend, Math.floor(Date.now() / 1000));
+    if (backend === undefined) return;
+    this.memory.pins.store(key, backend, Math.floor(Date.now() / 1000));
+    if (this.stateSinks.length > 0) this.pinToSinks(key, backendId);
   }
 
   /** Every remembered pin, for a worker that joins. */

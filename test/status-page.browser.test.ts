@@ -8,6 +8,7 @@ import { useCleanup } from './support/cleanup.js';
 import { commandFrom } from './support/debian-packages.js';
 import { request } from './support/client.js';
 import { startProxy } from './support/proxy.js';
+import { parseConfig } from '../src/config/load.js';
 
 /**
  * The admin status page in a real browser: Debian's chromium driven by playwright-core (no browser is
@@ -157,6 +158,36 @@ describe('status page in a browser', () => {
     await mkdir('test-results', { recursive: true });
     await page.screenshot({ path: 'test-results/status-page.png', fullPage: true });
     expect(pageErrors).toEqual([]);
+    await page.close();
+  });
+
+  it('shows a draining backend\'s live clients and time to its deadline, and a ramping backend\'s effective weight', async () => {
+    const backends = cleanup.add(await Promise.all(['app-1', 'app-2', 'app-3', 'app-4'].map((id) => startBackend(id))));
+    const base = `affinity: { by: ip }\nbalance: { slowStart: 20s }\n${FAST_HEALTH}\n`;
+    const started = await startProxy(`${base}${backendsYaml(backends.slice(0, 3))}`);
+    const proxy = cleanup.add(started.limpet);
+    const onFirst: string[] = [];
+    for (let i = 0; i < 30; i++) {
+      const from = `127.0.10.${i + 2}`;
+      if ((await request(started.port, { localAddress: from })).headers['x-backend'] === 'app-1') onFirst.push(from);
+    }
+    expect(onFirst.length).toBeGreaterThan(0);
+    expect((await request(proxy.adminAddress.port, { path: '/backends/app-1/drain?deadline=10m', method: 'POST' })).status).toBe(200);
+    proxy.reload(parseConfig(`listen: 127.0.0.1:0\nadmin: { listen: "127.0.0.1:0" }\n${base}${backendsYaml(backends)}`, 'test.yaml', {}));
+
+    const page = cleanup.add(await context.newPage());
+    await page.goto(`http://127.0.0.1:${proxy.adminAddress.port}/`);
+    const rows = await waitForRows(
+      page,
+      (shown) => shown.find((r) => r.id === 'app-1')?.fields.drain !== undefined && shown.find((r) => r.id === 'app-4')?.fields.ramp !== undefined,
+      'drain progress on app-1 and a ramp on app-4',
+    );
+    const drain = rows.find((r) => r.id === 'app-1')!;
+    expect(drain.state).toBe('draining');
+    expect(drain.fields.drain).toMatch(new RegExp(`^${onFirst.length} live clients? left · deadline in (10|9) min$`));
+    const ramp = Number(/^ramping: ([\d.]+) now$/.exec(rows.find((r) => r.id === 'app-4')!.fields.ramp!)?.[1]);
+    expect(ramp).toBeGreaterThan(0);
+    expect(ramp).toBeLessThan(1);
     await page.close();
   });
 });

@@ -65,6 +65,33 @@ describe('workers: 2', () => {
     for (let i = 0; i < 20; i++) if (before[i]![0] === backends[1]!.id) expect(fresh[i]![0]).toBe(backends[1]!.id);
   });
 
+  it('a drain deadline set on the admin port reaches every worker: its clients move on both at the deadline, then it is drained', async () => {
+    const backends = cleanup.add(await startBackends(3));
+    const cli = cleanup.add(
+      await startCli(
+        () =>
+          `workers: 2\nlog: { level: info, access: true }\naffinity: { by: ip, rebalance: { idleAfter: 30s } }\nhealthCheck: { interval: 200ms, timeout: 200ms, rise: 1, fall: 2 }\n${backendsYaml(backends)}\n`,
+      ),
+    );
+    await bothWorkersServing(cli);
+    const before = await servedBy(cli.port, 2, 30);
+    const onFirst = before.map((seen, i) => (seen[0] === backends[0]!.id ? i : -1)).filter((i) => i >= 0);
+    expect(onFirst.length).toBeGreaterThan(2);
+    const drain = await request(cli.adminPort, { path: `/backends/${backends[0]!.id}/drain?deadline=3s`, method: 'POST' });
+    expect(drain.status).toBe(200);
+    expect(JSON.parse(drain.body)).toMatchObject({ state: 'draining', drained: false });
+    // Until the deadline its clients stay, on both workers (they are not idle for 30s, so rebalance leaves them be).
+    const early = await servedBy(cli.port, 2, 30);
+    for (const i of onFirst) expect(early[i]).toEqual([backends[0]!.id, backends[0]!.id]);
+    // After it, both workers send them elsewhere, each to the same backend.
+    const moved = await waitFor(async () => {
+      const now = await servedBy(cli.port, 2, 30);
+      return onFirst.every((i) => !now[i]!.includes(backends[0]!.id)) ? now : null;
+    }, 15_000, 'the drained backend\'s clients to move on both workers');
+    for (const i of onFirst) expect(new Set(moved[i]).size).toBe(1);
+    await waitFor(async () => JSON.parse((await request(cli.adminPort, { path: `/backends/${backends[0]!.id}` })).body).drained === true, 15_000, 'drained');
+  });
+
   it('replaces a crashed worker, which then knows every pin', async () => {
     const backends = cleanup.add(await startBackends(3));
     const cli = cleanup.add(await startCli(() => `workers: 2\nlog: { level: info, access: true }\naffinity: { by: ip }\nhealthCheck: { interval: 200ms, timeout: 200ms, rise: 1, fall: 2 }\n${backendsYaml(backends)}\n`));

@@ -12,6 +12,8 @@ export class CookiePlacement extends Placement {
   issueCookie = false;
   /** `onRecovery: return`: the client's original backend while it is away from it. */
   homeId: string | null = null;
+  /** When it was placed (unix seconds): the last-seen stamp a cookie issued for it carries. */
+  placedAt = 0;
 }
 
 /**
@@ -56,6 +58,7 @@ export class CookieAffinity extends OrderedAffinity<CookiePlacement> {
 
   place(placement: CookiePlacement, _socket: unknown, hints: ClientHints, nowMs: number): void {
     const nowSeconds = Math.floor(nowMs / 1000);
+    placement.placedAt = nowSeconds;
     const value = hints.cookieHeader === undefined ? undefined : findCookie(hints.cookieHeader, this.attributes.name);
     const cookie = value === undefined ? null : this.codec.decode(value, nowSeconds);
     if (cookie === null) this.placeNew(placement);
@@ -71,7 +74,7 @@ export class CookieAffinity extends OrderedAffinity<CookiePlacement> {
     const nowMs = Date.now();
     const attributes = this.attributes;
     const expiresAt = attributes.maxAge === null ? 0 : Math.floor((nowMs + attributes.maxAge) / 1000);
-    const seenAt = this.rules.activity === null ? 0 : Math.floor(nowMs / 1000);
+    const seenAt = this.rules.activity === null ? 0 : placement.placedAt;
     const value = this.codec.encode({ nonce: placement.nonce, backendId: placement.backend.id, homeId: placement.homeId, expiresAt, seenAt });
     return serializeSetCookie(attributes, value, nowMs);
   }

@@ -137,6 +137,21 @@ export class PinTable {
     return counts;
   }
 
+  /** Every pin with its last-seen second, oldest first: for a state file or a shared store. */
+  records(): [string, string, number][] {
+    const records: [string, string, number][] = [];
+    for (const [key, packed] of this.entries) {
+      const backend = this.backendsBySerial[packed % SERIAL_SPACE];
+      if (backend !== undefined) records.push([key, backend.id, Math.floor(packed / SERIAL_SPACE)]);
+    }
+    return records;
+  }
+
+  /** Whether a pin last seen at `seenSecond` would still be remembered at `nowSeconds`. */
+  remembers(seenSecond: number, nowSeconds: number): boolean {
+    return nowSeconds - seenSecond < this.ttlSeconds;
+  }
+
   /** Every pin as [key, backend id], for a process that joins late. */
   snapshot(): [string, string][] {
     const pins: [string, string][] = [];

@@ -83,7 +83,7 @@ function quantity(grammar: UnitGrammar, min: number, max: number, zeroMeansOff =
   };
   // The union is what the JSON schema shows editors; grammar.parse is the one grammar behind it.
   return z
-    .union([text().regex(new RegExp(grammar.pattern), { error }), z.number({ error }).int({ error }).min(0, { error })])
+    .union([text().regex(new RegExp(grammar.pattern), { error }), z.number({ error }).int({ error }).min(0, { error })], { error })
     .transform((value, ctx) => {
       let amount: number;
       try {
@@ -201,6 +201,23 @@ const BACKEND_ID = /^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$/;
 const healthPath = () =>
   pattern('a path starting with "/"', URL_PATH).nullable().default(null).describe('Health check path for this backend; null uses healthCheck.path.');
 
+const DRAIN_TEXT = 'true, false or { deadline: <duration> }';
+const drainWithDeadline = z.strictObject(
+  { deadline: seconds(1_000).describe('After this long, the clients still here move and its WebSockets close 1001.') },
+  { error: expected(DRAIN_TEXT) },
+);
+
+/** A union names no branch in its error: for a map, say what is wrong inside it. */
+function drainError(issue: { input?: unknown }): string {
+  const { input } = issue;
+  if (typeof input !== 'object' || input === null || Array.isArray(input)) return expected(DRAIN_TEXT)(issue);
+  const inner = drainWithDeadline.safeParse(input).error?.issues[0];
+  if (inner === undefined) return expected(DRAIN_TEXT)(issue);
+  // Unknown keys inside it are reported on their own, by key, like everywhere else in the file.
+  const key = inner.path.length > 0 ? `${inner.path.join('.')}: ` : '';
+  return `expected ${DRAIN_TEXT}: ${key}${inner.message}`;
+}
+
 const backend = z
   .strictObject(
     {
@@ -210,9 +227,7 @@ const backend = z
       url: backendUrl.describe('http:// or https:// origin of the backend, no path.'),
       weight: integer(1, 1000).default(1).describe('Relative share of new clients, 1-1000.'),
       drain: z
-        .union([bool(), z.strictObject({ deadline: seconds(1_000).describe('After this long, the clients still here move and its WebSockets close 1001.') }, { error: expected('true, false or { deadline: <duration> }') })], {
-          error: expected('true, false or { deadline: <duration> }'),
-        })
+        .union([bool(), drainWithDeadline], { error: drainError })
         .default(false)
         .describe('Keep the clients pinned here but send it no new ones; with a deadline, move the remaining ones when it passes.'),
       healthPath: healthPath(),

@@ -423,7 +423,8 @@ export class Backend {
       if (!this.retiredFlag) this.changed(this, 'undrained');
       return true;
     }
-    if (this.drainFlag && this.drainDeadlineAt === deadlineAt) return false;
+    const dueNow = deadlineAt !== null && deadlineAt <= now && !this.drainExpired;
+    if (this.drainFlag && this.drainDeadlineAt === deadlineAt && !dueNow) return false;
     const wasDraining = this.drainFlag;
     const wasExpired = this.drainExpired;
     this.startDrain(now, deadlineAt === null ? null : deadlineAt - (this.drainStartedAt ?? now));
