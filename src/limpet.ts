@@ -30,6 +30,10 @@ import { STANDALONE, type ProcessRole, type RoleBehaviour } from './runtime/role
 import type { Backend, BackendHealthUpdate, BackendSettings, DrainSetting } from './upstream/backend.js';
 import { BackendRegistry } from './upstream/backend-registry.js';
 import type { DurableState, RuntimeDrain, StateSink } from './state/durable-state.js';
+import { SharedState } from './state/shared-state.js';
+
+/** How long a starting proxy waits for Redis before it serves without the shared pins (they follow when Redis answers). */
+const SHARED_STATE_WAIT_MS = 2_000;
 
 export interface LimpetOptions {
   logger: Logger;
@@ -71,6 +75,8 @@ export class Limpet {
   private readonly runtimeDrains = new Map<string, RuntimeDrain>();
   /** Where pins and runtime drains go as they change (state file, shared store). */
   private readonly stateSinks: StateSink[] = [];
+  /** Pins and runtime drains shared with the other replicas (the process that decides health holds it). */
+  private readonly shared: SharedState | null;
   private readonly sweepTimer: NodeJS.Timeout;
   private readonly stampTimer: NodeJS.Timeout;
   private closing = false;
@@ -97,6 +103,7 @@ export class Limpet {
       sessionsByBackend: () => pins.countByBackend(),
       drainProgress: () => this.drainProgress(),
       effectiveWeight: (backend) => this.registry.set.effectiveWeight(backend),
+      sharedState: () => this.shared,
       ...(discovery === null ? {} : { discoveryErrors: () => discovery.errors }),
     });
     this.passive = new PassiveEjector(config.passive);
@@ -175,6 +182,13 @@ export class Limpet {
           logger,
         )
       : null;
+    const sharing = config.sharedState;
+    this.shared =
+      sharing === null || !processRole.decidesHealth
+        ? null
+        : new SharedState({ ...sharing, sessionTtl: config.affinity.sessionTtl, sharePins: config.affinity.by !== 'cookie' }, this, logger);
+    if (this.shared !== null) this.addStateSink(this.shared);
+
     const sweepEvery = Math.min(10_000, Math.max(1_000, Math.floor(config.affinity.sessionTtl / 4)));
     this.sweepTimer = setInterval(() => pins.sweep(Math.floor(Date.now() / 1000)), sweepEvery).unref();
     // Busy clients (long responses, open tunnels) are re-stamped as often as pins are, so rebalance
@@ -182,7 +196,11 @@ export class Limpet {
     this.stampTimer = setInterval(() => this.memory.activity.stampBusy(pins, Math.floor(Date.now() / 1000)), 1_000).unref();
   }
 
-  /** Builds and binds a proxy; all or nothing: when a listener cannot bind, whatever did is closed and a ListenError thrown. */
+  /**
+   * Builds and binds a proxy; all or nothing: when a listener cannot bind, whatever did is closed
+   * and a ListenError thrown. With sharedState it first takes the shared pins and drains, waiting
+   * at most SHARED_STATE_WAIT_MS for Redis (then it serves, and syncs once Redis answers).
+   */
   static async start(config: LimpetConfig, options: LimpetOptions): Promise<Limpet> {
     const role = options.role ?? STANDALONE;
     // The process whose health view counts resolves names too: one resolver per process tree, and
@@ -192,6 +210,7 @@ export class Limpet {
     const backends = discovery?.backends(config.backends) ?? options.backends ?? listedBackends(config.backends);
     const limpet = new Limpet(config, options.logger, role, backends, discovery);
     try {
+      await limpet.shared?.firstSync(SHARED_STATE_WAIT_MS);
       await limpet.listen();
     } catch (error) {
       await limpet.close();
@@ -262,14 +281,15 @@ export class Limpet {
     const nowSeconds = Math.floor(Date.now() / 1000);
     // Oldest first, so the table's order stays last-seen order.
     const records = state.pins.filter(([, , seen]) => pins.remembers(seen, nowSeconds)).sort((a, b) => a[2] - b[2]);
-    let taken = 0;
+    const taken: [string, string][] = [];
     for (const [key, id, seen] of records) {
       const backend = this.registry.get(id);
       if (backend === undefined) continue;
       pins.store(key, backend, Math.min(seen, nowSeconds));
-      taken++;
+      taken.push([key, id]);
     }
-    return taken;
+    if (taken.length > 0) this.role.pinsLearnt(taken);
+    return taken.length;
   }
 
   /** A runtime drain decided elsewhere (another replica, or before a restart): applied, and kept, but not told again. */

@@ -81,6 +81,7 @@ describe('config values', () => {
       retries: 2,
       discovery: { interval: 5_000, servers: [], drainDeadline: 30_000 },
       backends: [{ id: 'a', url: 'http://127.0.0.1:3001', weight: 1, drain: false, drainDeadline: null, healthPath: null }],
+      sharedState: null,
     });
   });
 

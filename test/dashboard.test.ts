@@ -48,7 +48,7 @@ const CONTRACT = [
 
 /** Every series name the real registry can expose, histogram and summary series included. */
 async function exposedNames(): Promise<Set<string>> {
-  const metrics = new ProxyMetrics({ backends: () => [], sessionsByBackend: () => new Map(), drainProgress: () => new Map(), effectiveWeight: () => 0 });
+  const metrics = new ProxyMetrics({ backends: () => [], sessionsByBackend: () => new Map(), drainProgress: () => new Map(), effectiveWeight: () => 0, sharedState: () => null });
   const names = new Set<string>();
   for (const metric of await metrics.registry.getMetricsAsJSON()) {
     names.add(metric.name);

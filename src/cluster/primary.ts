@@ -111,6 +111,7 @@ function primaryRole(workers: Workers): ProcessRole {
       // The primary resolves for all: workers apply what it found, so every worker has the same set.
       backendsApplied: (backends) => workers.broadcast({ t: 'backends', backends }),
       pinWritten: null,
+      pinsLearnt: (pins) => workers.broadcast({ t: 'pins', pins }),
       live: (backend) => workers.liveOf(backend.id),
       exposition: () => aggregateMetrics(local.metrics, workers),
       movesPerSecond: () => 0,

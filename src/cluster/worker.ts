@@ -35,6 +35,8 @@ function workerRole(): ProcessRole {
         pinBatch.push([key, backend.id]);
         flushTimer ??= setTimeout(flushPins, PIN_FLUSH_MS);
       },
+      // Only the primary takes pins from elsewhere.
+      pinsLearnt: () => {},
       live: (backend) => local.metrics.live(backend),
       exposition: () => local.metrics.exposition(),
       movesPerSecond: (config) => (config.affinity.rebalance?.maxMovesPerSecond ?? 0) / workerCount(config),

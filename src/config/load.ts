@@ -148,6 +148,7 @@ export function parseConfigWithWarnings(text: string, file: string, env: NodeJS.
 
   const config = result.data;
   if (config.tls !== null) config.tls = { cert: resolve(base, config.tls.cert), key: resolve(base, config.tls.key) };
+  if (config.sharedState?.tlsCa) config.sharedState = { ...config.sharedState, tlsCa: resolve(base, config.sharedState.tlsCa) };
   const warnings = bareNumbersOnSecondsKeys(configSchema, raw, []).map(({ path, ms }) =>
     locate(nodeOffset(doc, path), path, `${bareNumberHint(ms)} (or "${ms}ms" to keep ${ms}ms)`),
   );

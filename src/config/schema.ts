@@ -178,6 +178,28 @@ const backendUrl = pattern(URL_TEXT, /^https?:\/\//i).transform((value, ctx) => 
   return url.origin;
 });
 
+const REDIS_TEXT = 'a Redis URL like "redis://127.0.0.1:6379/0" or "rediss://:password@redis.internal:6380"';
+
+const redisUrl = pattern(REDIS_TEXT, /^rediss?:\/\//i).transform((value, ctx) => {
+  let url: URL;
+  try {
+    url = new URL(value);
+  } catch {
+    return fail(ctx, `expected ${REDIS_TEXT}, got ${show(value)}`);
+  }
+  const database = url.pathname.replace(/^\//, '');
+  if (url.hostname === '' || !/^\d{0,5}$/.test(database) || url.search !== '' || url.hash !== '') return fail(ctx, `expected ${REDIS_TEXT}, got ${show(value)}`);
+  return value;
+});
+
+const HOST_PORT_TEXT = 'a host:port like "10.0.0.5:26379"';
+const hostPort = pattern(HOST_PORT_TEXT, /^(?:\[[^\]]+\]|[^:[\]\s]+):\d{1,5}$/).transform((value, ctx): HostPort => {
+  const at = value.lastIndexOf(':');
+  const port = Number(value.slice(at + 1));
+  if (port < 1 || port > 65535) return fail(ctx, `port must be from 1 to 65535, got ${show(value)}`);
+  return { host: value.slice(0, at).replace(/^\[|\]$/g, ''), port };
+});
+
 const STATUS_TEXT = 'a status code or range like "200-399"';
 
 const statusRange = z
@@ -519,6 +541,38 @@ export const configSchema = z
         .default(2)
         .describe('Times a request that never reached a backend is sent to the next backend in the client\'s order. Default 2.'),
       backends: backends.describe('The backends, at least one.'),
+      sharedState: z
+        .strictObject(
+          {
+            redis: redisUrl.describe(
+              'Redis holding the shared pins and runtime drains: redis:// or rediss:// (TLS), with user, password and database in the URL. With sentinel, the host is not used.',
+            ),
+            keyPrefix: text().default('limpet:').describe('Prefix of every key and channel limpet uses, so several proxies can share one Redis. Default "limpet:".'),
+            tlsCa: text('a file path')
+              .min(1, { error: expected('a file path') })
+              .nullable()
+              .default(null)
+              .describe('PEM file of the CA that signed the Redis server certificate (rediss://), relative to this file. Default null: the system CAs.'),
+            sentinel: z
+              .strictObject(
+                {
+                  name: text('a master name').min(1, { error: expected('a master name') }).describe('The master name the sentinels watch.'),
+                  nodes: z
+                    .array(hostPort, { error: expected('a list of sentinel host:port') })
+                    .min(1, { error: 'expected at least one sentinel' })
+                    .describe('Sentinels to ask for the master, host:port.'),
+                },
+                { error: expected('a map with name and nodes') },
+              )
+              .nullable()
+              .default(null)
+              .describe('Find the Redis master through Redis Sentinel. Default null: connect to the URL\'s host.'),
+          },
+          { error: expected('a map with redis') },
+        )
+        .nullable()
+        .default(null)
+        .describe('Share pins and runtime drains with the other replicas through Redis. Default null: each replica keeps its own.'),
     },
     { error: expected('a map of keys') },
   )

@@ -13,6 +13,8 @@ export interface MetricsSource {
   sessionsByBackend(): Map<Backend, number>;
   drainProgress(): Map<Backend, DrainProgress>;
   effectiveWeight(backend: Backend): number;
+  /** The shared-state connection, when this process holds one. */
+  sharedState(): { readonly up: boolean; readonly outages: number } | null;
   /** Absent where nothing is resolved (a cluster worker). */
   discoveryErrors?(): ReadonlyMap<string, number>;
 }
@@ -195,6 +197,30 @@ export class ProxyMetrics {
       aggregator: 'sum',
       collect() {
         this.set(metrics.clientConnections);
+      },
+    });
+    const holder = this.source;
+    // Only in the process that holds the connection (standalone, or a cluster's primary).
+    new Gauge({
+      name: 'limpet_shared_state_up',
+      help: 'Whether Redis (sharedState) is reachable (1); while it is not, replicas route from local pins and hashing.',
+      registers,
+      aggregator: 'max',
+      collect() {
+        this.reset();
+        const shared = holder.sharedState();
+        if (shared !== null) this.set(shared.up ? 1 : 0);
+      },
+    });
+    new Counter({
+      name: 'limpet_shared_state_outages_total',
+      help: 'Times Redis (sharedState) became unreachable.',
+      registers,
+      aggregator: 'max',
+      collect() {
+        this.reset();
+        const shared = holder.sharedState();
+        if (shared !== null) this.inc(shared.outages);
       },
     });
     this.configReloads.inc({ result: 'success' }, 0);

@@ -26,6 +26,7 @@ export function planReload(old: LimpetConfig, next: LimpetConfig): ReloadPlan {
   if (old.workers !== next.workers) needsRestart.push('workers');
   if (old.workerBalance !== next.workerBalance) needsRestart.push('workerBalance');
   if (old.limits.maxHeaderSize !== next.limits.maxHeaderSize) needsRestart.push('limits.maxHeaderSize');
+  if (JSON.stringify(old.sharedState) !== JSON.stringify(next.sharedState)) needsRestart.push('sharedState');
   const tlsSwitch = (old.tls === null) !== (next.tls === null);
   if (tlsSwitch) needsRestart.push('tls (switching between HTTP and HTTPS)');
   const applied: LimpetConfig = {
@@ -36,6 +37,7 @@ export function planReload(old: LimpetConfig, next: LimpetConfig): ReloadPlan {
     workerBalance: old.workerBalance,
     limits: { ...next.limits, maxHeaderSize: old.limits.maxHeaderSize },
     tls: tlsSwitch ? old.tls : next.tls,
+    sharedState: old.sharedState,
   };
   const drainBefore = new Map(listedBackends(old.backends).map((entry) => [entry.id, entry]));
   const drain = new Map<string, DrainSetting>();

@@ -21,6 +21,8 @@ export interface RoleBehaviour {
   backendsApplied(backends: readonly BackendSettings[]): void;
   /** Told of every pin written or refreshed here; null when nobody needs to know. */
   readonly pinWritten: ((key: string, backend: Backend) => void) | null;
+  /** Pins this process took from elsewhere (shared state, a state file), as [key, backend id]: workers need them too. */
+  pinsLearnt(pins: [string, string][]): void;
   /** What a backend is doing right now, for the admin API. */
   live(backend: Backend): LiveFigures;
   /** The /metrics text. */
@@ -51,6 +53,7 @@ export const STANDALONE: ProcessRole = {
     backendChanged: () => {},
     backendsApplied: () => {},
     pinWritten: null,
+    pinsLearnt: () => {},
     live: (backend) => local.metrics.live(backend),
     exposition: () => local.metrics.exposition(),
     movesPerSecond: (config) => config.affinity.rebalance?.maxMovesPerSecond ?? 0,
