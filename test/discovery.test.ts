@@ -280,6 +280,20 @@ describe('discovery: srv entries', () => {
       else expect(after.get(i)!.backend, `client ${i}`).toBe(backend);
     }
     expect(backup!.seen).toEqual([]);
+
+    // A new SRV weight for a target that stays: its backend is reweighted, nobody moves.
+    await dns.set({
+      hosts,
+      srv: [
+        { name: SVC, target: 't1.limpet.test', port: t1!.port, priority: 10, weight: 40 },
+        { name: SVC, target: 't4.limpet.test', port: t4!.port, priority: 10, weight: 20 },
+        { name: SVC, target: 'backup.limpet.test', port: backup!.port, priority: 20, weight: 50 },
+      ],
+    });
+    await waitFor(async () => (await views(proxy.admin)).find((v) => v.id === `${SVC}/127.0.0.6:${t1!.port}`)?.weight === 40, 10_000, 't1 reweighted');
+    expect(proxy.logs.lines.filter((l) => l.msg === 'discovered backends changed').at(-1)).toMatchObject({ added: [], left: [], returned: [], reweighted: true });
+    const reweighted = await serve(proxy.port, range(0, 40));
+    for (const [i, { backend }] of after) expect(reweighted.get(i)!.backend, `client ${i}`).toBe(backend);
   });
 });
 

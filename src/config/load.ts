@@ -328,8 +328,8 @@ function setIn(root: unknown, path: readonly PathSegment[], value: unknown): boo
 
 function reportSchemaIssue(doc: Document, path: PathSegment[], issue: z.core.$ZodIssue, report: Report): void {
   if (issue.code === 'invalid_union') {
-    // A value that may take several shapes (a backend by id, by dns or by srv name): when it is the
-    // right kind of map for exactly one of them, that one's own mistakes say more than "none fits".
+    // A map that may take several shapes: when it is closest to one of them, that one's own
+    // mistakes say more than "none fits".
     const fitting = closestShape(issue.errors);
     if (fitting !== null) {
       for (const problem of fitting) reportSchemaIssue(doc, [...path, ...problem.path.filter((p): p is PathSegment => typeof p !== 'symbol')], problem, report);
@@ -354,8 +354,9 @@ function reportSchemaIssue(doc: Document, path: PathSegment[], issue: z.core.$Zo
 }
 
 /**
- * Of the shapes a union allows, the one a map was meant to be: right in kind (a map, for a map), and
- * alone with the fewest keys it does not know. Null when none is, or two are equally close.
+ * Of a union of maps (a backend by id, by dns or by srv name), the shape a map was meant to be: the
+ * one alone with the fewest keys it does not know. Null when two are equally close, or when some
+ * shape is no map at all (such a union's own message says it, e.g. `drain: true` or a map).
  */
 function closestShape(shapes: readonly (readonly z.core.$ZodIssue[])[]): readonly z.core.$ZodIssue[] | null {
   let best: readonly z.core.$ZodIssue[] | null = null;
@@ -363,7 +364,7 @@ function closestShape(shapes: readonly (readonly z.core.$ZodIssue[])[]): readonl
   let tied = false;
   for (const problems of shapes) {
     const atRoot = problems.filter((problem) => problem.path.length === 0);
-    if (atRoot.some((problem) => problem.code !== 'unrecognized_keys')) continue;
+    if (atRoot.some((problem) => problem.code !== 'unrecognized_keys')) return null;
     const unknown = atRoot.reduce((sum, problem) => sum + (problem.code === 'unrecognized_keys' ? problem.keys.length : 0), 0);
     if (unknown < fewest) [best, fewest, tied] = [problems, unknown, false];
     else if (unknown === fewest) tied = true;

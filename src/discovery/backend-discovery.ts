@@ -55,9 +55,9 @@ export function listedBackends(entries: readonly BackendEntry[]): BackendSetting
  * on the path of a request. An address that appears becomes a backend like one added to the file;
  * one that leaves drains with `drainDeadline` (the backend keeps the time: at the deadline its
  * clients move and its WebSockets close), and goes once the deadline has passed (told by
- * `drainDeadlinePassed`). A lookup that fails or finds nothing
- * changes nothing (the last known set serves on); it is counted, and logged once per outage.
- * It owns only the discovered sets: the proxy applies them to the registry when told.
+ * `drainDeadlinePassed`). A lookup that fails or finds nothing changes nothing (the last known set
+ * serves on); it is counted, and logged once per outage. It owns only the discovered sets: the
+ * proxy applies them to the registry when told.
  */
 export class BackendDiscovery {
   private readonly sources = new Map<string, Source>();
@@ -236,7 +236,8 @@ export class BackendDiscovery {
         drain.set(id, { draining: false, deadline: null });
         returned.push(id);
       } else if (!before.has(id)) added.push(id);
-      else if (before.get(id)?.weight !== target.weight) reweighted = true;
+      // SRV records carry weights; a dns entry's weight is the file's, applied on reload.
+      else if ('srv' in entry && before.get(id)?.weight !== target.weight) reweighted = true;
     }
     for (const [id, target] of before) {
       if (found.has(id)) continue;
@@ -249,7 +250,7 @@ export class BackendDiscovery {
     }
     source.known = found;
     if (added.length + returned.length + left.length === 0 && !reweighted) return;
-    this.logger.info({ msg: 'discovered backends changed', name, added, returned, left, drainDeadline: this.settings.drainDeadline });
+    this.logger.info({ msg: 'discovered backends changed', name, added, returned, left, reweighted, drainDeadline: this.settings.drainDeadline });
     this.listener?.(drain);
   }
 }
