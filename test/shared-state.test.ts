@@ -235,6 +235,33 @@ describe('Redis connections', () => {
   });
 });
 
+describe('sharedState config', () => {
+  it('refuses a bad URL, a missing CA file and an incomplete sentinel with file:line', async () => {
+    const { ConfigError, parseConfig } = await import('../src/config/load.js');
+    const issuesOf = (text: string) => {
+      try {
+        parseConfig(text, join(tmpdir(), 'f.yaml'), {});
+      } catch (error) {
+        if (error instanceof ConfigError) return error.issues.map(({ line, path, message }) => ({ line, path, message }));
+        throw error;
+      }
+      throw new Error('expected a ConfigError');
+    };
+    const MINIMAL = 'backends: [{ id: a, url: "http://127.0.0.1:3001" }]\n';
+    expect(issuesOf(`${MINIMAL}sharedState:\n  redis: http://127.0.0.1:6379\n`)).toEqual([
+      { line: 3, path: 'sharedState.redis', message: expect.stringMatching(/^expected a Redis URL like/) },
+    ]);
+    expect(issuesOf(`${MINIMAL}sharedState:\n  redis: redis://127.0.0.1:6379/x\n`)[0]!.path).toBe('sharedState.redis');
+    expect(issuesOf(`${MINIMAL}sharedState:\n  redis: rediss://r:6380\n  tlsCa: missing-ca.pem\n`)).toEqual([
+      { line: 4, path: 'sharedState.tlsCa', message: expect.stringMatching(/^cannot read ".*missing-ca\.pem": no such file$/) },
+    ]);
+    expect(issuesOf(`${MINIMAL}sharedState:\n  redis: redis://m\n  sentinel: { name: m, nodes: [] }\n`)).toEqual([
+      { line: 4, path: 'sharedState.sentinel.nodes', message: 'expected at least one sentinel' },
+    ]);
+    expect(issuesOf(`${MINIMAL}sharedState:\n  redis: redis://m\n  sentinel: { name: m, nodes: ["10.0.0.5"] }\n`)[0]!.path).toBe('sharedState.sentinel.nodes[0]');
+  });
+});
+
 describe('shared-state messages', () => {
   it('ignores its own origin and anything malformed', () => {
     expect(decodeEvent(pinsMessage('me', [['10.0.0.1', 'app-1']]), 'me')).toBeNull();

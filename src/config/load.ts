@@ -389,18 +389,25 @@ function offsetOf(node: { range?: readonly [number, number, number] | null }): n
  * The tls files must be readable when the config is checked, not only when the listener starts,
  * so `limpet --check` and a reload catch a wrong path with its line.
  */
+/** Files the config names that must be readable when it is loaded, by key path. */
+const FILES_READ_AT_START: readonly (readonly [string, string])[] = [
+  ['tls', 'cert'],
+  ['tls', 'key'],
+  ['sharedState', 'tlsCa'],
+];
+
 function checkReadable(doc: Document, raw: unknown, base: string, report: Report): void {
-  const tls = typeof raw === 'object' && raw !== null ? (raw as { tls?: unknown }).tls : undefined;
-  if (typeof tls !== 'object' || tls === null) return;
-  for (const key of ['cert', 'key'] as const) {
-    const path = (tls as Record<string, unknown>)[key];
+  for (const [section, key] of FILES_READ_AT_START) {
+    const parent = typeof raw === 'object' && raw !== null ? (raw as Record<string, unknown>)[section] : undefined;
+    if (typeof parent !== 'object' || parent === null) continue;
+    const path = (parent as Record<string, unknown>)[key];
     if (typeof path !== 'string' || path === '') continue;
     const file = resolve(base, path);
     try {
       accessSync(file, constants.R_OK);
     } catch (error) {
       const reason = (error as NodeJS.ErrnoException).code === 'ENOENT' ? 'no such file' : (error as Error).message;
-      report(nodeOffset(doc, ['tls', key]), ['tls', key], `cannot read ${JSON.stringify(file)}: ${reason}`);
+      report(nodeOffset(doc, [section, key]), [section, key], `cannot read ${JSON.stringify(file)}: ${reason}`);
     }
   }
 }
