@@ -234,16 +234,15 @@ describe('discovery: srv entries', () => {
     const [t4] = await startBackendsAt(['127.0.0.9']);
     const SVC = '_http._tcp.svc.limpet.test';
     const hosts = { 't1.limpet.test': ['127.0.0.6'], 't2.limpet.test': ['127.0.0.7'], 'backup.limpet.test': ['127.0.0.8'], 't4.limpet.test': ['127.0.0.9'] };
-    const dns = cleanup.add(
-      await startDns({
-        hosts,
-        srv: [
-          { name: SVC, target: 't1.limpet.test', port: t1!.port, priority: 10, weight: 10 },
-          { name: SVC, target: 't2.limpet.test', port: t2!.port, priority: 10, weight: 30 },
-          { name: SVC, target: 'backup.limpet.test', port: backup!.port, priority: 20, weight: 50 },
-        ],
-      }),
-    );
+    /** The records: `targets` at priority 10 (name, port, weight), and always a backup at priority 20. */
+    const records = (...targets: [string, number, number][]) => ({
+      hosts,
+      srv: [
+        ...targets.map(([target, port, weight]) => ({ name: SVC, target: `${target}.limpet.test`, port, priority: 10, weight })),
+        { name: SVC, target: 'backup.limpet.test', port: backup!.port, priority: 20, weight: 50 },
+      ],
+    });
+    const dns = cleanup.add(await startDns(records(['t1', t1!.port, 10], ['t2', t2!.port, 30])));
     const proxy = await startDiscovering(`${FAST}balance: { slowStart: 10s }\n${discovery(dns)}backends:\n  - { srv: "${SVC}" }\n`);
     expect((await views(proxy.admin)).map(({ id, url, weight, source }) => ({ id, url, weight, source }))).toEqual([
       { id: `${SVC}/127.0.0.6:${t1!.port}`, url: `http://127.0.0.6:${t1!.port}`, weight: 10, source: `srv:${SVC}` },
@@ -253,14 +252,7 @@ describe('discovery: srv entries', () => {
     expect(new Set([...served.values()].map((s) => s.backend))).toEqual(new Set(['127.0.0.6', '127.0.0.7']));
 
     // t2 leaves the records and t4 joins with another weight: t2 drains and goes, t4 is added.
-    await dns.set({
-      hosts,
-      srv: [
-        { name: SVC, target: 't1.limpet.test', port: t1!.port, priority: 10, weight: 10 },
-        { name: SVC, target: 't4.limpet.test', port: t4!.port, priority: 10, weight: 20 },
-        { name: SVC, target: 'backup.limpet.test', port: backup!.port, priority: 20, weight: 50 },
-      ],
-    });
+    await dns.set(records(['t1', t1!.port, 10], ['t4', t4!.port, 20]));
     // Slow start applies to a discovered backend as to any added one.
     const t4View = await waitFor(async () => (await views(proxy.admin)).find((v) => v.id === `${SVC}/127.0.0.9:${t4!.port}` && v.state === 'up'), 10_000, 't4 up');
     expect(t4View.effectiveWeight).toBeLessThan(20);
@@ -282,14 +274,7 @@ describe('discovery: srv entries', () => {
     expect(backup!.seen).toEqual([]);
 
     // A new SRV weight for a target that stays: its backend is reweighted, nobody moves.
-    await dns.set({
-      hosts,
-      srv: [
-        { name: SVC, target: 't1.limpet.test', port: t1!.port, priority: 10, weight: 40 },
-        { name: SVC, target: 't4.limpet.test', port: t4!.port, priority: 10, weight: 20 },
-        { name: SVC, target: 'backup.limpet.test', port: backup!.port, priority: 20, weight: 50 },
-      ],
-    });
+    await dns.set(records(['t1', t1!.port, 40], ['t4', t4!.port, 20]));
     await waitFor(async () => (await views(proxy.admin)).find((v) => v.id === `${SVC}/127.0.0.6:${t1!.port}`)?.weight === 40, 10_000, 't1 reweighted');
     expect(proxy.logs.lines.filter((l) => l.msg === 'discovered backends changed').at(-1)).toMatchObject({ added: [], left: [], returned: [], reweighted: true });
     const reweighted = await serve(proxy.port, range(0, 40));
