@@ -74,7 +74,10 @@ async function main(argv: string[]): Promise<number> {
   if (values.check) {
     if (warnings.length > 0) process.stderr.write(`${formatConfigIssues(warnings, 'warning')}\n`);
     const warned = warnings.length === 0 ? '' : `; ${warnings.length} warning${warnings.length === 1 ? '' : 's'}`;
-    process.stdout.write(`limpet: ${file}: ok (${config.backends.length} backend${config.backends.length === 1 ? '' : 's'}, affinity by ${config.affinity.by}${warned})\n`);
+    const listed = config.backends.filter((entry) => 'id' in entry).length;
+    const names = config.backends.length - listed;
+    const resolved = names === 0 ? '' : ` and ${names} DNS name${names === 1 ? '' : 's'}`;
+    process.stdout.write(`limpet: ${file}: ok (${listed} backend${listed === 1 ? '' : 's'}${resolved}, affinity by ${config.affinity.by}${warned})\n`);
     return 0;
   }
   const logger = createLogger(config.log.level);

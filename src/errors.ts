@@ -94,6 +94,24 @@ export class BodyTooLargeError extends LimpetError {
   readonly code = 'LIMPET_BODY_TOO_LARGE';
 }
 
+/**
+ * A DNS lookup of a `dns` or `srv` backend entry gave no usable answer: the server failed, timed
+ * out or refused (`empty` false), or the name has no addresses (`empty` true). Either way discovery
+ * keeps the last known backends of that name.
+ */
+export class DiscoveryLookupError extends LimpetError {
+  readonly code = 'LIMPET_DISCOVERY_LOOKUP';
+
+  constructor(
+    readonly dnsName: string,
+    readonly empty: boolean,
+    message: string,
+    options?: { cause?: unknown },
+  ) {
+    super(message, options);
+  }
+}
+
 /** Why a bind failed, in words, for the error codes an operator meets; anything else keeps Node's message. */
 const BIND_FAILURES: Readonly<Record<string, string>> = {
   EADDRINUSE: 'address already in use',

@@ -8,6 +8,7 @@ import { AffinityCookieCodec } from './affinity/cookie.js';
 import { ClientActivity, MoveBudget } from './affinity/elastic.js';
 import { PinTable } from './affinity/pin-table.js';
 import type { HostPort, LimpetConfig } from './config/schema.js';
+import { BackendDiscovery, listedBackends } from './discovery/backend-discovery.js';
 import { ListenError } from './errors.js';
 import { ActiveHealthChecker } from './health/active-checks.js';
 import { PassiveEjector } from './health/passive-ejection.js';
@@ -21,12 +22,12 @@ import type { ExchangeObserver, ForwardingContext } from './proxy/context.js';
 import { ClientConnection } from './proxy/client-connection.js';
 import { Exchange } from './proxy/exchange.js';
 import { UpgradeForwarder } from './proxy/upgrade.js';
-import { affinitySettings, forwardingSettings, healthSettings, poolSettings } from './runtime/settings.js';
+import { affinitySettings, discoverySettings, forwardingSettings, healthSettings, poolSettings } from './runtime/settings.js';
 import { CookieSecret } from './runtime/cookie-secret.js';
 import { createProxyListener, listenOn, reconfigureListener } from './runtime/listener.js';
 import { planReload } from './runtime/reload-plan.js';
 import { STANDALONE, type ProcessRole, type RoleBehaviour } from './runtime/roles.js';
-import type { Backend, BackendHealthUpdate } from './upstream/backend.js';
+import type { Backend, BackendHealthUpdate, BackendSettings, DrainSetting } from './upstream/backend.js';
 import { BackendRegistry } from './upstream/backend-registry.js';
 import type { DurableState, RuntimeDrain, StateSink } from './state/durable-state.js';
 import { SharedState } from './state/shared-state.js';
@@ -38,6 +39,11 @@ const SHARED_STATE_WAIT_MS = 2_000;
 export interface LimpetOptions {
   logger: Logger;
   role?: ProcessRole;
+  /**
+   * The backends as the process that resolves dns and srv entries applied them last (a cluster
+   * worker is given its primary's); a process that resolves them itself finds its own.
+   */
+  backends?: readonly BackendSettings[];
 }
 
 /**
@@ -54,6 +60,10 @@ export class Limpet {
   private config: LimpetConfig;
   private context: ForwardingContext;
   private readonly registry: BackendRegistry;
+  /** Resolves the dns and srv entries; null in a process that is told the backends instead (a worker). */
+  private readonly discovery: BackendDiscovery | null;
+  /** The backends last applied to the registry: the listed ones and those discovered. */
+  private fleet: readonly BackendSettings[];
   /** What outlives reloads: pins, the cookie codec (while the secret stays), the client resolver. */
   private readonly memory: { -readonly [K in keyof AffinityMemory]: AffinityMemory[K] };
   private readonly secrets: CookieSecret;
@@ -76,6 +86,8 @@ export class Limpet {
     configGiven: LimpetConfig,
     private readonly logger: Logger,
     processRole: ProcessRole,
+    backends: readonly BackendSettings[],
+    discovery: BackendDiscovery | null,
   ) {
     this.secrets = new CookieSecret(logger);
     this.localLimits = new LocalLimitLog(logger);
@@ -83,7 +95,9 @@ export class Limpet {
     this.config = config;
 
     // Backends, and everything that must hear of their changes.
-    this.registry = new BackendRegistry(config.backends, poolSettings(config), config.balance.slowStart);
+    this.fleet = backends;
+    this.registry = new BackendRegistry(backends, poolSettings(config), config.balance.slowStart);
+    this.discovery = discovery;
     const pins = new PinTable(config.affinity.sessionTtl, config.affinity.maxSessions, config.affinity.rebalance?.idleAfter ?? null);
     this.metrics = new ProxyMetrics({
       backends: () => this.registry.backends,
@@ -91,6 +105,7 @@ export class Limpet {
       drainProgress: () => this.drainProgress(),
       effectiveWeight: (backend) => this.registry.set.effectiveWeight(backend),
       sharedState: () => this.shared,
+      ...(discovery === null ? {} : { discoveryErrors: () => discovery.errors }),
     });
     this.passive = new PassiveEjector(config.passive);
     this.role = processRole.behaviour({ passive: this.passive, metrics: this.metrics });
@@ -101,7 +116,12 @@ export class Limpet {
     };
     this.registry.listen((backend, change) => {
       if (change === 'added') return void this.metrics.backend(backend);
-      if (change === 'retired') this.passive.forget(backend);
+      if (change === 'retired') {
+        this.passive.forget(backend);
+        this.metrics.forget(backend);
+      }
+      // An address that left DNS goes once its drain deadline has passed.
+      if (change === 'drainDeadline' && backend.drainDeadlinePassed) this.discovery?.drainDeadlinePassed(backend.id);
       // Tunnels of a backend that can no longer serve (down, ejected, removed, past its drain
       // deadline) close with 1001, so clients reconnect where their HTTP now goes; a draining
       // backend keeps its clients and tunnels until its deadline.
@@ -118,6 +138,7 @@ export class Limpet {
       ? new ActiveHealthChecker(healthSettings(config), (backend, ok) => this.metrics.healthChecks.inc({ backend: backend.id, result: ok ? 'pass' : 'fail' }))
       : null;
     this.health?.track(this.registry.backends);
+    discovery?.listen((drain) => this.applyBackends(discovery.backends(this.config.backends), drain));
 
     // Affinity and the data path.
     this.memory = {
@@ -183,7 +204,12 @@ export class Limpet {
    */
   static async start(config: LimpetConfig, options: LimpetOptions): Promise<Limpet> {
     const role = options.role ?? STANDALONE;
-    const limpet = new Limpet(config, options.logger, role);
+    // The process whose health view counts resolves names too: one resolver per process tree, and
+    // every worker is told the same set (cluster/primary.ts).
+    const discovery = role.decidesHealth ? new BackendDiscovery(discoverySettings(config), options.logger) : null;
+    await discovery?.start(config.backends);
+    const backends = discovery?.backends(config.backends) ?? options.backends ?? listedBackends(config.backends);
+    const limpet = new Limpet(config, options.logger, role, backends, discovery);
     try {
       // The process whose state counts keeps the state file, restored before anything is served
       // (and, in a cluster, before workers are sent their start-up state).
@@ -212,6 +238,11 @@ export class Limpet {
 
   get backends(): readonly Backend[] {
     return this.registry.backends;
+  }
+
+  /** The settings of every backend now, discovered ones included: what a worker is given. */
+  get backendSettings(): readonly BackendSettings[] {
+    return this.fleet;
   }
 
   backend(id: string): Backend | undefined {
@@ -302,10 +333,12 @@ export class Limpet {
    * Applies a new, already validated config atomically between two requests. Backend state, counters,
    * remembered pins and open tunnels survive. Returns what could not change without a restart.
    */
-  reload(next: LimpetConfig): string[] {
+  reload(next: LimpetConfig, backends?: readonly BackendSettings[]): string[] {
     const plan = planReload(this.config, this.secrets.fill(next));
     const config = plan.applied;
-    this.registry.apply(config.backends, poolSettings(config), plan.drain, config.balance.slowStart);
+    this.discovery?.configure(discoverySettings(config), config.backends);
+    this.fleet = this.discovery?.backends(config.backends) ?? backends ?? listedBackends(config.backends);
+    this.registry.apply(this.fleet, poolSettings(config), plan.drain, config.balance.slowStart);
     // The file changed these backends' drain: it rules them again.
     for (const id of plan.drain.keys()) {
       if (!this.runtimeDrains.delete(id)) continue;
@@ -334,6 +367,7 @@ export class Limpet {
     this.closing = true;
     clearInterval(this.sweepTimer);
     clearInterval(this.stampTimer);
+    this.discovery?.stop();
     this.health?.stop();
     const server = this.server;
     const closed = server === null ? Promise.resolve() : new Promise<void>((resolve) => server.close(() => resolve()));
@@ -357,6 +391,11 @@ export class Limpet {
   /** Takes a backend's health as the deciding process saw it (worker). */
   adoptHealth(update: BackendHealthUpdate): void {
     this.registry.get(update.id)?.adopt(update);
+  }
+
+  /** Takes the backends the deciding process discovered (worker); their health follows as adopted updates. */
+  adoptBackends(backends: readonly BackendSettings[]): void {
+    this.applyBackends(backends, new Map());
   }
 
   /** Every backend's health, for a worker that joins. */
@@ -424,6 +463,19 @@ export class Limpet {
     retried: (failed) => this.metrics.backend(failed).retries.inc(),
     completed: (backend, status, seconds) => this.metrics.requestCompleted(backend, status, seconds),
   };
+
+  /**
+   * Makes `backends` the backends between two requests, as a reload does for the file: new ones
+   * wait for their first check, gone ones retire, and the data path gets selection over the new set.
+   */
+  private applyBackends(backends: readonly BackendSettings[], drain: ReadonlyMap<string, DrainSetting>): void {
+    if (this.closing) return;
+    this.fleet = backends;
+    this.registry.apply(backends, poolSettings(this.config), drain);
+    this.health?.track(this.registry.backends);
+    this.context = this.buildContext(this.config);
+    this.role.backendsApplied(backends);
+  }
 
   private buildContext(config: LimpetConfig): ForwardingContext {
     const affinity = buildAffinity(affinitySettings(config), this.registry.set, this.memory);

@@ -80,6 +80,7 @@ describe('config values', () => {
       timeouts: { connect: 2_000, response: 30_000, clientIdle: 60_000, clientHeaders: 10_000, clientRequest: 300_000, clientSend: 60_000, tunnel: 3_600_000, shutdown: 10_000 },
       limits: { maxHeaderSize: 16_384, maxHeaderCount: 100, maxUrlLength: 8_192, maxBodySize: 0, maxConnections: 0, allowUnderscoreHeaders: false, maxBackendConnections: 0 },
       retries: 2,
+      discovery: { interval: 5_000, servers: [], drainDeadline: 30_000 },
       backends: [{ id: 'a', url: 'http://127.0.0.1:3001', weight: 1, drain: false, drainDeadline: null, healthPath: null }],
       sharedState: null,
     });

@@ -30,6 +30,8 @@ export interface BackendView {
   weight: number;
   /** The weight it has for new clients now: 0 when it takes none, below `weight` while slow start ramps it. */
   effectiveWeight: number;
+  /** The dns or srv entry that found it ("dns:app.internal:3000"); null when the file lists it. */
+  source: string | null;
   state: 'up' | 'down' | 'draining';
   /** When a draining backend's remaining clients move (ISO time), or null. */
   drainDeadline: string | null;
@@ -116,6 +118,7 @@ export class AdminServer {
         url: backend.url,
         weight: backend.weight,
         effectiveWeight: Math.round(this.target.effectiveWeight(backend) * 1000) / 1000,
+        source: backend.source,
         state: backend.status,
         drainDeadline: deadline === null ? null : new Date(deadline).toISOString(),
         drained: drain?.drained ?? false,

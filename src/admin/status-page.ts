@@ -24,6 +24,7 @@ export const STATUS_PAGE_HTML = `<!doctype html>
   .err, .url { font-size: .8rem; text-align: left; max-width: 18rem; overflow: hidden; text-overflow: ellipsis; white-space: nowrap; }
   .err { color: #9b1c14; }
   .url { color: #8a90a0; }
+  .source { font-size: .75rem; color: #2f6fdb; text-align: left; }
   .id { font-weight: 600; }
   tr.row-down td { background: #fff7f6; }
   tr.row-draining td { background: #fffbf0; }
@@ -79,7 +80,8 @@ function render(backends, rates) {
     const rate = rates.get(b.id) || { req: 0, err: 0 };
     const check = b.lastCheck ? (b.lastCheck.ok ? 'pass' : 'fail') + ' · ' + Math.round((Date.now() - b.lastCheck.at) / 1000) + ' s ago' : '–';
     return '<tr data-backend="' + esc(b.id) + '" class="row-' + esc(b.state) + '">' +
-      '<td><div class="id">' + esc(b.id) + '</div><div class="url" title="' + esc(b.url) + '">' + esc(b.url) + '</div></td>' +
+      '<td><div class="id">' + esc(b.id) + '</div><div class="url" title="' + esc(b.url) + '">' + esc(b.url) + '</div>' +
+      (b.source ? '<div class="source" data-field="source">from ' + esc(b.source) + '</div>' : '') + '</td>' +
       '<td><span class="state state-' + esc(b.state) + '">' + esc(b.state) + '</span>' + (b.state === 'down' && b.lastError ? '<div class="err" title="' + esc(b.lastError) + '">' + esc(b.lastError) + '</div>' : '') + drainNote(b) + '</td>' +
       '<td data-field="weight">' + weightCell(b) + '</td><td data-field="sessions">' + b.sessions + '</td><td data-field="inflight">' + b.inflight + '</td><td data-field="websockets">' + b.websockets + '</td>' +
       '<td data-field="rps">' + rate.req.toFixed(1) + '</td><td data-field="errps">' + rate.err.toFixed(1) + '</td><td data-field="remaps-in">' + b.remapsIn + '</td><td data-field="last-check">' + esc(check) + '</td></tr>';

@@ -1,16 +1,19 @@
 import type { MetricObjectWithValues, MetricValue } from 'prom-client';
 import type { LimpetConfig } from '../config/schema.js';
-import type { BackendHealthUpdate } from '../upstream/backend.js';
+import type { BackendHealthUpdate, BackendSettings } from '../upstream/backend.js';
 import type { LiveFigures } from '../observe/live-figures.js';
 
 export type MetricsJson = MetricObjectWithValues<MetricValue<string>>[];
 
 /** Primary → worker. */
 export type ToWorker =
-  | { t: 'init'; config: LimpetConfig; states: BackendHealthUpdate[]; pins: [string, string][] }
+  | { t: 'init'; config: LimpetConfig; backends: readonly BackendSettings[]; states: BackendHealthUpdate[]; pins: [string, string][] }
   | { t: 'state'; update: BackendHealthUpdate }
   | { t: 'pins'; pins: [string, string][] }
-  | { t: 'reload'; config: LimpetConfig }
+  /** `backends`: the primary's after the reload, discovered ones included. */
+  | { t: 'reload'; config: LimpetConfig; backends: readonly BackendSettings[] }
+  /** Discovery changed the backends; their health follows as `state` updates. */
+  | { t: 'backends'; backends: readonly BackendSettings[] }
   | { t: 'metrics'; id: number }
   | { t: 'stop' };
 

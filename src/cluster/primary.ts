@@ -108,6 +108,8 @@ function primaryRole(workers: Workers): ProcessRole {
         // Workers retire removed backends by applying the same reload.
         if (change !== 'retired') workers.broadcast({ t: 'state', update: { id: backend.id, ...backend.health } });
       },
+      // The primary resolves for all: workers apply what it found, so every worker has the same set.
+      backendsApplied: (backends) => workers.broadcast({ t: 'backends', backends }),
       pinWritten: null,
       pinsLearnt: (pins) => workers.broadcast({ t: 'pins', pins }),
       live: (backend) => workers.liveOf(backend.id),
@@ -159,7 +161,7 @@ export async function runPrimary(configFromFile: LimpetConfig, file: string, tex
         return;
       case 'hello':
         // The worker's handlers are in place (an ESM entry loads asynchronously): now it can be told.
-        workers.send(worker, { t: 'init', config: limpet.currentConfig, states: limpet.healthUpdates(), pins: limpet.pinSnapshot() });
+        workers.send(worker, { t: 'init', config: limpet.currentConfig, backends: limpet.backendSettings, states: limpet.healthUpdates(), pins: limpet.pinSnapshot() });
         return;
       case 'failed':
         limpet.failureReported(message.id, message.message);
@@ -220,7 +222,7 @@ export async function runPrimary(configFromFile: LimpetConfig, file: string, tex
   supervise(file, text, logger, limpet.metrics.configReloads, {
     reload: (next) => {
       const needsRestart = limpet.reload(next);
-      workers.broadcast({ t: 'reload', config: limpet.currentConfig });
+      workers.broadcast({ t: 'reload', config: limpet.currentConfig, backends: limpet.backendSettings });
       return needsRestart;
     },
     stopFields: () => ({ workers: workers.size }),

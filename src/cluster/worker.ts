@@ -30,6 +30,7 @@ function workerRole(): ProcessRole {
     behaviour: (local) => ({
       failureSeen: (backend, failure) => toPrimary({ t: 'failed', id: backend.id, message: failure.message }),
       backendChanged: () => {},
+      backendsApplied: () => {},
       pinWritten: (key, backend) => {
         pinBatch.push([key, backend.id]);
         flushTimer ??= setTimeout(flushPins, PIN_FLUSH_MS);
@@ -68,7 +69,7 @@ export function runWorker(): void {
       case 'init': {
         let started: Limpet;
         try {
-          started = await Limpet.start(message.config, { logger: createLogger(message.config.log.level), role: workerRole() });
+          started = await Limpet.start(message.config, { logger: createLogger(message.config.log.level), role: workerRole(), backends: message.backends });
         } catch (error) {
           if (!(error instanceof ListenError)) throw error;
           // The primary ends this worker, and during start-up the whole proxy: a replacement would fail alike.
@@ -90,7 +91,10 @@ export function runWorker(): void {
         if (limpet !== null) for (const [key, id] of message.pins) limpet.adoptPin(key, id);
         return;
       case 'reload':
-        limpet?.reload(message.config);
+        limpet?.reload(message.config, message.backends);
+        return;
+      case 'backends':
+        limpet?.adoptBackends(message.backends);
         return;
       case 'metrics':
         if (limpet !== null) toPrimary({ t: 'metrics', id: message.id, json: await limpet.metrics.registry.getMetricsAsJSON() });

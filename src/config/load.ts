@@ -328,12 +328,21 @@ function setIn(root: unknown, path: readonly PathSegment[], value: unknown): boo
 }
 
 function reportSchemaIssue(doc: Document, path: PathSegment[], issue: z.core.$ZodIssue, report: Report): void {
+  if (issue.code === 'invalid_union') {
+    // A map that may take several shapes: when it is closest to one of them, that one's own
+    // mistakes say more than "none fits".
+    const fitting = closestShape(issue.errors);
+    if (fitting !== null) {
+      for (const problem of fitting) reportSchemaIssue(doc, [...path, ...problem.path.filter((p): p is PathSegment => typeof p !== 'symbol')], problem, report);
+      return;
+    }
+  }
   if (issue.code === 'unrecognized_keys') {
     const map = doc.getIn(path, true);
     for (const key of issue.keys) {
       const pair = isMap(map) ? map.items.find((item) => isScalar(item.key) && String(item.key.value) === key) : undefined;
       const offset = pair !== undefined && isScalar(pair.key) ? offsetOf(pair.key) : nodeOffset(doc, path);
-      const suggestion = closestKey(key, keysAt(path));
+      const suggestion = closestKey(key, keysAt(path).filter((known) => known !== key));
       report(offset, [...path, key], `unknown key "${key}"${suggestion === null ? '' : ` (did you mean "${suggestion}"?)`}`);
     }
     return;
@@ -343,6 +352,25 @@ function reportSchemaIssue(doc: Document, path: PathSegment[], issue: z.core.$Zo
   // A missing key has no node of its own: point at the map that should hold it.
   const message = missing ? `missing required key "${key}": ${issue.message.replace(/, got nothing$/, '')}` : issue.message;
   report(nodeOffset(doc, path), path, message);
+}
+
+/**
+ * Of a union of maps (a backend by id, by dns or by srv name), the shape a map was meant to be: the
+ * one alone with the fewest keys it does not know. Null when two are equally close, or when some
+ * shape is no map at all (such a union's own message says it, e.g. `drain: true` or a map).
+ */
+function closestShape(shapes: readonly (readonly z.core.$ZodIssue[])[]): readonly z.core.$ZodIssue[] | null {
+  let best: readonly z.core.$ZodIssue[] | null = null;
+  let fewest = Infinity;
+  let tied = false;
+  for (const problems of shapes) {
+    const atRoot = problems.filter((problem) => problem.path.length === 0);
+    if (atRoot.some((problem) => problem.code !== 'unrecognized_keys')) return null;
+    const unknown = atRoot.reduce((sum, problem) => sum + (problem.code === 'unrecognized_keys' ? problem.keys.length : 0), 0);
+    if (unknown < fewest) [best, fewest, tied] = [problems, unknown, false];
+    else if (unknown === fewest) tied = true;
+  }
+  return tied ? null : best;
 }
 
 /** Where a path's node starts; for a missing key, where its nearest existing parent starts. */

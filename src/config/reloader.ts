@@ -3,6 +3,7 @@ import { stat } from 'node:fs/promises';
 import { basename, dirname, resolve } from 'node:path';
 import { createHash } from 'node:crypto';
 import { ConfigError, configWarningsLog, formatConfigIssues, parseConfigWithWarnings, readConfigText, type ConfigIssue, type LimpetConfig } from './load.js';
+import { sourceLabel } from '../discovery/discovered-backend.js';
 import type { Logger } from '../observe/log.js';
 
 /** Quiet time after the last file event before reading: editors write in several steps. */
@@ -176,7 +177,7 @@ export class ConfigReloader {
     this.lastDigest = textDigest;
     const needsRestart = this.target.reload(config);
     this.reloads.inc({ result: 'success' });
-    this.logger.info({ msg: 'config reloaded', reason, file: this.file, backends: config.backends.map((b) => b.id) });
+    this.logger.info({ msg: 'config reloaded', reason, file: this.file, backends: config.backends.map((b) => ('id' in b ? b.id : sourceLabel(b))) });
     if (warnings.length > 0) this.logger.warn(configWarningsLog(this.file, warnings));
     if (needsRestart.length > 0) {
       this.logger.warn({ msg: 'config changes that need a restart were not applied', keys: needsRestart });

@@ -220,6 +220,9 @@ const TOKEN_CHARS = "letters, digits and !#$%&'*+-.^_`|~";
 const URL_PATH = /^\/[^\s;]*$/;
 const BACKEND_ID = /^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$/;
 
+const healthPath = () =>
+  pattern('a path starting with "/"', URL_PATH).nullable().default(null).describe('Health check path for this backend; null uses healthCheck.path.');
+
 const DRAIN_TEXT = 'true, false or { deadline: <duration> }';
 const drainWithDeadline = z.strictObject(
   { deadline: seconds(1_000).describe('After this long, the clients still here move and its WebSockets close 1001.') },
@@ -249,33 +252,113 @@ const backend = z
         .union([bool(), drainWithDeadline], { error: drainError })
         .default(false)
         .describe('Keep the clients pinned here but send it no new ones; with a deadline, move the remaining ones when it passes.'),
-      healthPath: pattern('a path starting with "/"', URL_PATH)
-        .nullable()
-        .default(null)
-        .describe('Health check path for this backend; null uses healthCheck.path.'),
+      healthPath: healthPath(),
     },
     { error: expected('a map with id and url') },
   )
   // Two flat fields for the proxy: whether it drains, and the deadline (ms after the drain began).
   .transform(({ drain, ...entry }) => ({ ...entry, drain: drain !== false, drainDeadline: typeof drain === 'object' ? drain.deadline : null }));
 
+/** A DNS name as written in a `dns` or `srv` entry; compared and shown lower-case, without a final dot. */
+const DNS_NAME = /^(?=.{1,253}\.?$)[A-Za-z0-9_](?:[A-Za-z0-9_-]{0,61}[A-Za-z0-9])?(?:\.[A-Za-z0-9_](?:[A-Za-z0-9_-]{0,61}[A-Za-z0-9])?)*\.?$/;
+const DNS_TARGET_TEXT = 'a "name:port" like "app.internal:3000"';
+
+function dnsName(value: string, ctx: z.RefinementCtx, what: string): string {
+  if (isIP(value) !== 0) return fail(ctx, `expected ${what}, got the address ${show(value)} (an address needs no lookup: write it as { id, url })`);
+  if (!DNS_NAME.test(value)) return fail(ctx, `expected ${what}, got ${show(value)}`);
+  return normalName(value);
+}
+
+/** DNS names are case-insensitive, and a final dot changes nothing for a lookup that uses no search list. */
+function normalName(value: string): string {
+  return value.toLowerCase().replace(/\.$/, '');
+}
+
+/** Where a `dns` entry's addresses are served: the name to resolve and the port every address listens on. */
+export interface DnsTarget {
+  name: string;
+  port: number;
+}
+
+const dnsTarget = text(DNS_TARGET_TEXT).transform((value, ctx): DnsTarget => {
+  const colon = value.lastIndexOf(':');
+  const digits = value.slice(colon + 1);
+  if (colon < 0 || !/^\d{1,5}$/.test(digits) || Number(digits) < 1 || Number(digits) > 65535) {
+    return fail(ctx, `expected ${DNS_TARGET_TEXT} with a port from 1 to 65535, got ${show(value)}`);
+  }
+  return { name: dnsName(value.slice(0, colon), ctx, DNS_TARGET_TEXT), port: Number(digits) };
+});
+
+const dnsBackends = z.strictObject(
+  {
+    dns: dnsTarget.describe('"name:port": every A and AAAA address of the name is a backend at that port, with id "name/address".'),
+    weight: integer(1, 1000).default(1).describe('Relative share of new clients of each address, 1-1000.'),
+    healthPath: healthPath(),
+  },
+  { error: expected('a map with dns') },
+);
+
+const SRV_NAME_TEXT = 'an SRV name like "_http._tcp.app.internal"';
+
+const srvBackends = z.strictObject(
+  {
+    srv: text(SRV_NAME_TEXT)
+      .transform((value, ctx) => dnsName(value, ctx, SRV_NAME_TEXT))
+      .describe('SRV name: every address of every target of the lowest priority is a backend at its port and SRV weight, with id "name/address:port".'),
+    healthPath: healthPath(),
+  },
+  { error: expected('a map with srv') },
+);
+
+/** Which backends an entry stands for, so a duplicate can be named: its id, or the name it resolves. */
+function entryIdentity(entry: unknown): { key: 'id' | 'dns' | 'srv'; what: string } | undefined {
+  if (typeof entry !== 'object' || entry === null) return undefined;
+  const { id, dns, srv } = entry as { id?: unknown; dns?: unknown; srv?: unknown };
+  if (typeof id === 'string') return { key: 'id', what: `backend id ${show(id)}` };
+  // An entry that parsed is already transformed (dns: { name, port }); one that did not is as written.
+  if (typeof dns === 'string') return { key: 'dns', what: `dns name ${show(normalName(dns.includes(':') ? dns.slice(0, dns.lastIndexOf(':')) : dns))}` };
+  if (typeof dns === 'object' && dns !== null) return { key: 'dns', what: `dns name ${show((dns as DnsTarget).name)}` };
+  if (typeof srv === 'string') return { key: 'srv', what: `srv name ${show(normalName(srv))}` };
+  return undefined;
+}
+
 const backends = z
-  .array(backend, { error: expected('a list of backends') })
+  .array(
+    z.union([backend, dnsBackends, srvBackends], {
+      error: expected('a backend: { id, url }, { dns: "name:port" } or { srv: "_service._tcp.name" }'),
+    }),
+    { error: expected('a list of backends') },
+  )
   .min(1, { error: 'expected at least one backend' })
   // Runs even when some entries have other mistakes, so a duplicate is reported alongside them.
   .superRefine(
     (entries, ctx) => {
       const firstIndex = new Map<string, number>();
       entries.forEach((entry: unknown, index) => {
-        const id = typeof entry === 'object' && entry !== null ? (entry as { id?: unknown }).id : undefined;
-        if (typeof id !== 'string') return;
-        const first = firstIndex.get(id);
-        if (first === undefined) firstIndex.set(id, index);
-        else ctx.addIssue({ code: 'custom', path: [index, 'id'], message: `duplicate backend id ${show(id)} (also used by backends[${first}])` });
+        const identity = entryIdentity(entry);
+        if (identity === undefined) return;
+        const first = firstIndex.get(identity.what);
+        if (first === undefined) firstIndex.set(identity.what, index);
+        else ctx.addIssue({ code: 'custom', path: [index, identity.key], message: `duplicate ${identity.what} (also used by backends[${first}])` });
       });
     },
     { when: (payload) => Array.isArray(payload.value) },
   );
+
+/** A DNS server of `discovery.servers`: an IP address with an optional port, as `dns.setServers` takes it. */
+const DNS_SERVER_TEXT = 'a DNS server address like "10.0.0.2", "10.0.0.2:53" or "[fd00::2]:53"';
+
+const dnsServer = text(DNS_SERVER_TEXT).transform((value, ctx) => {
+  const match = /^(?:\[([^\]]+)\]|([^:[\]]+))(?::(\d{1,5}))?$/.exec(value);
+  const bare = isIP(value) === 6 ? value : undefined;
+  const host = bare ?? match?.[1] ?? match?.[2];
+  const port = bare === undefined && match?.[3] !== undefined ? Number(match[3]) : 53;
+  if (host === undefined || isIP(host) === 0 || (match?.[1] !== undefined && isIP(host) !== 6)) {
+    return fail(ctx, `expected ${DNS_SERVER_TEXT}, got ${show(value)}${HOSTNAME.test(value) ? ' (a server is given by address, not by name)' : ''}`);
+  }
+  if (port < 1 || port > 65535) return fail(ctx, `port must be from 1 to 65535, got ${show(value)}`);
+  return isIP(host) === 6 ? `[${host}]:${port}` : `${host}:${port}`;
+});
 
 /**
  * The whole config file: every key, its type and its default. It is the single source for
@@ -450,6 +533,18 @@ export const configSchema = z
               'one still waiting after timeouts.response gets 503. WebSocket tunnels are not counted. 0 means no limit. Default 0.',
           ),
       }).describe('Limits on what clients may send, and on connections.'),
+      discovery: section({
+        interval: seconds(100)
+          .prefault('5s')
+          .describe('How often each dns and srv name is resolved again, at least 100ms; a shorter TTL in the answer brings the next lookup sooner (not under 1s). Default "5s".'),
+        servers: z
+          .array(dnsServer, { error: expected('a list of DNS server addresses') })
+          .default([])
+          .describe('DNS servers to ask, "address" or "address:port"; empty asks the system\'s (/etc/resolv.conf). Default [].'),
+        drainDeadline: seconds()
+          .prefault('30s')
+          .describe('An address that leaves DNS drains this long (keeps its clients, takes no new ones), then is removed. Default "30s".'),
+      }).describe('Backends from DNS: how dns and srv entries of backends are resolved.'),
       retries: integer(0, 10)
         .default(2)
         .describe('Times a request that never reached a backend is sent to the next backend in the client\'s order. Default 2.'),
@@ -517,3 +612,9 @@ function cookieSettingsParsed(value: unknown): boolean {
 
 /** The validated config with every default filled in; what the proxy runs on. */
 export type LimpetConfig = z.output<typeof configSchema>;
+
+/** One entry of `backends` as parsed: a listed backend (`id`, `url`), or a `dns` or `srv` name. */
+export type BackendEntry = LimpetConfig['backends'][number];
+
+/** A `dns` or `srv` entry: backends that a lookup finds rather than the file lists. */
+export type DiscoveryEntry = Exclude<BackendEntry, { id: string }>;

@@ -7,7 +7,7 @@ import type { LiveFigures } from './live-figures.js';
 /** Bucket bounds for backend response time: from half a millisecond to ten seconds. */
 const DURATION_BUCKETS = [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10];
 
-/** What the gauges read at scrape time: the live backends and their pin counts. */
+/** What the gauges read at scrape time: the live backends and their pin counts, failed discovery lookups by name. */
 export interface MetricsSource {
   backends(): readonly Backend[];
   sessionsByBackend(): Map<Backend, number>;
@@ -15,6 +15,8 @@ export interface MetricsSource {
   effectiveWeight(backend: Backend): number;
   /** The shared-state connection, when this process holds one. */
   sharedState(): { readonly up: boolean; readonly outages: number } | null;
+  /** Absent where nothing is resolved (a cluster worker). */
+  discoveryErrors?(): ReadonlyMap<string, number>;
 }
 
 const LOWEST_STATUS = 100;
@@ -106,6 +108,11 @@ export class ProxyMetrics {
     this.registry.registerMetric(
       scrapeTimeMetric('limpet_request_duration_seconds', 'Time from receiving a request to the end of its response, by backend.', 'histogram', () =>
         this.durationSamples(),
+      ) as unknown as Metric,
+    );
+    this.registry.registerMetric(
+      scrapeTimeMetric('limpet_discovery_errors_total', 'DNS lookups of a dns or srv backend entry that failed or found nothing, by name.', 'counter', () =>
+        [...(this.source.discoveryErrors?.() ?? [])].map(([name, value]) => ({ labels: { name }, value })),
       ) as unknown as Metric,
     );
     this.upstreamRetries = new Counter({
@@ -241,6 +248,19 @@ export class ProxyMetrics {
     const meters = this.backend(backend);
     meters.count(status);
     meters.observe(seconds);
+    if (backend.retired) this.forget(backend);
+  }
+
+  /**
+   * A removed backend's figures go once its last request has ended (its series leave /metrics), so a
+   * fleet whose addresses come and go, as discovered ones do, does not pile up meters and series.
+   */
+  forget(backend: Backend): void {
+    if (backend.inflight > 0 || !this.meters.delete(backend)) return;
+    // An address back under the same id keeps its series.
+    if (this.source.backends().some((current) => current.id === backend.id)) return;
+    this.upstreamRetries.remove(backend.id);
+    for (const result of ['pass', 'fail']) this.healthChecks.remove({ backend: backend.id, result });
   }
 
   private requestSamples(): Sample[] {

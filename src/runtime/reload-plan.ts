@@ -1,4 +1,5 @@
 import type { LimpetConfig } from '../config/schema.js';
+import { listedBackends } from '../discovery/backend-discovery.js';
 import type { DrainSetting } from '../upstream/backend.js';
 
 /** What a validated new config changes in a running proxy. */
@@ -40,9 +41,9 @@ export function planReload(old: LimpetConfig, next: LimpetConfig): ReloadPlan {
     sharedState: old.sharedState,
     stateFile: old.stateFile,
   };
-  const drainBefore = new Map(old.backends.map((entry) => [entry.id, entry]));
+  const drainBefore = new Map(listedBackends(old.backends).map((entry) => [entry.id, entry]));
   const drain = new Map<string, DrainSetting>();
-  for (const entry of next.backends) {
+  for (const entry of listedBackends(next.backends)) {
     const before = drainBefore.get(entry.id);
     if (before !== undefined && (before.drain !== entry.drain || before.drainDeadline !== entry.drainDeadline)) {
       drain.set(entry.id, { draining: entry.drain, deadline: entry.drainDeadline });

@@ -3,7 +3,7 @@ import type { UpstreamError } from '../errors.js';
 import type { PassiveEjector } from '../health/passive-ejection.js';
 import type { LiveFigures } from '../observe/live-figures.js';
 import type { ProxyMetrics } from '../observe/metrics.js';
-import type { Backend, BackendChange } from '../upstream/backend.js';
+import type { Backend, BackendChange, BackendSettings } from '../upstream/backend.js';
 
 /** The parts of a running proxy a role's behaviour is built from. */
 export interface LocalParts {
@@ -17,6 +17,8 @@ export interface RoleBehaviour {
   failureSeen(backend: Backend, failure: UpstreamError): void;
   /** A backend changed state here (after selection was refreshed). */
   backendChanged(backend: Backend, change: BackendChange): void;
+  /** Discovery changed the backends here (applied already): who else serves must get the same set. */
+  backendsApplied(backends: readonly BackendSettings[]): void;
   /** Told of every pin written or refreshed here; null when nobody needs to know. */
   readonly pinWritten: ((key: string, backend: Backend) => void) | null;
   /** Pins this process took from elsewhere (shared state, a state file), as [key, backend id]: workers need them too. */
@@ -49,6 +51,7 @@ export const STANDALONE: ProcessRole = {
   behaviour: (local) => ({
     failureSeen: (backend) => local.passive.recordFailure(backend, Date.now()),
     backendChanged: () => {},
+    backendsApplied: () => {},
     pinWritten: null,
     pinsLearnt: () => {},
     live: (backend) => local.metrics.live(backend),

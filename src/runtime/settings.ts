@@ -1,6 +1,7 @@
 import { availableParallelism } from 'node:os';
 import type { AffinitySettings } from '../affinity/build-affinity.js';
 import type { LimpetConfig } from '../config/schema.js';
+import type { DiscoverySettings } from '../discovery/backend-discovery.js';
 import type { HealthCheckSettings } from '../health/active-checks.js';
 import type { ForwardingContext } from '../proxy/context.js';
 import type { PoolSettings } from '../upstream/pools.js';
@@ -53,4 +54,8 @@ export function healthSettings(config: LimpetConfig): HealthCheckSettings {
 
 export function poolSettings(config: LimpetConfig): PoolSettings {
   return { connectTimeout: config.timeouts.connect, keepAliveTimeout: 60_000, maxConnections: config.limits.maxBackendConnections };
+}
+
+export function discoverySettings(config: LimpetConfig): DiscoverySettings {
+  return config.discovery;
 }

@@ -15,6 +15,8 @@ export interface BackendSettings {
   /** With `drain`, how long after the drain began its remaining clients move (ms); null: never. */
   drainDeadline: number | null;
   healthPath: string | null;
+  /** The dns or srv entry that found it ("dns:app.internal:3000"); absent when the file lists it by id. */
+  source?: string;
 }
 
 /** A backend's drain as the config file says it: draining or not, and the deadline after the drain began (ms). */
@@ -176,6 +178,11 @@ export class Backend {
 
   get healthPath(): string | null {
     return this.settings.healthPath;
+  }
+
+  /** The dns or srv entry it was discovered by; null when the file lists it. */
+  get source(): string | null {
+    return this.settings.source ?? null;
   }
 
   /** Position in the current backend set (its selection tables); -1 once retired. */

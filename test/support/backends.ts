@@ -28,18 +28,22 @@ export const answerWithId: BackendHandler = (req, res, id) => {
   res.end(body);
 };
 
-export async function startBackend(id: string, handler: BackendHandler = answerWithId, port = 0): Promise<TestBackend> {
+/** `host`: any loopback address (127.x.y.z, ::1), for backends that share a port on several addresses. */
+export async function startBackend(id: string, handler: BackendHandler = answerWithId, port = 0, host = '127.0.0.1'): Promise<TestBackend> {
   const seen: SeenRequest[] = [];
   const server = createServer((req, res) => {
     if (req.url !== '/health') seen.push({ method: req.method ?? '', url: req.url ?? '', headers: req.headers, rawHeaders: req.rawHeaders });
     handler(req, res, id);
   });
-  await new Promise<void>((resolve) => server.listen(port, '127.0.0.1', resolve));
+  await new Promise<void>((resolve, reject) => {
+    server.once('error', reject);
+    server.listen(port, host, resolve);
+  });
   const actual = (server.address() as AddressInfo).port;
   return {
     id,
     server,
-    url: `http://127.0.0.1:${actual}`,
+    url: `http://${host.includes(':') ? `[${host}]` : host}:${actual}`,
     port: actual,
     seen,
     close: () =>

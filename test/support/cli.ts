@@ -72,9 +72,15 @@ async function launchCli(place: CliPlace, nodeArgs: readonly string[], launch: C
     for (const line of lines) if (line.trim()) logs.push(JSON.parse(line) as Record<string, unknown>);
   });
   const exited = new Promise<number | null>((resolve) => child.on('exit', (code) => resolve(code)));
-  await waitFor(async () => (await request(adminPort, { path: '/healthz' })).status === 200, 15_000, 'limpet to start');
-  // With workers the primary answers the admin port first; wait until the proxy port serves too.
-  await waitFor(() => request(port, { path: '/', headers: { 'x-limpet-probe': '1' } }), 15_000, 'the proxy port');
+  try {
+    await waitFor(async () => (await request(adminPort, { path: '/healthz' })).status === 200, 15_000, 'limpet to start');
+    // With workers the primary answers the admin port first; wait until the proxy port serves too.
+    await waitFor(() => request(port, { path: '/', headers: { 'x-limpet-probe': '1' } }), 15_000, 'the proxy port');
+  } catch (error) {
+    // Not returned, so no test can stop it: it must not outlive the failure (its workers follow it).
+    child.kill('SIGKILL');
+    throw error;
+  }
   let version = 0;
   return {
     child,
