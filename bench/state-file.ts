@@ -21,6 +21,7 @@ import { monitorEventLoopDelay } from 'node:perf_hooks';
 import { fileURLToPath } from 'node:url';
 import { PinTable } from '../src/affinity/pin-table.js';
 import { parseConfig } from '../src/config/load.js';
+import { listedBackends } from '../src/discovery/backend-discovery.js';
 import type { Logger } from '../src/observe/log.js';
 import { RUNTIME_FLAGS } from '../src/runtime/runtime-flags.js';
 import { readStateFile, StateFile } from '../src/state/state-file.js';
@@ -160,7 +161,7 @@ async function writeAndRead(): Promise<{ bytes: number; walls: number[]; cpus: n
     path.join(tmp, 'limpet.yaml'),
     {},
   );
-  const backends = config.backends.map((entry) => new Backend(entry, { connectTimeout: 1000, keepAliveTimeout: 1000, maxConnections: 0 }, () => {}));
+  const backends = listedBackends(config.backends).map((entry) => new Backend(entry, { connectTimeout: 1000, keepAliveTimeout: 1000, maxConnections: 0 }, () => {}));
   const table = new PinTable(config.affinity.sessionTtl, PINS);
   const now = Math.floor(Date.now() / 1000);
   for (let i = 0; i < PINS; i++) {

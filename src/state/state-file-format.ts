@@ -1,4 +1,5 @@
 import type { LimpetConfig } from '../config/schema.js';
+import { listedBackends } from '../discovery/backend-discovery.js';
 import { LimpetError } from '../errors.js';
 import type { DrainSetting } from '../upstream/backend.js';
 import type { DurableState, PinRecord, RuntimeDrain } from './durable-state.js';
@@ -52,6 +53,15 @@ export class StateFileVersionError extends LimpetError {
 /** Pins per chunk of text: a chunk is handed to the file before the next is built, so a large table never blocks for long. */
 const PINS_PER_CHUNK = 4096;
 
+/**
+ * The drain the config file gives a backend: its listed entry's, or none for a backend discovered
+ * from DNS (the file names its name, not its addresses).
+ */
+export function fileDrainOf(config: LimpetConfig, id: string): { draining: boolean; deadline: number | null } {
+  const entry = listedBackends(config.backends).find((candidate) => candidate.id === id);
+  return entry === undefined ? { draining: false, deadline: null } : { draining: entry.drain, deadline: entry.drainDeadline };
+}
+
 /** Keys that cannot be written raw as the rest of a line. */
 const NEEDS_QUOTING = /^"|[\u0000-\u001f\u007f\ud800-\udfff]/;
 
@@ -61,14 +71,12 @@ const NEEDS_QUOTING = /^"|[\u0000-\u001f\u007f\ud800-\udfff]/;
  * config no longer has are left out.
  */
 export function* encodeState(state: DurableState, config: LimpetConfig): Generator<string> {
-  const entries = new Map(config.backends.map((entry) => [entry.id, entry]));
   const written = Math.floor(Date.now() / 1000);
   let head = `${MAGIC} ${STATE_FILE_VERSION}\nwritten ${written}\naffinity ${config.affinity.by}\n`;
   let drains = 0;
   for (const drain of state.drains) {
-    const entry = entries.get(drain.id);
-    if (entry === undefined) continue;
-    head += `drain ${drain.id} ${onOff(drain.draining)} ${orDash(drain.deadlineAt)} file ${onOff(entry.drain)} ${orDash(entry.drainDeadline)}\n`;
+    const file = fileDrainOf(config, drain.id);
+    head += `drain ${drain.id} ${onOff(drain.draining)} ${orDash(drain.deadlineAt)} file ${onOff(file.draining)} ${orDash(file.deadline)}\n`;
     drains++;
   }
   yield head;

@@ -3,7 +3,7 @@ import { dirname } from 'node:path';
 import type { LimpetConfig } from '../config/schema.js';
 import type { Logger } from '../observe/log.js';
 import type { DurableState, StateSink } from './durable-state.js';
-import { decodeState, encodeState, StateFileCorruptError, StateFileVersionError, type KeptState } from './state-file-format.js';
+import { decodeState, encodeState, fileDrainOf, StateFileCorruptError, StateFileVersionError, type KeptState } from './state-file-format.js';
 
 /** A change waits this long for the ones that come with it (a burst of new clients, a drain and its moves). */
 const SETTLE_MS = 100;
@@ -63,10 +63,9 @@ export async function readStateFile(file: string, logger: Logger): Promise<KeptS
  */
 function restoreKept(file: string, kept: KeptState, proxy: StatefulProxy, logger: Logger): void {
   const config = proxy.currentConfig;
-  const entries = new Map(config.backends.map((entry) => [entry.id, entry]));
   const drains = kept.drains.filter(({ id, fileDrain }) => {
-    const entry = entries.get(id);
-    return entry !== undefined && entry.drain === fileDrain.draining && entry.drainDeadline === fileDrain.deadline;
+    const now = fileDrainOf(config, id);
+    return now.draining === fileDrain.draining && now.deadline === fileDrain.deadline;
   });
   const sameKeys = kept.affinity === config.affinity.by;
   const pins = proxy.restoreState({ pins: sameKeys ? kept.pins : [], drains: drains.map(({ fileDrain: _, ...drain }) => drain) });
