@@ -3,6 +3,15 @@ import type { Socket } from 'node:net';
 
 const peerCache = Symbol('limpet.peer');
 
+/**
+ * A connection's client address learnt from something other than its socket: the PROXY protocol
+ * header a balancer in `proxyProtocol.from` sent before the connection's first byte.
+ */
+export interface ClaimedAddresses {
+  /** The client address claimed for the connection `socket` belongs to, normalised; undefined when none was. */
+  of(socket: Socket): string | undefined;
+}
+
 interface PeerInfo {
   resolver: ClientAddressResolver;
   address: string;
@@ -35,16 +44,33 @@ export function parseForwardedHop(hop: string): string | null {
   return isIP(text) === 0 ? null : normaliseAddress(text);
 }
 
+/** Addresses and CIDRs (`trustedProxies`, `proxyProtocol.from`), asked about one normalised address at a time. */
+export class AddressSet {
+  private readonly list: BlockList;
+
+  constructor(entries: readonly string[]) {
+    this.list = buildBlockList(entries);
+  }
+
+  has(address: string): boolean {
+    return address !== '' && this.list.check(withoutZone(address), address.includes(':') ? 'ipv6' : 'ipv4');
+  }
+}
+
 /**
  * Works out who the client is. The socket's peer is the client unless the peer is a trusted proxy,
  * in which case X-Forwarded-For is walked from the right and the first untrusted hop is the client —
  * a client can prepend anything it likes to that header, so only hops added by trusted peers count.
+ * The socket's peer is the address a PROXY protocol header claimed, when `claims` holds one.
  */
 export class ClientAddressResolver {
-  private readonly trusted: BlockList | null;
+  private readonly trusted: AddressSet | null;
 
-  constructor(trustedProxies: readonly string[]) {
-    this.trusted = trustedProxies.length > 0 ? buildBlockList(trustedProxies) : null;
+  constructor(
+    trustedProxies: readonly string[],
+    private readonly claims: ClaimedAddresses | null = null,
+  ) {
+    this.trusted = trustedProxies.length > 0 ? new AddressSet(trustedProxies) : null;
   }
 
   /** Whether anything from this peer (X-Forwarded-*) may be believed. */
@@ -65,7 +91,7 @@ export class ClientAddressResolver {
   }
 
   private walkForwardedFor(header: string, peerAddress: string): string {
-    const trusted = this.trusted as BlockList;
+    const trusted = this.trusted as AddressSet;
     let client = peerAddress;
     let end = header.length;
     while (end > 0) {
@@ -74,7 +100,7 @@ export class ClientAddressResolver {
       // A hop that is not an address cannot be vouched for: stop at the last one we could check.
       if (hop === null) return client;
       client = hop;
-      if (!trusted.check(withoutZone(hop), hop.includes(':') ? 'ipv6' : 'ipv4')) return hop;
+      if (!trusted.has(hop)) return hop;
       end = start;
     }
     return client;
@@ -85,9 +111,8 @@ export class ClientAddressResolver {
     let info = holder[peerCache];
     // A reload may bring a new trusted list, so a cached verdict counts only for the resolver that made it.
     if (info === undefined || info.resolver !== this) {
-      const address = normaliseAddress(socket.remoteAddress ?? '');
-      const trusted =
-        this.trusted !== null && address !== '' && this.trusted.check(withoutZone(address), address.includes(':') ? 'ipv6' : 'ipv4');
+      const address = this.claims?.of(socket) ?? normaliseAddress(socket.remoteAddress ?? '');
+      const trusted = this.trusted !== null && this.trusted.has(address);
       info = { resolver: this, address, trusted };
       holder[peerCache] = info;
     }

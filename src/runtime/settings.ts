@@ -3,6 +3,7 @@ import type { LimpetConfig } from '../config/schema.js';
 import type { HealthCheckSettings } from '../health/active-checks.js';
 import type { ForwardingContext } from '../proxy/context.js';
 import type { PoolSettings } from '../upstream/pools.js';
+import type { ProxyProtocolSettings } from './proxy-protocol-gate.js';
 
 /** The config's view for each part of the proxy: each part sees only the keys it needs. */
 
@@ -45,4 +46,8 @@ export function healthSettings(config: LimpetConfig): HealthCheckSettings {
 
 export function poolSettings(config: LimpetConfig): PoolSettings {
   return { connectTimeout: config.timeouts.connect, keepAliveTimeout: 60_000, maxConnections: config.limits.maxBackendConnections };
+}
+
+export function proxyProtocolSettings(config: LimpetConfig): ProxyProtocolSettings | null {
+  return config.proxyProtocol === null ? null : { from: config.proxyProtocol.from, headerTimeout: config.timeouts.clientHeaders };
 }
