@@ -64,7 +64,7 @@ export async function startHaproxyRelay(binary: string, settings: RelaySettings,
   child.stderr!.on('data', (chunk: Buffer) => (output += chunk.toString('utf8')));
   const exited = new Promise<void>((resolve) => child.on('exit', () => resolve()));
   const deadline = Date.now() + 10_000;
-  while (!(await accepts(settings.port))) {
+  while (!(await acceptsConnections(settings.port))) {
     if (child.exitCode !== null || Date.now() > deadline) {
       child.kill('SIGKILL');
       throw new Error(`HAProxy did not start listening on 127.0.0.1:${settings.port}: ${output.trim() || `exit ${child.exitCode}`}`);
@@ -82,7 +82,7 @@ export async function startHaproxyRelay(binary: string, settings: RelaySettings,
 }
 
 /** Whether a TCP connection to 127.0.0.1:`port` is accepted (it is closed at once). */
-function accepts(port: number): Promise<boolean> {
+export function acceptsConnections(port: number): Promise<boolean> {
   return new Promise((resolve) => {
     const socket = connect(port, '127.0.0.1');
     socket.on('connect', () => {
