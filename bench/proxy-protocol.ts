@@ -62,6 +62,10 @@ if (haproxy === undefined) {
 
 const tmp = mkdtempSync(path.join(os.tmpdir(), 'limpet-bench-pp-'));
 const relays: Relay[] = [];
+// The harness ends its own children on SIGINT/SIGTERM by exiting; HAProxy is not one of them.
+process.on('exit', () => {
+  for (const relay of relays) relay.child.kill('SIGTERM');
+});
 try {
   const backends = await startBackends(3, ['--raw']);
   const limpets = {

@@ -218,6 +218,7 @@ export class Limpet {
     const server = this.server;
     const closed = server === null ? Promise.resolve() : new Promise<void>((resolve) => server.close(() => resolve()));
     server?.closeIdleConnections();
+    this.proxyHeaders.closeWaiting();
     const idleSweep = setInterval(() => server?.closeIdleConnections(), 100);
     this.upgrades.closeAll();
     await Promise.all([closed, this.admin?.close()]);

@@ -11,7 +11,7 @@ import { useCleanup } from './support/cleanup.js';
 import { request, waitFor } from './support/client.js';
 import { startCli } from './support/cli.js';
 import { commandFrom } from './support/debian-packages.js';
-import { parseExposition, sample } from './support/exposition.js';
+import { refusalCount } from './support/exposition.js';
 import { freePort } from './support/ports.js';
 import { startProxy } from './support/proxy.js';
 
@@ -52,10 +52,6 @@ function expectClaimedAndPinned(backends: readonly TestBackend[], times: number)
   for (const [address, ids] of served) expect([...ids], address).toHaveLength(1);
   expect(new Set([...served.values()].flatMap((ids) => [...ids])).size).toBeGreaterThan(1);
   expect(backends.reduce((sum, backend) => sum + relayed(backend).length, 0)).toBe(CLIENTS * times);
-}
-
-function refusalCount(exposition: string, reason: string): number {
-  return sample(parseExposition(exposition), 'limpet_proxy_protocol_rejections_total', { reason });
 }
 
 describe('behind HAProxy in mode tcp', () => {

@@ -15,7 +15,7 @@ import { backendsYaml, startBackends, type TestBackend } from './support/backend
 import { useCleanup } from './support/cleanup.js';
 import { waitFor } from './support/client.js';
 import { commandFrom } from './support/debian-packages.js';
-import { parseExposition, sample } from './support/exposition.js';
+import { refusalCount } from './support/exposition.js';
 import { startProxy } from './support/proxy.js';
 
 const cleanup = useCleanup();
@@ -139,8 +139,9 @@ function talk(port: number, from: string, parts: readonly (string | Buffer)[], e
 }
 
 async function refusals(limpet: Limpet, reason: string): Promise<number> {
-  return sample(parseExposition(await limpet.metrics.exposition()), 'limpet_proxy_protocol_rejections_total', { reason });
+  return refusalCount(await limpet.metrics.exposition(), reason);
 }
+
 
 function forwardedFor(backends: readonly TestBackend[]): string[] {
   return backends.flatMap((backend) => backend.seen.map((seen) => seen.headers['x-forwarded-for'] as string));
@@ -315,7 +316,19 @@ describe('ProxyProtocolGate', () => {
   });
 });
 
-describe('proxyProtocol on reload and off', () => {
+describe('proxyProtocol over a proxy\'s life', () => {
+  it('a graceful stop closes connections still waiting for their header, without counting them', async () => {
+    const backends = cleanup.add(await startBackends(1));
+    const started = await startProxy(`proxyProtocol: { from: ["${BALANCER}"] }\ntimeouts: { clientHeaders: 10m }\n${backendsYaml(backends)}`);
+    const waiting = talk(started.port, BALANCER, ['PROXY TCP4 192.0.2.1']);
+    const metrics = started.limpet.metrics;
+    await waitFor(() => metrics.clientConnections === 1, 5_000, 'the connection to be accepted');
+    // The stop must not wait out clientHeaders.
+    await started.limpet.close();
+    expect((await waiting).reply).toBe('');
+    expect(refusalCount(await metrics.exposition(), 'timeout')).toBe(0);
+  });
+
   it('applies a new list to new connections', async () => {
     const backends = cleanup.add(await startBackends(1));
     const yaml = (pp: string) => parseConfig(`listen: 127.0.0.1:0\nadmin: { listen: "127.0.0.1:0" }\n${pp}\n${backendsYaml(backends)}`, 'test.yaml', {});

@@ -32,6 +32,8 @@ export class ProxyProtocolGate implements ClaimedAddresses {
   private listed: AddressSet | null = null;
   /** Claimed client addresses by the connection's real peer "address port", which TLS sockets over it report too. */
   private readonly claimed = new Map<string, string>();
+  /** Connections whose first bytes have not decided them yet. */
+  private readonly waiting = new Set<HeaderWait>();
 
   constructor(
     settings: ProxyProtocolSettings | null,
@@ -61,8 +63,13 @@ export class ProxyProtocolGate implements ClaimedAddresses {
       // Already through (a socket handed back after a refused CONNECT), or nothing to read.
       if ((socket as Admitted)[kAdmitted] === true || this.settings === null) return handOn(socket);
       const peer = normaliseAddress(socket.remoteAddress ?? '');
-      new HeaderWait(this, socket, peer, (this.listed as AddressSet).has(peer), this.settings.headerTimeout, handOn);
+      this.waiting.add(new HeaderWait(this, socket, peer, (this.listed as AddressSet).has(peer), this.settings.headerTimeout, handOn));
     });
+  }
+
+  /** Closes the connections still waiting for their first bytes (shutdown): none has a request yet. */
+  closeWaiting(): void {
+    for (const wait of this.waiting) wait.close();
   }
 
   of(socket: Socket): string | undefined {
@@ -80,6 +87,11 @@ export class ProxyProtocolGate implements ClaimedAddresses {
   refuse(socket: Socket, reason: ProxyProtocolRefusal, peer: string): void {
     socket.destroy();
     this.refused(reason, peer);
+  }
+
+  /** @internal The connection of `wait` is through, refused or gone. */
+  settled(wait: HeaderWait): void {
+    this.waiting.delete(wait);
   }
 }
 
@@ -150,11 +162,15 @@ class HeaderWait {
    */
   private readonly onEnd = (): void => {
     if (this.settled) return;
-    if (this.received.length === 0 || !this.listed) {
-      this.stop();
-      this.socket.destroy();
-    } else this.refuse('truncated');
+    if (this.received.length === 0 || !this.listed) this.close();
+    else this.refuse('truncated');
   };
+
+  /** Ends the connection without counting it. */
+  close(): void {
+    this.stop();
+    this.socket.destroy();
+  }
 
   private readonly onTimeout = (): void => this.refuse('timeout');
 
@@ -162,6 +178,7 @@ class HeaderWait {
 
   private stop(): void {
     this.settled = true;
+    this.gate.settled(this);
     clearTimeout(this.timer);
     this.socket.off('readable', this.onReadable);
     this.socket.off('end', this.onEnd);
