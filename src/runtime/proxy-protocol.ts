@@ -1,5 +1,4 @@
-import { isIPv4, isIPv6, SocketAddress } from 'node:net';
-import { normaliseAddress } from '../affinity/client-address.js';
+import { formatAddress, parseAddress, type AddressBytes } from '../affinity/ip-address.js';
 
 /**
  * The PROXY protocol header (versions 1 and 2, haproxy.org's proxy-protocol.txt) that an L4
@@ -83,9 +82,16 @@ function readV1(bytes: Buffer): ProxyHeaderRead {
   const [, family, source, destination, sourcePort, destinationPort] = match;
   if (family === undefined) return { kind: 'header', length: newline + 1, source: null };
   if (Number(sourcePort) > 65535 || Number(destinationPort) > 65535) return MALFORMED;
-  const valid = family === 'TCP4' ? isIPv4 : isIPv6;
-  if (!valid(source as string) || !valid(destination as string)) return MALFORMED;
-  return { kind: 'header', length: newline + 1, source: family === 'TCP4' ? (source as string) : canonicalIPv6(source as string) };
+  const six = family === 'TCP6';
+  const client = addressOf(source as string, six);
+  if (client === null || addressOf(destination as string, six) === null) return MALFORMED;
+  // An IPv4-mapped TCP6 source is keyed as IPv4, as a socket's peer is.
+  return { kind: 'header', length: newline + 1, source: formatAddress(client) };
+}
+
+/** `text` as an address of the family TCP4 or TCP6 names: a dotted quad, or IPv6 text. */
+function addressOf(text: string, six: boolean): AddressBytes | null {
+  return text.includes(':') === six ? parseAddress(text) : null;
 }
 
 function readV2(bytes: Buffer): ProxyHeaderRead {
@@ -107,7 +113,7 @@ function readV2(bytes: Buffer): ProxyHeaderRead {
   } else if (family === V2_TCP6) {
     tlvs = V2_FIXED_LENGTH + V2_TCP6_ADDRESSES;
     if (length < tlvs) return MALFORMED;
-    source = ipv6FromBytes(bytes, 16);
+    source = formatAddress(bytes, 16);
   } else {
     // UDP, UNIX sockets or an unspecified family: no client address limpet could key a client by.
     // HAProxy and nginx accept these and take the balancer for the client, which pins every
@@ -133,17 +139,6 @@ function tlvsValid(bytes: Buffer, start: number, end: number): boolean {
     if (type === TLV_CRC32C && (length !== 4 || !crc32cMatches(bytes, end, value))) return false;
   }
   return true;
-}
-
-function canonicalIPv6(address: string): string {
-  return normaliseAddress(new SocketAddress({ address, family: 'ipv6' }).address);
-}
-
-function ipv6FromBytes(bytes: Buffer, offset: number): string {
-  const groups: string[] = [];
-  for (let i = 0; i < 16; i += 2) groups.push(bytes.readUInt16BE(offset + i).toString(16));
-  // The same spelling Node gives a peer's address (RFC 5952), so a client has one key either way.
-  return canonicalIPv6(groups.join(':'));
 }
 
 const CRC32C_TABLE = (() => {
