@@ -116,8 +116,8 @@ class HeaderWait {
     // Paused mode: the bytes stay in the socket's buffer until read, and what is read past the
     // header goes back with unshift, so the server that takes over loses nothing.
     socket.on('readable', this.onReadable);
-    socket.on('end', this.onEnd);
-    socket.on('error', this.onEnd);
+    socket.on('end', this.onGone);
+    socket.on('error', this.onGone);
     socket.on('close', this.onClose);
     this.timer = setTimeout(this.onTimeout, timeout).unref();
   }
@@ -146,7 +146,7 @@ class HeaderWait {
 
   private pass(rest: Buffer): void {
     this.stop();
-    this.socket.off('error', this.onEnd);
+    this.socket.off('error', this.onGone);
     if (rest.length > 0) this.socket.unshift(rest);
     this.handOn(this.socket);
   }
@@ -160,7 +160,7 @@ class HeaderWait {
    * Closed or reset before the first bytes decided it. A bare connect and close (a TCP health check)
    * is no refusal. Stays the socket's error listener after a refusal, when it does nothing.
    */
-  private readonly onEnd = (): void => {
+  private readonly onGone = (): void => {
     if (this.settled) return;
     if (this.received.length === 0 || !this.listed) this.close();
     else this.refuse('truncated');
@@ -181,7 +181,7 @@ class HeaderWait {
     this.gate.settled(this);
     clearTimeout(this.timer);
     this.socket.off('readable', this.onReadable);
-    this.socket.off('end', this.onEnd);
+    this.socket.off('end', this.onGone);
     this.socket.off('close', this.onClose);
   }
 }

@@ -24,10 +24,10 @@ export type ProxySignature = 'none' | 'partial' | 'v1' | 'v2';
 
 const V1_SIGNATURE = Buffer.from('PROXY ', 'latin1');
 const V2_SIGNATURE = Buffer.from('\r\n\r\n\0\r\nQUIT\n', 'latin1');
-/** The longest v1 line, CRLF included ("PROXY TCP6" with two full IPv6 addresses and ports). */
-export const V1_MAX_LENGTH = 107;
+/** The longest v1 line, CRLF included: the specification's worst case, "PROXY UNKNOWN" and two full IPv6 addresses and ports. */
+const V1_MAX_LENGTH = 107;
 /** The longest v2 header accepted, TLVs included: what nginx reads at most. Balancers send well under 300 bytes. */
-export const V2_MAX_LENGTH = 4096;
+const V2_MAX_LENGTH = 4096;
 const V2_FIXED_LENGTH = 16;
 const V2_LOCAL = 0x20;
 const V2_PROXY = 0x21;
