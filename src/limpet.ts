@@ -14,6 +14,7 @@ import { ActiveHealthChecker } from './health/active-checks.js';
 import { PassiveEjector } from './health/passive-ejection.js';
 import type { Logger } from './observe/log.js';
 import { logBackendChange, LocalLimitLog } from './observe/backend-log.js';
+import { ProxyProtocolRefusalLog } from './observe/proxy-protocol-log.js';
 import type { LiveFigures } from './observe/live-figures.js';
 import { drainProgress, type DrainProgress } from './observe/drain-progress.js';
 import { ProxyMetrics } from './observe/metrics.js';
@@ -22,10 +23,11 @@ import type { ExchangeObserver, ForwardingContext } from './proxy/context.js';
 import { ClientConnection } from './proxy/client-connection.js';
 import { Exchange } from './proxy/exchange.js';
 import { UpgradeForwarder } from './proxy/upgrade.js';
-import { affinitySettings, discoverySettings, forwardingSettings, healthSettings, poolSettings } from './runtime/settings.js';
+import { affinitySettings, discoverySettings, forwardingSettings, healthSettings, poolSettings, proxyProtocolSettings } from './runtime/settings.js';
 import { CookieSecret } from './runtime/cookie-secret.js';
 import { createProxyListener, listenOn, reconfigureListener } from './runtime/listener.js';
 import { planReload } from './runtime/reload-plan.js';
+import { ProxyProtocolGate } from './runtime/proxy-protocol-gate.js';
 import { STANDALONE, type ProcessRole, type RoleBehaviour } from './runtime/roles.js';
 import type { Backend, BackendHealthUpdate, BackendSettings, DrainSetting } from './upstream/backend.js';
 import { BackendRegistry } from './upstream/backend-registry.js';
@@ -71,6 +73,8 @@ export class Limpet {
   private readonly passive: PassiveEjector;
   private readonly role: RoleBehaviour;
   private readonly upgrades = new UpgradeForwarder();
+  /** Reads PROXY protocol headers ahead of the proxy listener (idle in a cluster primary, which has none). */
+  private readonly proxyHeaders: ProxyProtocolGate;
   private readonly localLimits: LocalLimitLog;
   /** Drains made through the admin API, by backend id: they outlive reloads until the file changes that backend's drain. */
   private readonly runtimeDrains = new Map<string, RuntimeDrain>();
@@ -141,10 +145,15 @@ export class Limpet {
     discovery?.listen((drain) => this.applyBackends(discovery.backends(this.config.backends), drain));
 
     // Affinity and the data path.
+    const refusals = new ProxyProtocolRefusalLog(logger);
+    this.proxyHeaders = new ProxyProtocolGate(proxyProtocolSettings(config), (reason, peer) => {
+      this.metrics.proxyProtocolRejections.inc({ reason });
+      refusals.seen(reason, peer);
+    });
     this.memory = {
       pins,
       codec: new AffinityCookieCodec(config.affinity.cookie.secret),
-      clients: new ClientAddressResolver(config.trustedProxies),
+      clients: new ClientAddressResolver(config.trustedProxies, this.proxyHeaders),
       onRemap: (from, to, reason) => {
         this.metrics.remapped(from, to, reason);
         this.logger.debug({ msg: 'client remapped', from, to: to.id, reason });
@@ -165,7 +174,7 @@ export class Limpet {
           connectionOpened: () => this.metrics.clientConnections++,
           connectionClosed: () => this.metrics.clientConnections--,
           connectionDropped: () => this.metrics.connectionsDropped.inc(),
-        })
+        }, this.proxyHeaders)
       : null;
     this.admin = processRole.decidesHealth
       ? new AdminServer(
@@ -349,7 +358,8 @@ export class Limpet {
     this.memory.pins.configure(config.affinity.sessionTtl, config.affinity.maxSessions, config.affinity.rebalance?.idleAfter ?? null);
     this.memory.moves.configure(this.role.movesPerSecond(config));
     if (config.affinity.cookie.secret !== this.config.affinity.cookie.secret) this.memory.codec = new AffinityCookieCodec(config.affinity.cookie.secret);
-    this.memory.clients = new ClientAddressResolver(config.trustedProxies);
+    this.memory.clients = new ClientAddressResolver(config.trustedProxies, this.proxyHeaders);
+    this.proxyHeaders.configure(proxyProtocolSettings(config));
     this.admin?.setToken(config.admin.token);
     this.logger.level = config.log.level;
     if (this.server !== null) reconfigureListener(this.server, config, plan.reloadTls);
@@ -372,6 +382,7 @@ export class Limpet {
     const server = this.server;
     const closed = server === null ? Promise.resolve() : new Promise<void>((resolve) => server.close(() => resolve()));
     server?.closeIdleConnections();
+    this.proxyHeaders.closeWaiting();
     const idleSweep = setInterval(() => server?.closeIdleConnections(), 100);
     this.upgrades.closeAll();
     await Promise.all([closed, this.admin?.close()]);

@@ -74,6 +74,7 @@ describe('config values', () => {
       },
       balance: { slowStart: 0, maxLoadFactor: null },
       trustedProxies: [],
+      proxyProtocol: null,
       healthCheck: { path: '/health', interval: 2_000, timeout: 1_000, rise: 2, fall: 3, expectStatus: { min: 200, max: 399 } },
       passive: { maxFails: 3, window: 10_000, cooldown: 10_000 },
       workerBalance: 'roundRobin',

@@ -475,6 +475,21 @@ export const configSchema = z
         .array(cidr, { error: expected('a list of addresses or CIDRs') })
         .default([])
         .describe('Addresses or CIDRs whose X-Forwarded-For is believed. Default [].'),
+      proxyProtocol: z
+        .strictObject(
+          {
+            from: z
+              .array(cidr, { error: expected('a list of addresses or CIDRs') })
+              .min(1, { error: 'expected at least one address or CIDR (leave proxyProtocol out to turn it off)' })
+              .describe('Peers (L4 balancers) whose every connection must open with a PROXY protocol v1 or v2 header; other peers must not send one.'),
+          },
+          { error: expected('a map with from') },
+        )
+        .nullable()
+        .default(null)
+        .describe(
+          'Read the PROXY protocol header of connections from balancers in front: its source address is the client. Default null: off.',
+        ),
       healthCheck: section({
         path: pattern('a path starting with "/"', URL_PATH).default('/health').describe('Path probed with GET on each backend. Default "/health".'),
         interval: seconds(100).prefault('2s').describe('Time between checks, at least 100ms. Default "2s".'),

@@ -3,6 +3,7 @@ import type { Backend } from '../upstream/backend.js';
 import type { RemapReason } from '../affinity/policy.js';
 import type { DrainProgress } from './drain-progress.js';
 import type { LiveFigures } from './live-figures.js';
+import { PROXY_PROTOCOL_REFUSALS } from '../runtime/proxy-protocol-gate.js';
 
 /** Bucket bounds for backend response time: from half a millisecond to ten seconds. */
 const DURATION_BUCKETS = [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10];
@@ -91,6 +92,7 @@ export class ProxyMetrics {
   readonly healthChecks: Counter<'backend' | 'result'>;
   readonly configReloads: Counter<'result'>;
   readonly connectionsDropped: Counter;
+  readonly proxyProtocolRejections: Counter<'reason'>;
   /** Open client connections of this process, kept by the listener. */
   clientConnections = 0;
   private readonly meters = new Map<Backend, BackendMeters>();
@@ -189,6 +191,13 @@ export class ProxyMetrics {
       help: 'Client connections closed on arrival because limits.maxConnections were open.',
       registers,
     });
+    this.proxyProtocolRejections = new Counter({
+      name: 'limpet_proxy_protocol_rejections_total',
+      help: 'Client connections closed for their PROXY protocol header (proxyProtocol), by reason.',
+      labelNames: ['reason'],
+      registers,
+    });
+    for (const reason of PROXY_PROTOCOL_REFUSALS) this.proxyProtocolRejections.inc({ reason }, 0);
     const metrics = this;
     new Gauge({
       name: 'limpet_client_connections',

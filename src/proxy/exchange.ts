@@ -362,11 +362,17 @@ export class Exchange implements Dispatcher.DispatchHandler, Sequenced, Inflight
         backend: backend?.id ?? null,
         remappedFrom: this.placement.remappedFrom,
         ms: Math.round(seconds * 1e4) / 10,
-        // undici unsets `req.socket` when it destroys a request body it has sent.
-        client: (this.req.socket ?? this.res.socket)?.remoteAddress ?? null,
+        client: this.logClient(),
       });
     }
     this.connection.finished();
+  }
+
+  /** The access log's client: the connection's peer (the address a PROXY protocol header claimed, if any). */
+  private logClient(): string | null {
+    // undici unsets `req.socket` when it destroys a request body it has sent.
+    const socket = this.req.socket ?? this.res.socket;
+    return socket === null ? null : this.context.clients.peerAddress(socket) || null;
   }
 
   /** The client went away: stop the upstream request and free its socket. */

@@ -6,6 +6,7 @@ import type { AddressInfo, Socket } from 'node:net';
 import type { Duplex } from 'node:stream';
 import type { LimpetConfig } from '../config/schema.js';
 import { ClientConnection } from '../proxy/client-connection.js';
+import type { ProxyProtocolGate } from './proxy-protocol-gate.js';
 
 /** What the proxy listener hands on: requests, upgrades, and what it sees of connections. */
 export interface ListenerHandlers {
@@ -26,14 +27,19 @@ export interface ListenerHandlers {
 /** How often Node checks client header and request timers; Node's 30 s default would let a slowloris linger. */
 const CLIENT_TIMER_CHECK_MS = 500;
 
-/** The client-facing listener, HTTP or HTTPS, with the client limits of `config`. */
-export function createProxyListener(config: LimpetConfig, handlers: ListenerHandlers): Server {
+/**
+ * The client-facing listener, HTTP or HTTPS, with the client limits of `config`. `proxyHeaders`
+ * reads PROXY protocol headers before the HTTP or TLS server sees a connection's bytes.
+ */
+export function createProxyListener(config: LimpetConfig, handlers: ListenerHandlers, proxyHeaders: ProxyProtocolGate): Server {
   const options: ServerOptions = {
     maxHeaderSize: config.limits.maxHeaderSize,
     connectionsCheckingInterval: CLIENT_TIMER_CHECK_MS,
     noDelay: true,
   };
   const server = config.tls === null ? createServer(options, handlers.request) : createTlsServer({ ...options, ...readTlsFiles(config.tls) }, handlers.request);
+  // Before the listeners below, which count a connection from its arrival.
+  proxyHeaders.guard(server);
   applyClientLimits(server, config);
   server.on('upgrade', handlers.upgrade);
   server.on('checkContinue', handlers.checkContinue);

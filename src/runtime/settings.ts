@@ -5,6 +5,7 @@ import type { DiscoverySettings } from '../discovery/backend-discovery.js';
 import type { HealthCheckSettings } from '../health/active-checks.js';
 import type { ForwardingContext } from '../proxy/context.js';
 import type { PoolSettings } from '../upstream/pools.js';
+import type { ProxyProtocolSettings } from './proxy-protocol-gate.js';
 
 /** The config's view for each part of the proxy: each part sees only the keys it needs. */
 
@@ -58,4 +59,8 @@ export function poolSettings(config: LimpetConfig): PoolSettings {
 
 export function discoverySettings(config: LimpetConfig): DiscoverySettings {
   return config.discovery;
+}
+
+export function proxyProtocolSettings(config: LimpetConfig): ProxyProtocolSettings | null {
+  return config.proxyProtocol === null ? null : { from: config.proxyProtocol.from, headerTimeout: config.timeouts.clientHeaders };
 }
