@@ -46,6 +46,12 @@ export class CookieAffinity extends OrderedAffinity<CookiePlacement> {
     this.placeByCookie(placement, hints, nowSeconds);
     const { nonce, backend } = placement;
     if (nonce !== null && backend !== null && this.seen.get(nonce, nowSeconds) !== backend) this.seen.set(nonce, backend, nowSeconds);
+    // A client moved off its backend: its connection's cookie-less requests follow it there.
+    const connection = hints.connectionAffinity;
+    const shared = connection?.cookie;
+    if (connection != null && shared != null && backend !== null && shared.nonce === nonce && shared.backendId !== backend.id) {
+      connection.cookie = { nonce: shared.nonce, backendId: backend.id, homeId: placement.homeId, expiresAt: 0 };
+    }
   }
 
   responseCookie(placement: CookiePlacement): string | null {
@@ -67,7 +73,13 @@ export class CookieAffinity extends OrderedAffinity<CookiePlacement> {
   private placeByCookie(placement: CookiePlacement, hints: ClientHints, nowSeconds: number): void {
     const set = this.set;
     const value = hints.cookieHeader === undefined ? undefined : findCookie(hints.cookieHeader, this.attributes.name);
-    const cookie = value === undefined ? null : this.codec.decode(value, nowSeconds);
+    let cookie = value === undefined ? null : this.codec.decode(value, nowSeconds);
+    const connection = hints.connectionAffinity;
+    if (cookie === null && connection !== null) {
+      // An HTTP/2 connection's later cookie-less requests present the cookie its first one was given.
+      cookie = connection.cookie;
+      placement.issueCookie = true;
+    }
     if (cookie === null) {
       // A new client (or one whose cookie we could not trust): spread exactly by weight.
       let index = set.roundRobin.next(set.usableForNew);
@@ -77,6 +89,7 @@ export class CookieAffinity extends OrderedAffinity<CookiePlacement> {
       placement.nonce = this.codec.newNonce();
       placement.issueCookie = true;
       placement.keyHash = hashKey(placement.nonce);
+      if (connection !== null) connection.cookie = { nonce: placement.nonce, backendId: placement.backend.id, homeId: null, expiresAt: 0 };
       return;
     }
     placement.keyHash = hashKey(cookie.nonce);
