@@ -147,7 +147,7 @@ export function parseConfigWithWarnings(text: string, file: string, env: NodeJS.
   if (issues.length > 0 || !result.success) return fail();
 
   const config = result.data;
-  if (config.tls !== null) config.tls = { cert: resolve(base, config.tls.cert), key: resolve(base, config.tls.key) };
+  if (config.tls !== null) config.tls = { ...config.tls, cert: resolve(base, config.tls.cert), key: resolve(base, config.tls.key) };
   const warnings = bareNumbersOnSecondsKeys(configSchema, raw, []).map(({ path, ms }) =>
     locate(nodeOffset(doc, path), path, `${bareNumberHint(ms)} (or "${ms}ms" to keep ${ms}ms)`),
   );

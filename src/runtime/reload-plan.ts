@@ -26,6 +26,9 @@ export function planReload(old: LimpetConfig, next: LimpetConfig): ReloadPlan {
   if (old.limits.maxHeaderSize !== next.limits.maxHeaderSize) needsRestart.push('limits.maxHeaderSize');
   const tlsSwitch = (old.tls === null) !== (next.tls === null);
   if (tlsSwitch) needsRestart.push('tls (switching between HTTP and HTTPS)');
+  // The TLS listener's ALPN list is fixed when it is created.
+  const http2Switch = !tlsSwitch && old.tls !== null && next.tls !== null && old.tls.http2 !== next.tls.http2;
+  if (http2Switch) needsRestart.push('tls.http2');
   const applied: LimpetConfig = {
     ...next,
     listen: old.listen,
@@ -33,7 +36,7 @@ export function planReload(old: LimpetConfig, next: LimpetConfig): ReloadPlan {
     workers: old.workers,
     workerBalance: old.workerBalance,
     limits: { ...next.limits, maxHeaderSize: old.limits.maxHeaderSize },
-    tls: tlsSwitch ? old.tls : next.tls,
+    tls: tlsSwitch ? old.tls : http2Switch && next.tls !== null && old.tls !== null ? { ...next.tls, http2: old.tls.http2 } : next.tls,
   };
   const drainBefore = new Map(old.backends.map((entry) => [entry.id, entry.drain]));
   const drain = new Map<string, boolean>();

@@ -1,6 +1,7 @@
 import type { AffinitySettings } from '../affinity/build-affinity.js';
 import type { LimpetConfig } from '../config/schema.js';
 import type { HealthCheckSettings } from '../health/active-checks.js';
+import type { Http2Settings } from './h2-listener.js';
 import type { ForwardingContext } from '../proxy/context.js';
 import type { PoolSettings } from '../upstream/pools.js';
 
@@ -36,6 +37,16 @@ export function forwardingSettings(config: LimpetConfig): ConfigDerived {
     affinityHeader: config.affinity.by === 'header' ? config.affinity.header.toLowerCase() : null,
     limits: config.limits,
     accessLogQuery: config.log.accessQuery,
+  };
+}
+
+export function http2Settings(config: LimpetConfig): Http2Settings {
+  return {
+    maxConcurrentStreams: config.limits.maxConcurrentStreams,
+    maxHeaderSize: config.limits.maxHeaderSize,
+    maxHeaderCount: config.limits.maxHeaderCount,
+    clientIdle: config.timeouts.clientIdle,
+    clientRequest: config.timeouts.clientRequest,
   };
 }
 
