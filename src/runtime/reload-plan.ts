@@ -14,7 +14,7 @@ export interface ReloadPlan {
 
 /**
  * The pure difference between the running config and a new one. Listener addresses, process
- * layout and the header-size limit are fixed at start; a drain set through the admin API stays
+ * layout, the header-size limit and HTTP/2 on the TLS listener are fixed at start; a drain set through the admin API stays
  * until the file itself changes that backend's drain.
  */
 export function planReload(old: LimpetConfig, next: LimpetConfig): ReloadPlan {
@@ -26,9 +26,7 @@ export function planReload(old: LimpetConfig, next: LimpetConfig): ReloadPlan {
   if (old.limits.maxHeaderSize !== next.limits.maxHeaderSize) needsRestart.push('limits.maxHeaderSize');
   const tlsSwitch = (old.tls === null) !== (next.tls === null);
   if (tlsSwitch) needsRestart.push('tls (switching between HTTP and HTTPS)');
-  // The TLS listener's ALPN list is fixed when it is created.
-  const http2Switch = !tlsSwitch && old.tls !== null && next.tls !== null && old.tls.http2 !== next.tls.http2;
-  if (http2Switch) needsRestart.push('tls.http2');
+  if (old.tls !== null && next.tls !== null && old.tls.http2 !== next.tls.http2) needsRestart.push('tls.http2');
   const applied: LimpetConfig = {
     ...next,
     listen: old.listen,
@@ -36,7 +34,7 @@ export function planReload(old: LimpetConfig, next: LimpetConfig): ReloadPlan {
     workers: old.workers,
     workerBalance: old.workerBalance,
     limits: { ...next.limits, maxHeaderSize: old.limits.maxHeaderSize },
-    tls: tlsSwitch ? old.tls : http2Switch && next.tls !== null && old.tls !== null ? { ...next.tls, http2: old.tls.http2 } : next.tls,
+    tls: tlsSwitch ? old.tls : sameHttp2(old.tls, next.tls),
   };
   const drainBefore = new Map(old.backends.map((entry) => [entry.id, entry.drain]));
   const drain = new Map<string, boolean>();
@@ -45,6 +43,11 @@ export function planReload(old: LimpetConfig, next: LimpetConfig): ReloadPlan {
     if (before !== undefined && before !== entry.drain) drain.set(entry.id, entry.drain);
   }
   return { applied, needsRestart, drain, reloadTls: !tlsSwitch && next.tls !== null };
+}
+
+/** The new TLS settings with HTTP/2 as it runs: the listener offers its protocols (ALPN) when it is created. */
+function sameHttp2(old: LimpetConfig['tls'], next: LimpetConfig['tls']): LimpetConfig['tls'] {
+  return old === null || next === null ? next : { ...next, http2: old.http2 };
 }
 
 function sameHostPort(a: { host: string; port: number }, b: { host: string; port: number }): boolean {
