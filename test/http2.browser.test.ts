@@ -1,18 +1,11 @@
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { mkdtemp, rm } from 'node:fs/promises';
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
-import { chromium, type BrowserContext } from 'playwright-core';
+import { describe, expect, it } from 'vitest';
 import { backendsYaml, startBackend, type BackendHandler } from './support/backends.js';
+import { useChromium } from './support/chromium.js';
 import { useCleanup } from './support/cleanup.js';
-import { commandFrom } from './support/debian-packages.js';
 import { startProxy } from './support/proxy.js';
 import { selfSignedCertificate } from './support/tls.js';
 
-/**
- * A real browser over HTTP/2: Debian's chromium driven by playwright-core (no browser is ever
- * downloaded), as in status-page.browser.test.ts, against the proxy's TLS listener.
- */
+/** A real browser (test/support/chromium.ts) over HTTP/2 to the proxy's TLS listener. */
 
 const PAGE = `<!doctype html><title>h2 page</title><script>
 window.loadAssets = () => Promise.all(Array.from({ length: 20 }, (_, i) => fetch('/asset/' + i).then((r) => r.json())));
@@ -35,31 +28,16 @@ const app: BackendHandler = (req, res, id) => {
 };
 
 describe('a browser over HTTP/2', () => {
-  let context: BrowserContext;
-  let profile: string;
+  // The proxy's certificate is self-signed.
+  const browser = useChromium({ ignoreHTTPSErrors: true });
   const cleanup = useCleanup();
-
-  beforeAll(async () => {
-    profile = await mkdtemp(join(tmpdir(), 'limpet-chromium-'));
-    context = await chromium.launchPersistentContext(profile, {
-      executablePath: commandFrom('chromium'),
-      headless: true,
-      // The proxy's certificate is self-signed; QUIC off so the browser speaks HTTP/2 over TCP.
-      ignoreHTTPSErrors: true,
-      args: ['--headless', '--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run', '--disable-background-networking', '--disable-component-update', '--disable-sync'],
-    });
-  });
-
-  afterAll(async () => {
-    await context?.close();
-    if (profile) await rm(profile, { recursive: true, force: true });
-  });
 
   it("loads a page through the proxy over h2, and the page's 20 parallel cookie-less fetches all land on one backend with one cookie", async () => {
     const backends = cleanup.add(await Promise.all(['app-1', 'app-2', 'app-3'].map((id) => startBackend(id, app))));
     const { cert, key } = selfSignedCertificate();
     const started = await startProxy(`tls: { cert: "${cert}", key: "${key}" }\nhealthCheck: { interval: 1h }\naffinity: { by: cookie, cookie: { secret: s } }\n${backendsYaml(backends)}`);
     cleanup.add(started.limpet);
+    const context = browser.context();
     const page = cleanup.add(await context.newPage());
     const response = await page.goto(`https://127.0.0.1:${started.port}/page`);
     expect(response?.status()).toBe(200);
