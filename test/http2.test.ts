@@ -8,6 +8,7 @@ import { useCleanup } from './support/cleanup.js';
 import { waitFor } from './support/client.js';
 import { parseExposition, sample } from './support/exposition.js';
 import { curl, h2Connect, h2Request } from './support/h2-client.js';
+import { parseConfig } from '../src/config/load.js';
 import { startProxy } from './support/proxy.js';
 import { selfSignedCertificate } from './support/tls.js';
 
@@ -343,6 +344,93 @@ describe('HTTP/2 on the TLS listener', () => {
     const head = received.length;
     socket.write('echo me');
     await waitFor(() => received.slice(head) === 'echo me', 5_000, 'the echo through the tunnel');
+  });
+
+  it('relays a large body intact through HTTP/2 flow control, and a HEAD answer without one', async () => {
+    const large = Buffer.alloc(3 * 1024 * 1024, 'abcdefghijklmnopqrstuvwxyz');
+    const backend = cleanup.add(
+      await startBackend('app-1', (req, res) => {
+        res.writeHead(200, { 'content-type': 'application/octet-stream', 'content-length': large.length });
+        res.end(req.method === 'HEAD' ? undefined : large);
+      }),
+    );
+    const started = await proxyOver(backendsYaml([backend]));
+    const client = await session(started.port);
+    const [a, b] = await Promise.all([h2Request(client, { ':path': '/a' }), h2Request(client, { ':path': '/b' })]);
+    for (const res of [a, b]) expect(res.body === large.toString('utf8')).toBe(true);
+    const head = await h2Request(client, { ':method': 'HEAD' });
+    expect([head.status, head.headers['content-length'], head.body]).toEqual([200, String(large.length), '']);
+  });
+
+  it('gives a stream whose body does not arrive within timeouts.clientRequest 408, and aborts its upstream request', async () => {
+    let aborted = 0;
+    const backend = cleanup.add(
+      await startBackend('app-1', (req, res, id) => {
+        if (req.url !== '/upload') return answerWithId(req, res, id);
+        req.on('data', () => {});
+        req.on('error', () => {});
+        res.on('close', () => {
+          if (!res.writableFinished) aborted++;
+        });
+      }),
+    );
+    const started = await proxyOver(`timeouts: { clientRequest: 1s }\n${backendsYaml([backend])}`);
+    const client = await session(started.port);
+    const answer = await new Promise<number>((resolve, reject) => {
+      const stream = client.request({ ':method': 'POST', ':path': '/upload' }, { endStream: false });
+      stream.write('the first part, and then nothing');
+      stream.on('response', (head) => {
+        stream.resume();
+        resolve(Number(head[':status']));
+      });
+      stream.on('error', reject);
+    });
+    expect(answer).toBe(408);
+    await waitFor(() => aborted === 1, 5_000, 'the upstream request to be aborted');
+    // Only that stream: the connection serves the next request.
+    expect((await h2Request(client, {})).status).toBe(200);
+  });
+
+  it('cuts off a stream whose client takes no bytes for timeouts.clientSend, and aborts its upstream request; the connection lives on', async () => {
+    let aborted = false;
+    const backend = cleanup.add(
+      await startBackend('app-1', (req, res, id) => {
+        if (req.url !== '/endless') return answerWithId(req, res, id);
+        res.writeHead(200, { 'content-type': 'application/octet-stream' });
+        const chunk = Buffer.alloc(64 * 1024, 'x');
+        const pump = () => {
+          while (res.write(chunk));
+        };
+        res.on('drain', pump);
+        res.on('close', () => (aborted = !res.writableFinished));
+        pump();
+      }),
+    );
+    const started = await proxyOver(`timeouts: { clientSend: 1s }\n${backendsYaml([backend])}`);
+    const client = await session(started.port);
+    const stream = client.request({ ':path': '/endless' });
+    const reset = new Promise<number>((resolve) => stream.on('close', () => resolve(stream.rstCode)));
+    stream.on('error', () => {});
+    // The response head comes, then the client reads nothing: its stream window stays shut.
+    await new Promise((resolve) => stream.once('response', resolve));
+    stream.pause();
+    expect(await reset).toBe(constants.NGHTTP2_CANCEL);
+    await waitFor(() => aborted, 5_000, 'the upstream request to be aborted');
+    expect((await h2Request(client, {})).status).toBe(200);
+  });
+
+  it('offers a reloaded stream limit to connections opened after the reload; open ones keep theirs', async () => {
+    const backends = cleanup.add(await startBackends(1));
+    const yaml = (streams: number) => `${TLS}\n${QUIET_HEALTH}\nlimits: { maxConcurrentStreams: ${streams} }\n${backendsYaml(backends)}`;
+    const started = await proxyOver(`limits: { maxConcurrentStreams: 7 }\n${backendsYaml(backends)}`);
+    const before = await session(started.port);
+    await waitFor(() => before.remoteSettings.maxConcurrentStreams === 7, 5_000, 'the first SETTINGS');
+    expect(started.limpet.reload(parseConfig(`listen: 127.0.0.1:0\nadmin: { listen: "127.0.0.1:0" }\n${yaml(9)}`, 'test.yaml', {}))).toEqual([]);
+    const after = await session(started.port);
+    await waitFor(() => after.remoteSettings.maxConcurrentStreams === 9, 5_000, 'the new SETTINGS');
+    expect(before.remoteSettings.maxConcurrentStreams).toBe(7);
+    expect((await h2Request(before, {})).status).toBe(200);
+    expect((await h2Request(after, {})).status).toBe(200);
   });
 
   it('logs HTTP/2 requests in the access log and counts them', async () => {

@@ -176,7 +176,7 @@ export class Exchange implements Dispatcher.DispatchHandler, Sequenced, Inflight
     }
     if (error instanceof BodyTooLargeError) {
       // The client's fault, not the backend's: no passive failure, no retry.
-      if (this.responded) this.res.destroy();
+      if (this.responded) this.res.destroy(error);
       else rejectOverLimit(this.req, this.res, this.channel, 413, Infinity);
       this.finish(backend, 413);
       return;

@@ -1,5 +1,6 @@
 import type { OutgoingHttpHeaders } from 'node:http';
 import { constants, type ServerHttp2Stream } from 'node:http2';
+import type { Duplex } from 'node:stream';
 import type { TLSSocket } from 'node:tls';
 import type { ConnectionAffinity } from '../affinity/policy.js';
 import type { ClientChannel, Sequenced } from './client-channel.js';
@@ -52,7 +53,7 @@ export class Http2StreamChannel implements ClientChannel {
   finished(): void {}
 
   sendStalled(timeoutMs: number): void {
-    if (this.sendWatch === null) this.sendWatch = new ClientSendWatch(this.stream, timeoutMs);
+    if (this.sendWatch === null) this.sendWatch = new ClientSendWatch(this.stream, timeoutMs, cancelStream);
     else this.sendWatch.stalled();
   }
 
@@ -103,6 +104,14 @@ export class Http2StreamChannel implements ClientChannel {
 
 function closeStreamQuietly(this: ServerHttp2Stream): void {
   if (!this.closed) this.close(constants.NGHTTP2_NO_ERROR);
+}
+
+/**
+ * Cuts a stream off mid-answer with RST_STREAM CANCEL. Not NO_ERROR: a client may read a stream
+ * reset with NO_ERROR as ended, and take the cut answer for a whole one.
+ */
+export function cancelStream(stream: Duplex): void {
+  (stream as ServerHttp2Stream).close(constants.NGHTTP2_CANCEL);
 }
 
 /**

@@ -3,7 +3,7 @@ import type { TLSSocket } from 'node:tls';
 import { ConnectionAffinity } from '../affinity/policy.js';
 import { Http2ResetFloodError } from '../errors.js';
 import type { Sequenced } from '../proxy/client-channel.js';
-import { Http2StreamChannel, type Http2ClientConnection } from '../proxy/h2-stream.js';
+import { cancelStream, Http2StreamChannel, type Http2ClientConnection } from '../proxy/h2-stream.js';
 import { sendProxyError } from '../proxy/respond.js';
 
 /** What the HTTP/2 listener takes from the config; a change applies to connections opened after it. */
@@ -258,7 +258,7 @@ export class Http2Listener {
     const timer = setTimeout(() => {
       if (req.stream.destroyed) return;
       if (res.headersSent) {
-        req.stream.destroy();
+        cancelStream(req.stream);
         return;
       }
       this.handlers.refused(408);
