@@ -7,7 +7,7 @@ import { answerWithId, backendsYaml, startBackend, startBackends, type BackendHa
 import { useCleanup } from './support/cleanup.js';
 import { waitFor } from './support/client.js';
 import { parseExposition, sample } from './support/exposition.js';
-import { curl, h2Connect, h2Request } from './support/h2-client.js';
+import { curl, h2Connect, h2Request, rawHttp2Request } from './support/h2-client.js';
 import { parseConfig } from '../src/config/load.js';
 import { startProxy } from './support/proxy.js';
 import { selfSignedCertificate } from './support/tls.js';
@@ -169,6 +169,17 @@ describe('HTTP/2 on the TLS listener', () => {
     expect((await h2Request(client, { ':authority': authority, host: authority.toUpperCase() })).status).toBe(200);
     expect((await h2Request(client, { ':method': 'CONNECT', ':authority': 'internal.example:22', ':path': undefined })).status).toBe(501);
     expect(backends[0]!.seen).toHaveLength(1);
+  });
+
+  it('refuses connection-specific fields before any backend sees them (RFC 9113 §8.2.2), and takes te: trailers', async () => {
+    const backends = cleanup.add(await startBackends(1));
+    const started = await proxyOver(backendsYaml(backends));
+    const malformed: [string, string][] = [['connection', 'keep-alive'], ['keep-alive', '5'], ['proxy-connection', 'x'], ['transfer-encoding', 'chunked'], ['upgrade', 'websocket'], ['te', 'gzip']];
+    for (const field of malformed) expect(await rawHttp2Request(started.port, [field]), field.join(': ')).toEqual([`reset ${constants.NGHTTP2_PROTOCOL_ERROR}`]);
+    expect(backends[0]!.seen).toHaveLength(0);
+    expect(await rawHttp2Request(started.port, [['te', 'trailers']])).toEqual(['status 200', 'end']);
+    expect(backends[0]!.seen).toHaveLength(1);
+    expect(backends[0]!.seen[0]!.headers.te).toBeUndefined();
   });
 
   it('relays 103 Early Hints as an interim response, and answers 502 for a response head HTTP/2 cannot carry', async () => {

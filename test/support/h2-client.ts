@@ -1,5 +1,7 @@
 import { execFile } from 'node:child_process';
 import { connect, type ClientHttp2Session, type IncomingHttpHeaders, type OutgoingHttpHeaders } from 'node:http2';
+import { connect as tlsConnect } from 'node:tls';
+import { waitFor } from './client.js';
 import { commandFrom } from './debian-packages.js';
 
 export interface H2Response {
@@ -73,4 +75,48 @@ export function curl(url: string, args: string[]): Promise<CurlResponse> {
       resolve({ httpVersion, status: Number(status), headers, body: rest });
     });
   });
+}
+
+/** HPACK "literal header field without indexing, new name" (RFC 7541 §6.2.2), for names and values under 128 bytes. */
+function literalField(name: string, value: string): Buffer {
+  return Buffer.concat([Buffer.from([0x00, name.length]), Buffer.from(name, 'latin1'), Buffer.from([value.length]), Buffer.from(value, 'latin1')]);
+}
+
+/**
+ * Sends `GET /` with `fields` on stream 1 of a hand-made HTTP/2 connection — what node:http2 and
+ * curl refuse to send, such as connection-specific fields — and tells what came back on stream 1:
+ * `status 200` for a response head, `end` for the end of the stream, `reset <code>` for RST_STREAM.
+ */
+export async function rawHttp2Request(port: number, fields: [string, string][]): Promise<string[]> {
+  const socket = tlsConnect({ host: '127.0.0.1', port, rejectUnauthorized: false, ALPNProtocols: ['h2'] });
+  try {
+    await new Promise<void>((resolve, reject) => socket.once('secureConnect', resolve).once('error', reject));
+    const seen: string[] = [];
+    let buffered = Buffer.alloc(0);
+    socket.on('data', (chunk: Buffer) => {
+      buffered = Buffer.concat([buffered, chunk]);
+      while (buffered.length >= 9 && buffered.length >= 9 + buffered.readUIntBE(0, 3)) {
+        const length = buffered.readUIntBE(0, 3);
+        const [type, flags, stream] = [buffered[3], buffered[4]!, buffered.readUInt32BE(5) & 0x7fffffff];
+        const payload = buffered.subarray(9, 9 + length);
+        // A response head: its first field is :status from the static table (index 8 is 200, 12 is 400).
+        if (stream === 1 && type === 0x1) seen.push(`status ${({ 0x88: 200, 0x8c: 400 } as Record<number, number>)[payload[0]!] ?? 'other'}`);
+        if (stream === 1 && (type === 0x0 || type === 0x1) && (flags & 0x1) !== 0) seen.push('end');
+        if (stream === 1 && type === 0x3) seen.push(`reset ${payload.readUInt32BE(0)}`);
+        buffered = buffered.subarray(9 + length);
+      }
+    });
+    // :method GET, :path /, :scheme https (static table 2, 4, 7); :authority (name index 1) 127.0.0.1.
+    const block = Buffer.concat([Buffer.from([0x82, 0x84, 0x87, 0x41, 9]), Buffer.from('127.0.0.1'), ...fields.map(([name, value]) => literalField(name, value))]);
+    const head = Buffer.alloc(9);
+    head.writeUIntBE(block.length, 0, 3);
+    head[3] = 0x1; // HEADERS
+    head[4] = 0x5; // END_STREAM | END_HEADERS
+    head.writeUInt32BE(1, 5);
+    socket.write(Buffer.concat([Buffer.from('PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n'), Buffer.from([0, 0, 0, 0x4, 0, 0, 0, 0, 0]), head, block]));
+    await waitFor(() => seen.at(-1) === 'end' || seen.at(-1)?.startsWith('reset'), 5_000, 'the end of stream 1');
+    return seen;
+  } finally {
+    socket.destroy();
+  }
 }
