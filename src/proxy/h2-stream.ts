@@ -41,8 +41,9 @@ export class Http2StreamChannel implements ClientChannel {
     return this.connection.socket;
   }
 
+  /** Reset (by either side) or destroyed: a reset with NO_ERROR leaves a stream closed but not yet destroyed. */
   get closed(): boolean {
-    return this.stream.destroyed;
+    return this.stream.closed || this.stream.destroyed;
   }
 
   /** Streams are independent: no request waits for another. */

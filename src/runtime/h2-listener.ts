@@ -81,7 +81,7 @@ class Http2Connection implements Http2ClientConnection {
   /** Closed for a reset flood: streams still arriving are refused, not forwarded. */
   flooded = false;
   /** Requests received in this turn of the event loop, started in the next. */
-  private readonly arrived: Sequenced[] = [];
+  private arrived: Sequenced[] = [];
 
   constructor(
     readonly session: ServerHttp2Session,
@@ -95,8 +95,8 @@ class Http2Connection implements Http2ClientConnection {
 
   startArrived(): void {
     const arrived = this.arrived;
-    for (let i = 0; i < arrived.length; i++) (arrived[i] as Sequenced).start();
-    arrived.length = 0;
+    this.arrived = [];
+    for (const request of arrived) request.start();
   }
 }
 
