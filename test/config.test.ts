@@ -79,7 +79,7 @@ describe('config values', () => {
       passive: { maxFails: 3, window: 10_000, cooldown: 10_000 },
       workerBalance: 'roundRobin',
       timeouts: { connect: 2_000, response: 30_000, clientIdle: 60_000, clientHeaders: 10_000, clientRequest: 300_000, clientSend: 60_000, tunnel: 3_600_000, shutdown: 10_000 },
-      limits: { maxHeaderSize: 16_384, maxHeaderCount: 100, maxUrlLength: 8_192, maxBodySize: 0, maxConnections: 0, allowUnderscoreHeaders: false, maxBackendConnections: 0 },
+      limits: { maxHeaderSize: 16_384, maxHeaderCount: 100, maxUrlLength: 8_192, maxBodySize: 0, maxConnections: 0, allowUnderscoreHeaders: false, maxConcurrentStreams: 100, maxBackendConnections: 0 },
       retries: 2,
       discovery: { interval: 5_000, servers: [], drainDeadline: 30_000 },
       backends: [{ id: 'a', url: 'http://127.0.0.1:3001', weight: 1, drain: false, drainDeadline: null, healthPath: null }],
@@ -130,7 +130,7 @@ describe('config values', () => {
     writeFileSync(join(dir, 'cert.pem'), '');
     writeFileSync(join(dir, 'key.pem'), '');
     const config = parseConfig(`${MINIMAL}tls: { cert: cert.pem, key: ./key.pem }\n`, join(dir, 'limpet.yaml'), {});
-    expect(config.tls).toEqual({ cert: join(dir, 'cert.pem'), key: join(dir, 'key.pem') });
+    expect(config.tls).toEqual({ cert: join(dir, 'cert.pem'), key: join(dir, 'key.pem'), http2: true });
     expect(issuesOf(`${MINIMAL}tls: { cert: cert.pem, key: missing.pem }\n`, {}, join(dir, 'limpet.yaml'))).toEqual([
       { file: join(dir, 'limpet.yaml'), line: 2, column: 29, path: 'tls.key', message: `cannot read "${join(dir, 'missing.pem')}": no such file` },
     ]);

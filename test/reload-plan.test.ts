@@ -55,7 +55,16 @@ describe('planReload: the pure difference between the running config and a new o
     expect(plan.needsRestart).toEqual(['tls (switching between HTTP and HTTPS)']);
     expect(plan.applied.tls).toBeNull();
     expect(plan.reloadTls).toBe(false);
-    const withTls = { ...config(base), tls: { cert: '/x/cert.pem', key: '/x/key.pem' } } as ReturnType<typeof config>;
+    const withTls = { ...config(base), tls: { cert: '/x/cert.pem', key: '/x/key.pem', http2: true } } as ReturnType<typeof config>;
     expect(planReload(withTls, withTls).reloadTls).toBe(true);
+  });
+
+  it('keeps HTTP/2 on or off until a restart (the listener offers its protocols when it is created), and still re-reads the certificate', () => {
+    const withTls = (http2: boolean) => ({ ...config(base), tls: { cert: '/x/cert.pem', key: '/x/key.pem', http2 } }) as ReturnType<typeof config>;
+    const next = { ...withTls(false), tls: { cert: '/y/cert.pem', key: '/y/key.pem', http2: false } };
+    const plan = planReload(withTls(true), next);
+    expect(plan.needsRestart).toEqual(['tls.http2']);
+    expect(plan.applied.tls).toEqual({ cert: '/y/cert.pem', key: '/y/key.pem', http2: true });
+    expect(plan.reloadTls).toBe(true);
   });
 });

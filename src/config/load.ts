@@ -147,7 +147,7 @@ export function parseConfigWithWarnings(text: string, file: string, env: NodeJS.
   if (issues.length > 0 || !result.success) return fail();
 
   const config = result.data;
-  if (config.tls !== null) config.tls = { cert: resolve(base, config.tls.cert), key: resolve(base, config.tls.key) };
+  if (config.tls !== null) config.tls = { ...config.tls, cert: resolve(base, config.tls.cert), key: resolve(base, config.tls.key) };
   if (config.sharedState?.tlsCa) config.sharedState = { ...config.sharedState, tlsCa: resolve(base, config.sharedState.tlsCa) };
   if (config.stateFile !== null) config.stateFile = resolve(base, config.stateFile);
   const warnings = bareNumbersOnSecondsKeys(configSchema, raw, []).map(({ path, ms }) =>

@@ -390,6 +390,9 @@ export const configSchema = z
           {
             cert: text('a file path').min(1, { error: expected('a file path') }).describe('PEM certificate chain, relative to this file.'),
             key: text('a file path').min(1, { error: expected('a file path') }).describe('PEM private key, relative to this file.'),
+            http2: bool()
+              .default(true)
+              .describe('Offer HTTP/2 beside HTTP/1.1 (ALPN "h2", "http/1.1"); backends still get HTTP/1.1. Changing it needs a restart. Default true.'),
           },
           { error: expected('a map with cert and key') },
         )
@@ -540,6 +543,12 @@ export const configSchema = z
           .describe(
             'Forward request header fields whose names contain "_". Off by default, as in nginx: backends that read X_Forwarded_For ' +
               'as X-Forwarded-For (CGI, WSGI, PHP) would believe a forged one. Default false.',
+          ),
+        maxConcurrentStreams: integer(1, 10_000)
+          .default(100)
+          .describe(
+            'HTTP/2: most requests (streams) one client connection may have open at once; more are refused for the client to retry. ' +
+              'Applies to connections opened after a change. Default 100.',
           ),
         maxBackendConnections: integer(0, 1_000_000)
           .default(0)

@@ -95,6 +95,8 @@ export class ProxyMetrics {
   readonly proxyProtocolRejections: Counter<'reason'>;
   /** Open client connections of this process, kept by the listener. */
   clientConnections = 0;
+  /** HTTP/2, kept by its listener: open connections, requests, streams the client reset, connections closed for a reset flood. */
+  readonly http2 = { connections: 0, requests: 0, streamsReset: 0, resetFloods: 0 };
   private readonly meters = new Map<Backend, BackendMeters>();
   /** Requests answered by the proxy itself before any backend was chosen (no backend available, bad target). */
   private readonly unplaced = new Float64Array(HIGHEST_STATUS - LOWEST_STATUS + 1);
@@ -232,6 +234,28 @@ export class ProxyMetrics {
         if (shared !== null) this.inc(shared.outages);
       },
     });
+    new Gauge({
+      name: 'limpet_http2_connections',
+      help: 'Open HTTP/2 client connections (also counted in limpet_client_connections).',
+      registers,
+      aggregator: 'sum',
+      collect() {
+        this.set(metrics.http2.connections);
+      },
+    });
+    const http2Counter = (name: string, help: string, read: () => number) =>
+      this.registry.registerMetric(scrapeTimeMetric(name, help, 'counter', () => [{ labels: {}, value: read() }]) as unknown as Metric);
+    http2Counter('limpet_http2_requests_total', 'Requests received over HTTP/2 (also counted in limpet_requests_total).', () => this.http2.requests);
+    http2Counter(
+      'limpet_http2_streams_reset_total',
+      'HTTP/2 streams the client reset (or broke the protocol on) before their answer was complete.',
+      () => this.http2.streamsReset,
+    );
+    http2Counter(
+      'limpet_http2_reset_floods_total',
+      'HTTP/2 connections closed with ENHANCE_YOUR_CALM for resetting more streams than their budget (rapid reset).',
+      () => this.http2.resetFloods,
+    );
     this.configReloads.inc({ result: 'success' }, 0);
     this.configReloads.inc({ result: 'failure' }, 0);
   }

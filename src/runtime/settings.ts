@@ -3,6 +3,7 @@ import type { AffinitySettings } from '../affinity/build-affinity.js';
 import type { LimpetConfig } from '../config/schema.js';
 import type { DiscoverySettings } from '../discovery/backend-discovery.js';
 import type { HealthCheckSettings } from '../health/active-checks.js';
+import type { Http2Settings } from './h2-listener.js';
 import type { ForwardingContext } from '../proxy/context.js';
 import type { PoolSettings } from '../upstream/pools.js';
 import type { ProxyProtocolSettings } from './proxy-protocol-gate.js';
@@ -47,6 +48,16 @@ export function forwardingSettings(config: LimpetConfig): ConfigDerived {
 /** Processes serving traffic. */
 export function workerCount(config: LimpetConfig): number {
   return config.workers === 'auto' ? availableParallelism() : config.workers;
+}
+
+export function http2Settings(config: LimpetConfig): Http2Settings {
+  return {
+    maxConcurrentStreams: config.limits.maxConcurrentStreams,
+    maxHeaderSize: config.limits.maxHeaderSize,
+    maxHeaderCount: config.limits.maxHeaderCount,
+    clientIdle: config.timeouts.clientIdle,
+    clientRequest: config.timeouts.clientRequest,
+  };
 }
 
 export function healthSettings(config: LimpetConfig): HealthCheckSettings {
