@@ -1,0 +1,391 @@
+// The real fleet bench/elastic.ts drives: backends in this process (plain HTTP that names itself and
+// echoes the remap notice it was sent, plus a socket.io server on the same port), limpet as a
+// process of its own (dist/src/cli.js, as the `limpet` command starts it) whose backend list changes
+// by reload, and clients that each have a loopback source address of their own (ip affinity) or a
+// cookie jar (cookie affinity) and keep every reply they got.
+import http from 'node:http';
+import type { AddressInfo } from 'node:net';
+import { renameSync, writeFileSync } from 'node:fs';
+import path from 'node:path';
+import { setTimeout as sleep } from 'node:timers/promises';
+import { Server as SocketIoServer } from 'socket.io';
+import { io as socketIoClient, type Socket as SocketIoSocket } from 'socket.io-client';
+import { distRoot, freePort, isSkipped, startServerTarget } from './harness.js';
+import type { BackendView } from '../src/admin/admin-server.js';
+import { RUNTIME_FLAGS } from '../src/runtime/runtime-flags.js';
+import { cookiePair, request, waitFor } from '../test/support/client.js';
+import { parseExposition } from '../test/support/exposition.js';
+
+/** Longer than limpet's idle pool timeout, so a pooled upstream connection is never closed under it. */
+const KEEP_ALIVE_MS = 65_000;
+
+// ---------------------------------------------------------------------------------------------
+// Backends
+
+export interface FleetBackend {
+  readonly id: string;
+  readonly origin: string;
+  close(): Promise<void>;
+}
+
+/**
+ * One backend: `GET /health` → 200; any other path → 200 with body and `x-backend` naming it, and
+ * `x-remapped-from` repeating the request's `X-Limpet-Remapped-From` (empty when none), so a client
+ * sees where it landed and whether limpet told the app it had moved. socket.io answers `/socket.io/`
+ * with an `echo` event acknowledged with the backend's id.
+ */
+function startFleetBackend(id: string): Promise<FleetBackend> {
+  const server = http.createServer((req, res) => {
+    if (req.url?.startsWith('/socket.io/')) return; // engine.io answers these
+    req.resume();
+    const body = req.url === '/health' ? 'ok\n' : id;
+    res.writeHead(200, {
+      'content-type': 'text/plain',
+      'content-length': String(body.length),
+      'x-backend': id,
+      'x-remapped-from': String(req.headers['x-limpet-remapped-from'] ?? ''),
+    });
+    res.end(body);
+  });
+  server.keepAliveTimeout = KEEP_ALIVE_MS;
+  server.headersTimeout = KEEP_ALIVE_MS + 1_000;
+  const io = new SocketIoServer(server);
+  io.on('connection', (socket) => {
+    socket.on('echo', (_payload: unknown, ack: unknown) => {
+      if (typeof ack === 'function') ack(id);
+    });
+  });
+  return new Promise((resolve, reject) => {
+    server.once('error', reject);
+    server.listen(0, '127.0.0.1', () => {
+      const { port } = server.address() as AddressInfo;
+      resolve({
+        id,
+        origin: `http://127.0.0.1:${port}`,
+        close: () => new Promise<void>((done) => {
+          server.closeAllConnections();
+          void io.close(() => done());
+        }),
+      });
+    });
+  });
+}
+
+/** `count` backends named b1, b2, … */
+export function startFleetBackends(count: number): Promise<FleetBackend[]> {
+  return Promise.all(Array.from({ length: count }, (_, i) => startFleetBackend(`b${i + 1}`)));
+}
+
+// ---------------------------------------------------------------------------------------------
+// limpet
+
+/** limpet running from dist/src/cli.js; its backends are rewritten in its config file and reloaded. */
+export class LimpetProcess {
+  private constructor(
+    readonly origin: string,
+    readonly port: number,
+    private readonly adminPort: number,
+    readonly pid: number,
+    private readonly configFile: string,
+    private readonly settings: readonly string[],
+  ) {}
+
+  /** Starts limpet with `settings` (YAML lines after listen, admin and log) over `backends`. */
+  static async start(name: string, tmp: string, settings: string[], backends: readonly FleetBackend[]): Promise<LimpetProcess> {
+    const [port, adminPort] = [await freePort(), await freePort()];
+    const head = [`listen: 127.0.0.1:${port}`, `admin: { listen: "127.0.0.1:${adminPort}" }`, 'log: { level: warn }', ...settings];
+    const configFile = path.join(tmp, `${name}.yaml`);
+    writeFileSync(configFile, configText(head, backends));
+    const argv = [process.execPath, ...RUNTIME_FLAGS, path.join(distRoot, 'src', 'cli.js'), '--config', configFile];
+    const origin = `http://127.0.0.1:${port}`;
+    const target = await startServerTarget(name, name, argv, undefined, origin);
+    if (isSkipped(target)) throw new Error(`limpet (${name}) did not start: ${target.reason}`);
+    return new LimpetProcess(origin, port, adminPort, target.serverPid, configFile, head);
+  }
+
+  /** Makes `backends` the backend list (file replaced whole, then SIGHUP); resolves once `waitUp` are up. */
+  async setBackends(backends: readonly FleetBackend[], waitUp: readonly string[] = []): Promise<void> {
+    const staged = `${this.configFile}.next`;
+    writeFileSync(staged, configText(this.settings, backends));
+    renameSync(staged, this.configFile);
+    process.kill(this.pid, 'SIGHUP');
+    for (const id of waitUp) await waitFor(async () => (await this.backend(id)).state === 'up', 10_000, `${id} up`);
+  }
+
+  async backend(id: string): Promise<BackendView> {
+    const res = await request(this.adminPort, { path: `/backends/${id}` });
+    if (res.status !== 200) throw new Error(`GET /backends/${id}: ${res.status} ${res.body}`);
+    return JSON.parse(res.body) as BackendView;
+  }
+
+  async drain(id: string, deadline: string): Promise<BackendView> {
+    const res = await request(this.adminPort, { method: 'POST', path: `/backends/${id}/drain?deadline=${deadline}` });
+    if (res.status !== 200) throw new Error(`drain ${id}: ${res.status} ${res.body}`);
+    return JSON.parse(res.body) as BackendView;
+  }
+
+  /** The sum of a metric's samples whose labels include `labels`. */
+  async metric(name: string, labels: Record<string, string> = {}): Promise<number> {
+    const res = await request(this.adminPort, { path: '/metrics' });
+    return parseExposition(res.body)
+      .samples.filter((sample) => sample.name === name && Object.entries(labels).every(([key, value]) => sample.labels[key] === value))
+      .reduce((sum, sample) => sum + sample.value, 0);
+  }
+
+  async stop(): Promise<void> {
+    process.kill(this.pid, 'SIGTERM');
+    await waitFor(() => !alive(this.pid), 15_000, `limpet ${this.pid} to exit`);
+  }
+}
+
+function configText(head: readonly string[], backends: readonly FleetBackend[]): string {
+  return [...head, 'backends:', ...backends.map((backend) => `  - { id: ${backend.id}, url: "${backend.origin}" }`), ''].join('\n');
+}
+
+export function alive(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch {
+    return false;
+  }
+}
+
+// ---------------------------------------------------------------------------------------------
+// HTTP clients
+
+/** What one request got. */
+export interface Reply {
+  /** When the answer (or the failure) came, epoch ms. */
+  at: number;
+  /** 0: no response. */
+  status: number;
+  /** The backend that answered ('' without an answer). */
+  backend: string;
+  /** The `X-Limpet-Remapped-From` the backend was sent ('' for none). */
+  remappedFrom: string;
+  setCookie: boolean;
+}
+
+/**
+ * One user: its own keep-alive connection from its own source address, its own cookie (when the
+ * proxy sets one), one request at a time. A request that fails before any answer on a connection
+ * that had carried earlier ones is sent once more on a new connection, as browsers do (the server
+ * closed the idle connection as the request left: what a peer's reload does to idle clients).
+ */
+export class FleetClient {
+  readonly replies: Reply[] = [];
+  /** Requests sent a second time for that reason. */
+  resent = 0;
+  private readonly agent: http.Agent;
+  private cookie: string | undefined;
+
+  constructor(
+    readonly address: string,
+    private readonly port: number,
+    private readonly cookieName: string | null,
+  ) {
+    this.agent = new http.Agent({ keepAlive: true, maxSockets: 1, localAddress: address });
+  }
+
+  /** The value of the affinity cookie the client holds. */
+  get cookieValue(): string | undefined {
+    return this.cookie?.slice(this.cookie.indexOf('=') + 1);
+  }
+
+  /** The backend of the last answer. */
+  get backend(): string | undefined {
+    for (let i = this.replies.length - 1; i >= 0; i--) if ((this.replies[i] as Reply).status === 200) return (this.replies[i] as Reply).backend;
+    return undefined;
+  }
+
+  async send(): Promise<Reply> {
+    let reply = await this.once();
+    if (reply === 'stale') {
+      this.resent++;
+      reply = await this.once();
+    }
+    const answered = reply === 'stale' ? failure() : reply;
+    this.replies.push(answered);
+    return answered;
+  }
+
+  close(): void {
+    this.agent.destroy();
+  }
+
+  private once(): Promise<Reply | 'stale'> {
+    return new Promise((resolve) => {
+      const req = http.request(
+        { host: '127.0.0.1', port: this.port, path: '/', agent: this.agent, headers: this.cookie === undefined ? {} : { cookie: this.cookie } },
+        (res) => {
+          res.resume();
+          res.on('error', () => resolve(failure()));
+          res.on('end', () => {
+            const pair = this.cookieName === null ? undefined : cookiePair(res.headers, this.cookieName);
+            if (pair !== undefined) this.cookie = pair;
+            resolve({
+              at: Date.now(),
+              status: res.statusCode ?? 0,
+              backend: String(res.headers['x-backend'] ?? ''),
+              remappedFrom: String(res.headers['x-remapped-from'] ?? ''),
+              setCookie: pair !== undefined,
+            });
+          });
+        },
+      );
+      req.on('error', () => resolve(req.reusedSocket ? 'stale' : failure()));
+      req.end();
+    });
+  }
+}
+
+function failure(): Reply {
+  return { at: Date.now(), status: 0, backend: '', remappedFrom: '', setCookie: false };
+}
+
+/** A change of backend between two answers of one client, and whether the app was told of it. */
+export interface Move {
+  at: number;
+  from: string;
+  to: string;
+  /** The first answer from `to` carried `X-Limpet-Remapped-From: <from>`. */
+  noticed: boolean;
+}
+
+export function movesOf(replies: readonly Reply[]): Move[] {
+  const moves: Move[] = [];
+  let previous: string | undefined;
+  for (const reply of replies) {
+    if (reply.status !== 200) continue;
+    if (previous !== undefined && reply.backend !== previous) {
+      moves.push({ at: reply.at, from: previous, to: reply.backend, noticed: reply.remappedFrom === previous });
+    }
+    previous = reply.backend;
+  }
+  return moves;
+}
+
+/** Answers that carried a remap notice though the client had not moved (its first, or same backend as before). */
+export function needlessNotices(replies: readonly Reply[]): number {
+  let count = 0;
+  let previous: string | undefined;
+  for (const reply of replies) {
+    if (reply.status !== 200) continue;
+    if (reply.remappedFrom !== '' && (previous === undefined || reply.backend === previous)) count++;
+    previous = reply.backend;
+  }
+  return count;
+}
+
+/** `count` distinct source addresses 127.<block>.x.y (any 127/8 address is local on Linux). */
+export function loopbackAddresses(block: number, count: number): string[] {
+  return Array.from({ length: count }, (_, i) => `127.${block}.${Math.floor(i / 250)}.${(i % 250) + 1}`);
+}
+
+/** Runs `action` for every item with at most `concurrency` at once. */
+export async function inBatches<T>(items: readonly T[], concurrency: number, action: (item: T) => Promise<unknown>): Promise<void> {
+  let next = 0;
+  const worker = async () => {
+    while (next < items.length) await action(items[next++] as T);
+  };
+  await Promise.all(Array.from({ length: Math.min(concurrency, items.length) }, worker));
+}
+
+/** Starts `action` for the items evenly over `overMs` (the first at once) and waits for all of them. */
+export async function spread<T>(items: readonly T[], overMs: number, action: (item: T) => Promise<unknown>): Promise<void> {
+  const start = Date.now();
+  await Promise.all(
+    items.map(async (item, i) => {
+      await sleep(Math.max(0, start + (i * overMs) / items.length - Date.now()));
+      await action(item);
+    }),
+  );
+}
+
+/**
+ * Each client sends a request every `intervalMs` (staggered over the interval, never two at once)
+ * until `stop` is called; `stop` resolves when every client's last request is answered.
+ */
+export function keepActive(clients: readonly FleetClient[], intervalMs: number): { stop(): Promise<void> } {
+  let running = true;
+  const start = Date.now();
+  const loops = clients.map(async (client, i) => {
+    let slot = start + (i * intervalMs) / clients.length;
+    while (running) {
+      await sleep(Math.max(0, slot - Date.now()));
+      if (!running) break;
+      await client.send();
+      slot += intervalMs;
+      if (slot < Date.now()) slot = Date.now();
+    }
+  });
+  return {
+    stop: async () => {
+      running = false;
+      await Promise.all(loops);
+    },
+  };
+}
+
+// ---------------------------------------------------------------------------------------------
+// socket.io clients
+
+/**
+ * A socket.io client from its own source address that reconnects on its own (socket.io's defaults,
+ * with a 200 ms–1 s reconnection delay) and records each connection: when, and on which backend.
+ */
+export class SocketIoUser {
+  readonly connections: { at: number; backend: string }[] = [];
+  readonly disconnects: { at: number; reason: string }[] = [];
+  private readonly agent: http.Agent;
+  private readonly socket: SocketIoSocket;
+
+  constructor(port: number, address: string) {
+    this.agent = new http.Agent({ keepAlive: true, localAddress: address });
+    this.socket = socketIoClient(`http://127.0.0.1:${port}`, {
+      forceNew: true,
+      agent: this.agent as unknown as string, // engine.io-client types `agent` as string | boolean; Node takes an http.Agent
+      reconnectionDelay: 200,
+      reconnectionDelayMax: 1_000,
+      timeout: 5_000,
+    });
+    this.socket.on('connect', () => {
+      const at = Date.now();
+      void this.socket
+        .timeout(5_000)
+        .emitWithAck('echo', null)
+        .then((backend: string) => this.connections.push({ at, backend }))
+        .catch(() => this.connections.push({ at, backend: '' }));
+    });
+    this.socket.on('disconnect', (reason) => this.disconnects.push({ at: Date.now(), reason }));
+  }
+
+  /** Connected over a WebSocket, and its backend known. */
+  get settled(): boolean {
+    return this.socket.connected && this.socket.io.engine?.transport?.name === 'websocket' && this.connections.length > 0;
+  }
+
+  get backend(): string | undefined {
+    return this.connections.at(-1)?.backend;
+  }
+
+  close(): void {
+    this.socket.io.reconnection(false);
+    this.socket.disconnect();
+    this.agent.destroy();
+  }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Figures
+
+export function percent(part: number, whole: number): string {
+  return whole === 0 ? '—' : `${((100 * part) / whole).toFixed(1)} %`;
+}
+
+export function count<T>(items: readonly T[], test: (item: T) => boolean): number {
+  let n = 0;
+  for (const item of items) if (test(item)) n++;
+  return n;
+}
