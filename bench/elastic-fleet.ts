@@ -1,6 +1,6 @@
-// The real fleet bench/elastic.ts drives: backends in this process (plain HTTP that names itself and
-// echoes the remap notice it was sent, plus a socket.io server on the same port), limpet as a
-// process of its own (dist/src/cli.js, as the `limpet` command starts it) whose backend list changes
+// The real fleet bench/elastic.ts drives: backends in a process of their own (plain HTTP that names
+// itself and echoes the remap notice it was sent, plus a socket.io server on the same port), limpet
+// as a process of its own (dist/src/cli.js, as the `limpet` command starts it) whose backend list changes
 // by reload, and clients that each have a loopback source address of their own (ip affinity) or a
 // cookie jar (cookie affinity) and keep every reply they got.
 import http from 'node:http';
@@ -10,7 +10,7 @@ import path from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { Server as SocketIoServer } from 'socket.io';
 import { io as socketIoClient, type Socket as SocketIoSocket } from 'socket.io-client';
-import { distRoot, freePort, isSkipped, startServerTarget } from './harness.js';
+import { benchDir, distRoot, freePort, isSkipped, recordOutput, startChild, startServerTarget, waitForLine } from './harness.js';
 import type { BackendView } from '../src/admin/admin-server.js';
 import { RUNTIME_FLAGS } from '../src/runtime/runtime-flags.js';
 import { cookiePair, request, waitFor } from '../test/support/client.js';
@@ -22,10 +22,10 @@ const KEEP_ALIVE_MS = 65_000;
 // ---------------------------------------------------------------------------------------------
 // Backends
 
+/** A backend of the fleet, b1, b2, …: its id and where it listens. */
 export interface FleetBackend {
   readonly id: string;
   readonly origin: string;
-  close(): Promise<void>;
 }
 
 /**
@@ -34,7 +34,7 @@ export interface FleetBackend {
  * sees where it landed and whether limpet told the app it had moved. socket.io answers `/socket.io/`
  * with an `echo` event acknowledged with the backend's id.
  */
-function startFleetBackend(id: string): Promise<FleetBackend> {
+function serveFleetBackend(id: string): Promise<FleetBackend> {
   const server = http.createServer((req, res) => {
     if (req.url?.startsWith('/socket.io/')) return; // engine.io answers these
     req.resume();
@@ -57,23 +57,28 @@ function startFleetBackend(id: string): Promise<FleetBackend> {
   });
   return new Promise((resolve, reject) => {
     server.once('error', reject);
-    server.listen(0, '127.0.0.1', () => {
-      const { port } = server.address() as AddressInfo;
-      resolve({
-        id,
-        origin: `http://127.0.0.1:${port}`,
-        close: () => new Promise<void>((done) => {
-          server.closeAllConnections();
-          void io.close(() => done());
-        }),
-      });
-    });
+    server.listen(0, '127.0.0.1', () => resolve({ id, origin: `http://127.0.0.1:${(server.address() as AddressInfo).port}` }));
   });
 }
 
-/** `count` backends named b1, b2, … */
-export function startFleetBackends(count: number): Promise<FleetBackend[]> {
-  return Promise.all(Array.from({ length: count }, (_, i) => startFleetBackend(`b${i + 1}`)));
+/** `count` backends named b1, b2, … in this process (bench/elastic-backends.ts runs them). */
+export function serveFleetBackends(count: number): Promise<FleetBackend[]> {
+  return Promise.all(Array.from({ length: count }, (_, i) => serveFleetBackend(`b${i + 1}`)));
+}
+
+/**
+ * `count` backends in a process of their own (bench/elastic-backends.ts), so the thousand clients of
+ * this process do not slow their answers or their health checks; it ends with this process.
+ */
+export async function startFleetBackends(count: number): Promise<FleetBackend[]> {
+  const child = startChild([process.execPath, path.join(benchDir, 'elastic-backends.js'), String(count)], undefined);
+  const output = recordOutput(child);
+  try {
+    const line = await waitForLine(child, /^\{"backends":.*\}$/m);
+    return (JSON.parse(line[0]) as { backends: FleetBackend[] }).backends;
+  } catch (error) {
+    throw new Error(`fleet backends: ${(error as Error).message}\n${output()}`);
+  }
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -109,7 +114,7 @@ export class LimpetProcess {
     writeFileSync(staged, configText(this.settings, backends));
     renameSync(staged, this.configFile);
     process.kill(this.pid, 'SIGHUP');
-    for (const id of waitUp) await waitFor(async () => (await this.backend(id)).state === 'up', 10_000, `${id} up`);
+    for (const id of waitUp) await waitFor(async () => (await this.backend(id)).state === 'up', 30_000, `${id} up`);
   }
 
   async backend(id: string): Promise<BackendView> {
@@ -130,6 +135,11 @@ export class LimpetProcess {
     return parseExposition(res.body)
       .samples.filter((sample) => sample.name === name && Object.entries(labels).every(([key, value]) => sample.labels[key] === value))
       .reduce((sum, sample) => sum + sample.value, 0);
+  }
+
+  /** Active health checks that failed so far: a loaded machine shows here before it shows anywhere else. */
+  failedChecks(): Promise<number> {
+    return this.metric('limpet_health_checks_total', { result: 'fail' });
   }
 
   async stop(): Promise<void> {
@@ -165,6 +175,8 @@ export interface Reply {
   /** The `X-Limpet-Remapped-From` the backend was sent ('' for none). */
   remappedFrom: string;
   setCookie: boolean;
+  /** What went wrong: '' for a 200, else the status code or the socket error's code. */
+  problem: string;
 }
 
 /**
@@ -205,7 +217,7 @@ export class FleetClient {
       this.resent++;
       reply = await this.once();
     }
-    const answered = reply === 'stale' ? failure() : reply;
+    const answered = reply === 'stale' ? failure('reset on a new connection too') : reply;
     this.replies.push(answered);
     return answered;
   }
@@ -220,7 +232,7 @@ export class FleetClient {
         { host: '127.0.0.1', port: this.port, path: '/', agent: this.agent, headers: this.cookie === undefined ? {} : { cookie: this.cookie } },
         (res) => {
           res.resume();
-          res.on('error', () => resolve(failure()));
+          res.on('error', (error: NodeJS.ErrnoException) => resolve(failure(error.code ?? error.message)));
           res.on('end', () => {
             const pair = this.cookieName === null ? undefined : cookiePair(res.headers, this.cookieName);
             if (pair !== undefined) this.cookie = pair;
@@ -230,18 +242,27 @@ export class FleetClient {
               backend: String(res.headers['x-backend'] ?? ''),
               remappedFrom: String(res.headers['x-remapped-from'] ?? ''),
               setCookie: pair !== undefined,
+              problem: res.statusCode === 200 ? '' : String(res.statusCode),
             });
           });
         },
       );
-      req.on('error', () => resolve(req.reusedSocket ? 'stale' : failure()));
+      req.on('error', (error: NodeJS.ErrnoException) => resolve(req.reusedSocket ? 'stale' : failure(error.code ?? error.message)));
       req.end();
     });
   }
 }
 
-function failure(): Reply {
-  return { at: Date.now(), status: 0, backend: '', remappedFrom: '', setCookie: false };
+function failure(problem: string): Reply {
+  return { at: Date.now(), status: 0, backend: '', remappedFrom: '', setCookie: false, problem };
+}
+
+/** Every failed request of the clients, by what went wrong: "0" when none, else e.g. "3 (502: 2, ECONNRESET: 1)". */
+export function failures(clients: readonly FleetClient[]): string {
+  const kinds = new Map<string, number>();
+  for (const client of clients) for (const reply of client.replies) if (reply.problem !== '') kinds.set(reply.problem, (kinds.get(reply.problem) ?? 0) + 1);
+  const total = [...kinds.values()].reduce((sum, n) => sum + n, 0);
+  return total === 0 ? '0' : `${total} (${[...kinds].map(([kind, n]) => `${kind}: ${n}`).join(', ')})`;
 }
 
 /** A change of backend between two answers of one client, and whether the app was told of it. */

@@ -9,7 +9,7 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import { descendantPids, findExecutable, isSkipped, startServerTarget, type Backends } from './harness.js';
 import { haproxyConfig, nginxConfig, startHaproxy, startNginx } from './peers.js';
 import {
-  count, FleetClient, inBatches, keepActive, LimpetProcess, loopbackAddresses, movesOf, needlessNotices, SocketIoUser, spread,
+  count, failures, FleetClient, inBatches, keepActive, LimpetProcess, loopbackAddresses, movesOf, needlessNotices, SocketIoUser, spread,
   type FleetBackend, type Reply,
 } from './elastic-fleet.js';
 import { hashKey } from '../src/selection/hash.js';
@@ -35,7 +35,6 @@ function clientsFrom(block: number, count: number, port: number, cookieName: str
   return loopbackAddresses(block, count).map((address) => new FleetClient(address, port, cookieName));
 }
 
-const errorsOf = (clients: readonly FleetClient[]) => clients.reduce((sum, client) => sum + count(client.replies, (reply) => reply.status !== 200), 0);
 
 // ---------------------------------------------------------------------------------------------
 // 4 → 5 backends
@@ -58,6 +57,8 @@ export interface ScaleUpTarget {
   keyOf: ((client: FleetClient) => string) | null;
   /** Clients the proxy counted as moved by rebalance (limpet), or null. */
   rebalanceRemaps(): Promise<number | null>;
+  /** Health checks that failed during the run (limpet), or null. */
+  failedChecks(): Promise<number | null>;
   stop(): Promise<void>;
 }
 
@@ -79,9 +80,11 @@ export interface ScaleUpFigures {
   /** Moves whose first answer from the new backend carried X-Limpet-Remapped-From naming the old one. */
   movesNoticed: number;
   needlessNotices: number;
-  errors: number;
+  /** Failed requests, by kind (see `failures`). */
+  errors: string;
   resent: number;
   rebalanceRemaps: number | null;
+  failedChecks: number | null;
   /** Cookie mode: Set-Cookie headers an active client got per second, after its first answer. */
   setCookiePerSecond: number | null;
 }
@@ -128,9 +131,10 @@ export async function scaleUp(target: ScaleUpTarget): Promise<ScaleUpFigures> {
     moves: moves.length,
     movesNoticed: count(moves, (move) => move.noticed),
     needlessNotices: everyone.reduce((sum, client) => sum + needlessNotices(client.replies), 0),
-    errors: errorsOf(everyone),
+    errors: failures(everyone),
     resent: everyone.reduce((sum, client) => sum + client.resent, 0),
     rebalanceRemaps: await target.rebalanceRemaps(),
+    failedChecks: await target.failedChecks(),
     setCookiePerSecond:
       target.cookieName === null
         ? null
@@ -155,6 +159,7 @@ export async function limpetScaleUpTarget(mode: 'ip' | 'cookie', backends: reado
     keyOf: mode === 'ip' ? (client) => client.address : (client) => (client.cookieValue ?? '').split('.')[0] as string,
     grow: () => limpet.setBackends(backends, [NEWEST]),
     rebalanceRemaps: () => limpet.metric('limpet_session_remaps_total', { reason: 'rebalance' }),
+    failedChecks: () => limpet.failedChecks(),
     stop: () => limpet.stop(),
   };
 }
@@ -178,6 +183,7 @@ export async function nginxScaleUpTarget(backends: readonly FleetBackend[], tmp:
       await waitFor(() => descendantPids(target.serverPid).some((pid) => !workers.has(pid)), 10_000, 'a new nginx worker');
     },
     rebalanceRemaps: async () => null,
+    failedChecks: async () => null,
     stop: async () => void process.kill(target.serverPid, 'SIGTERM'),
   };
 }
@@ -206,6 +212,7 @@ export async function haproxyScaleUpTarget(backends: readonly FleetBackend[], tm
       pid = next.serverPid;
     },
     rebalanceRemaps: async () => null,
+    failedChecks: async () => null,
     stop: async () => void process.kill(pid, 'SIGTERM'),
   };
 }
@@ -228,8 +235,9 @@ export interface DrainFigures {
   othersMoved: number;
   moves: number;
   movesNoticed: number;
-  errors: number;
+  errors: string;
   drainRemaps: number;
+  failedChecks: number;
   /** When GET /backends/b5 first said drained, after the deadline (ms; negative: before it). */
   drainedAfterDeadlineMs: number | null;
   /** b5's liveClients and WebSockets as polled: at the drain, just before the deadline, and when drained. */
@@ -299,8 +307,9 @@ export async function drainWithDeadline(backends: readonly FleetBackend[], tmp: 
     othersMoved: count(clients, (client) => !onDrained(client) && movesOf(client.replies).length > 0),
     moves: moves.length,
     movesNoticed: count(moves, (move) => move.noticed),
-    errors: errorsOf(clients),
+    errors: failures(clients),
     drainRemaps: await limpet.metric('limpet_session_remaps_total', { reason: 'drain' }),
+    failedChecks: await limpet.failedChecks(),
     drainedAfterDeadlineMs: drainedEntry === undefined ? null : drainedEntry.at - deadline,
     liveClientsTrace: [trace[0], beforeDeadline, drainedEntry]
       .filter((entry) => entry !== undefined)
@@ -403,7 +412,8 @@ export interface BoundedLoadFigures {
   maxLoadFactor: number;
   pinned: number;
   pinnedMoved: number;
-  errors: number;
+  errors: string;
+  failedChecks: number;
   buckets: BoundedLoadBucket[];
 }
 
@@ -421,6 +431,7 @@ export async function boundedLoad(backends: readonly FleetBackend[], tmp: string
   const newcomers = clientsFrom(25, 3 * CLIENTS, limpet.port, null);
   await spread(newcomers, 12_000, (client) => client.send());
   await activity.stop();
+  const failedChecks = await limpet.failedChecks();
   await limpet.stop();
   const loaded = 'b1';
   const arrivals = newcomers.map((client) => client.replies[0] as Reply).sort((a, b) => a.at - b.at);
@@ -436,7 +447,8 @@ export async function boundedLoad(backends: readonly FleetBackend[], tmp: string
     maxLoadFactor,
     pinned: pinned.length,
     pinnedMoved: count(pinned, (client) => movesOf(client.replies).length > 0),
-    errors: errorsOf([...pinned, ...newcomers]),
+    errors: failures([...pinned, ...newcomers]),
+    failedChecks,
     buckets,
   };
   for (const client of [...pinned, ...newcomers]) client.close();

@@ -49,7 +49,7 @@ export function scaleUpTable(results: readonly ScaleUpFigures[]): string {
       `${r.idleMovedElsewhere}`,
       `${r.newOnNew} of ${r.newClients} (${percent(r.newOnNew, r.newClients)})`,
       `${r.movesNoticed} of ${r.moves}${r.needlessNotices > 0 ? ` (+${r.needlessNotices} needless)` : ''}`,
-      `${r.errors}${r.resent > 0 ? ` (${r.resent} resent on a new connection)` : ''}`,
+      `${r.errors}${r.resent > 0 ? `; ${r.resent} resent on a new connection` : ''}${r.failedChecks ? `; ${r.failedChecks} failed health checks` : ''}`,
       r.rebalanceRemaps === null ? '—' : String(r.rebalanceRemaps),
       r.setCookiePerSecond === null ? '—' : `${r.setCookiePerSecond.toFixed(2)}/s`,
     ]),
@@ -70,7 +70,8 @@ export function drainTable(d: DrainFigures): string {
       ['clients of b1–b4 moved', String(d.othersMoved)],
       ['moves with the remap notice', `${d.movesNoticed} of ${d.moves}`],
       ['`limpet_session_remaps_total{reason="drain"}`', String(d.drainRemaps)],
-      ['errors', String(d.errors)],
+      ['errors', d.errors],
+      ['health checks failed during the run (a loaded machine)', String(d.failedChecks)],
       ['`drained: true` (GET /backends/b5) after the deadline', d.drainedAfterDeadlineMs === null ? 'never' : `${(d.drainedAfterDeadlineMs / 1000).toFixed(2)} s (idleAfter ${IDLE_AFTER})`],
       ['b5 liveClients / WebSockets: at the drain, before the deadline, when drained', d.liveClientsTrace.map((t) => `${t.liveClients} / ${t.websockets} (+${(t.afterDrainMs / 1000).toFixed(1)} s)`).join(', ')],
       ['socket.io clients of b5 disconnected, after the deadline', `${d.socketsOnDrained} of ${d.sockets}, ${ms(d.socketDisconnectAfterDeadlineMs)}`],
@@ -201,7 +202,7 @@ async function run(scenario: Scenario, backends: readonly FleetBackend[], tmp: s
       const figures = await boundedLoad(backends, tmp);
       return [
         boundedLoadTable(figures),
-        `pinned clients moved: ${figures.pinnedMoved} of ${figures.pinned}; errors: ${figures.errors}; maxLoadFactor ${figures.maxLoadFactor}`,
+        `pinned clients moved: ${figures.pinnedMoved} of ${figures.pinned}; errors: ${figures.errors}; health checks failed: ${figures.failedChecks}; maxLoadFactor ${figures.maxLoadFactor}`,
       ].join('\n\n');
     }
     case 'simulation': {
@@ -243,7 +244,6 @@ try {
     sections.push(`## ${scenario}\n\n${text}`);
   }
 } finally {
-  await Promise.all(backends.map((backend) => backend.close()));
   stopChildren();
   rmSync(tmp, { recursive: true, force: true });
 }
