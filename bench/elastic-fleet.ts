@@ -166,7 +166,8 @@ export function alive(pid: number): boolean {
 
 /** What one request got. */
 export interface Reply {
-  /** When the answer (or the failure) came, epoch ms. */
+  /** When the request was sent, and when its answer (or the failure) came, epoch ms. */
+  sentAt: number;
   at: number;
   /** 0: no response. */
   status: number;
@@ -212,12 +213,13 @@ export class FleetClient {
   }
 
   async send(): Promise<Reply> {
-    let reply = await this.once();
+    const sentAt = Date.now();
+    let reply = await this.once(sentAt);
     if (reply === 'stale') {
       this.resent++;
-      reply = await this.once();
+      reply = await this.once(sentAt);
     }
-    const answered = reply === 'stale' ? failure('reset on a new connection too') : reply;
+    const answered = reply === 'stale' ? failure(sentAt, 'reset on a new connection too') : reply;
     this.replies.push(answered);
     return answered;
   }
@@ -226,17 +228,18 @@ export class FleetClient {
     this.agent.destroy();
   }
 
-  private once(): Promise<Reply | 'stale'> {
+  private once(sentAt: number): Promise<Reply | 'stale'> {
     return new Promise((resolve) => {
       const req = http.request(
         { host: '127.0.0.1', port: this.port, path: '/', agent: this.agent, headers: this.cookie === undefined ? {} : { cookie: this.cookie } },
         (res) => {
           res.resume();
-          res.on('error', (error: NodeJS.ErrnoException) => resolve(failure(error.code ?? error.message)));
+          res.on('error', (error: NodeJS.ErrnoException) => resolve(failure(sentAt, error.code ?? error.message)));
           res.on('end', () => {
             const pair = this.cookieName === null ? undefined : cookiePair(res.headers, this.cookieName);
             if (pair !== undefined) this.cookie = pair;
             resolve({
+              sentAt,
               at: Date.now(),
               status: res.statusCode ?? 0,
               backend: String(res.headers['x-backend'] ?? ''),
@@ -247,14 +250,14 @@ export class FleetClient {
           });
         },
       );
-      req.on('error', (error: NodeJS.ErrnoException) => resolve(req.reusedSocket ? 'stale' : failure(error.code ?? error.message)));
+      req.on('error', (error: NodeJS.ErrnoException) => resolve(req.reusedSocket ? 'stale' : failure(sentAt, error.code ?? error.message)));
       req.end();
     });
   }
 }
 
-function failure(problem: string): Reply {
-  return { at: Date.now(), status: 0, backend: '', remappedFrom: '', setCookie: false, problem };
+function failure(sentAt: number, problem: string): Reply {
+  return { sentAt, at: Date.now(), status: 0, backend: '', remappedFrom: '', setCookie: false, problem };
 }
 
 /** Every failed request of the clients, by what went wrong: "0" when none, else e.g. "3 (502: 2, ECONNRESET: 1)". */
@@ -272,17 +275,21 @@ export interface Move {
   to: string;
   /** The first answer from `to` carried `X-Limpet-Remapped-From: <from>`. */
   noticed: boolean;
+  /** How long the client had sent nothing before the request that moved (ms). */
+  silenceMs: number;
 }
 
 export function movesOf(replies: readonly Reply[]): Move[] {
   const moves: Move[] = [];
   let previous: string | undefined;
+  let previousSentAt = 0;
   for (const reply of replies) {
     if (reply.status !== 200) continue;
     if (previous !== undefined && reply.backend !== previous) {
-      moves.push({ at: reply.at, from: previous, to: reply.backend, noticed: reply.remappedFrom === previous });
+      moves.push({ at: reply.at, from: previous, to: reply.backend, noticed: reply.remappedFrom === previous, silenceMs: reply.sentAt - previousSentAt });
     }
     previous = reply.backend;
+    previousSentAt = reply.sentAt;
   }
   return moves;
 }

@@ -17,6 +17,7 @@ import { Selector } from '../src/selection/selector.js';
 import { waitFor } from '../test/support/client.js';
 
 export const IDLE_AFTER = '2s';
+const IDLE_AFTER_MS = 2_000;
 /** Idle long enough for rebalance: idleAfter, plus the up to one second a last-seen stamp may lag, plus a margin. */
 const IDLE_WAIT_MS = 4_000;
 // A generous check timeout: the backends share this process with a thousand clients, and a check
@@ -67,6 +68,13 @@ export interface ScaleUpFigures {
   active: number;
   /** Active clients (a request every 0.5 s) whose backend changed at any time. */
   activeMoved: number;
+  /** Of those, the ones moved by a request that came less than idleAfter after their previous one. */
+  activeMovedWhileActive: number;
+  /**
+   * The shortest time a client had sent nothing before a request that moved it (ms): at least
+   * idleAfter for a rebalance; an "active" client that the machine held up that long was idle.
+   */
+  shortestSilenceBeforeMoveMs: number | null;
   idle: number;
   /** Idle clients (past idleAfter) on b5 once they returned. */
   idleOnNew: number;
@@ -122,6 +130,8 @@ export async function scaleUp(target: ScaleUpTarget): Promise<ScaleUpFigures> {
     name: target.name,
     active: active.length,
     activeMoved: count(active, (client) => movesOf(client.replies).length > 0),
+    activeMovedWhileActive: count(active, (client) => movesOf(client.replies).some((move) => move.silenceMs < IDLE_AFTER_MS)),
+    shortestSilenceBeforeMoveMs: moves.length === 0 ? null : Math.min(...moves.map((move) => move.silenceMs)),
     idle: idle.length,
     idleOnNew: count(idle, (client) => client.backend === NEWEST),
     idleHomeOnNew: keyOf === null ? null : count(idle, (client) => home(keyOf(client)) === NEWEST),
@@ -265,7 +275,7 @@ export async function drainWithDeadline(backends: readonly FleetBackend[], tmp: 
   await inBatches(clients, 50, (client) => client.send());
   const activity = keepActive(active, ACTIVE_INTERVAL_MS);
   const sockets = loopbackAddresses(22, 50).map((address) => new SocketIoUser(limpet.port, address));
-  await waitFor(() => sockets.every((socket) => socket.settled), 20_000, 'socket.io clients on WebSockets');
+  await waitFor(() => sockets.every((socket) => socket.settled), 60_000, 'socket.io clients on WebSockets');
   await sleep(IDLE_WAIT_MS);
   const home = new Map(clients.map((client) => [client, client.backend]));
   const socketHome = new Map(sockets.map((socket) => [socket, socket.backend]));
@@ -285,7 +295,7 @@ export async function drainWithDeadline(backends: readonly FleetBackend[], tmp: 
   await spread(idle, 4_000, (client) => client.send());
   await waitFor(() => trace.some((entry) => entry.drained), 30_000, `${NEWEST} drained`);
   const drainedSockets = sockets.filter((socket) => socketHome.get(socket) === NEWEST);
-  await waitFor(() => drainedSockets.every((socket) => socket.connections.length >= 2 && socket.settled), 20_000, 'socket.io clients reconnected');
+  await waitFor(() => drainedSockets.every((socket) => socket.connections.length >= 2 && socket.settled), 60_000, 'socket.io clients reconnected');
   polling = false;
   await poller;
   await activity.stop();

@@ -14,11 +14,12 @@
 //
 // The real-proxy scenarios run limpet from dist/src/cli.js with backends and clients in this
 // process, each client from its own 127.x.y.z address (ip affinity) or with its own cookie jar.
-// Results are printed as Markdown and written to bench/results/elastic-latest.md.
-import { mkdtempSync, rmSync } from 'node:fs';
+// Results are printed as Markdown; bench/results/elastic-latest.md keeps the latest run of each
+// scenario (a run of some scenarios replaces only theirs).
+import { existsSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
-import { describeMachine, stopChildren, writeResult } from './harness.js';
+import { describeMachine, resultsDir, stopChildren, writeResult } from './harness.js';
 import { seedFrom } from '../test/support/random.js';
 import { percent, startFleetBackends, type FleetBackend } from './elastic-fleet.js';
 import { hotPath, type HotPathFigures } from './elastic-hot-path.js';
@@ -41,10 +42,12 @@ function table(header: string[], rows: (string | number)[][]): string {
 
 export function scaleUpTable(results: readonly ScaleUpFigures[]): string {
   return table(
-    ['proxy', 'active clients moved', 'idle clients on b5 after their return', 'idle clients moved between b1–b4', 'new clients on b5', 'moves with the remap notice', 'errors', 'remaps counted (rebalance)', 'Set-Cookie per active client'],
+    ['proxy', 'active clients (a request every 0.5 s) moved', 'shortest silence before a move', 'idle clients on b5 after their return', 'idle clients moved between b1–b4', 'new clients on b5', 'moves with the remap notice', 'errors', 'remaps counted (rebalance)', 'Set-Cookie per active client'],
     results.map((r) => [
       r.name,
-      `${r.activeMoved} of ${r.active} (${percent(r.activeMoved, r.active)})`,
+      `${r.activeMovedWhileActive} of ${r.active} (${percent(r.activeMovedWhileActive, r.active)})` +
+        (r.activeMoved > r.activeMovedWhileActive ? `; ${r.activeMoved - r.activeMovedWhileActive} more that the loaded machine held up past idleAfter, moved as idle` : ''),
+      r.shortestSilenceBeforeMoveMs === null ? '—' : `${(r.shortestSilenceBeforeMoveMs / 1000).toFixed(2)} s`,
       `${r.idleOnNew} of ${r.idle} (${percent(r.idleOnNew, r.idle)})${r.idleHomeOnNew === null ? '' : `; b5 is the home of ${r.idleHomeOnNew}`}`,
       `${r.idleMovedElsewhere}`,
       `${r.newOnNew} of ${r.newClients} (${percent(r.newOnNew, r.newClients)})`,
@@ -224,6 +227,21 @@ async function run(scenario: Scenario, backends: readonly FleetBackend[], tmp: s
   }
 }
 
+/** Replaces the sections of `results` in bench/results/elastic-latest.md, keeping the others; returns the path. */
+function keepResults(results: ReadonlyMap<Scenario, string>): string {
+  const file = path.join(resultsDir, 'elastic-latest.md');
+  const sections = new Map<string, string>();
+  if (existsSync(file)) {
+    for (const part of readFileSync(file, 'utf8').split(/^(?=## )/m)) {
+      const name = /^## (\S+)/.exec(part)?.[1];
+      if (name !== undefined) sections.set(name, part.trimEnd());
+    }
+  }
+  for (const [name, text] of results) sections.set(name, text);
+  const ordered = SCENARIOS.filter((name) => sections.has(name)).map((name) => sections.get(name) as string);
+  return writeResult('elastic-latest.md', `# npm run bench:elastic\n\n${ordered.join('\n\n')}\n`);
+}
+
 const asked = process.argv.slice(2);
 for (const name of asked) {
   if (!(SCENARIOS as readonly string[]).includes(name)) {
@@ -234,17 +252,19 @@ for (const name of asked) {
 const chosen = (asked.length === 0 ? SCENARIOS : asked) as readonly Scenario[];
 const tmp = mkdtempSync(path.join(os.tmpdir(), 'limpet-elastic-'));
 const backends = await startFleetBackends(5);
-const sections: string[] = [`bench:elastic, ${new Date().toISOString()}, ${describeMachine()}`];
+const results = new Map<Scenario, string>();
 try {
   for (const scenario of chosen) {
     process.stdout.write(`\n## ${scenario}\n`);
     const started = Date.now();
+    const load = os.loadavg()[0]?.toFixed(1);
     const text = await run(scenario, backends, tmp);
-    process.stdout.write(`${text}\n(${((Date.now() - started) / 1000).toFixed(0)} s)\n`);
-    sections.push(`## ${scenario}\n\n${text}`);
+    const seconds = ((Date.now() - started) / 1000).toFixed(0);
+    process.stdout.write(`${text}\n(${seconds} s)\n`);
+    results.set(scenario, `## ${scenario}\n\n${new Date().toISOString()}, ${describeMachine()}, load average ${load} at the start, ${seconds} s\n\n${text}`);
   }
 } finally {
   stopChildren();
   rmSync(tmp, { recursive: true, force: true });
 }
-if (asked.length === 0) process.stdout.write(`\nwritten to ${writeResult('elastic-latest.md', `${sections.join('\n\n')}\n`)}\n`);
+process.stdout.write(`\nwritten to ${keepResults(results)}\n`);
