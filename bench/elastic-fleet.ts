@@ -29,9 +29,10 @@ export interface FleetBackend {
 }
 
 /**
- * One backend: `GET /health` → 200; any other path → 200 with body and `x-backend` naming it, and
+ * One backend: `GET /health` → 200; any other path → 200 with body and `x-backend` naming it,
  * `x-remapped-from` repeating the request's `X-Limpet-Remapped-From` (empty when none), so a client
- * sees where it landed and whether limpet told the app it had moved. socket.io answers `/socket.io/`
+ * sees where it landed and whether limpet told the app it had moved, and `x-received-at`, when the
+ * request reached it (epoch ms: close to when limpet placed it). socket.io answers `/socket.io/`
  * with an `echo` event acknowledged with the backend's id.
  */
 function serveFleetBackend(id: string): Promise<FleetBackend> {
@@ -44,6 +45,7 @@ function serveFleetBackend(id: string): Promise<FleetBackend> {
       'content-length': String(body.length),
       'x-backend': id,
       'x-remapped-from': String(req.headers['x-limpet-remapped-from'] ?? ''),
+      'x-received-at': String(Date.now()),
     });
     res.end(body);
   });
@@ -169,6 +171,8 @@ export interface Reply {
   /** When the request was sent, and when its answer (or the failure) came, epoch ms. */
   sentAt: number;
   at: number;
+  /** When the backend received it (epoch ms; `sentAt` without an answer). */
+  receivedAt: number;
   /** 0: no response. */
   status: number;
   /** The backend that answered ('' without an answer). */
@@ -241,6 +245,7 @@ export class FleetClient {
             resolve({
               sentAt,
               at: Date.now(),
+              receivedAt: Number(res.headers['x-received-at'] ?? sentAt),
               status: res.statusCode ?? 0,
               backend: String(res.headers['x-backend'] ?? ''),
               remappedFrom: String(res.headers['x-remapped-from'] ?? ''),
@@ -257,7 +262,7 @@ export class FleetClient {
 }
 
 function failure(sentAt: number, problem: string): Reply {
-  return { sentAt, at: Date.now(), status: 0, backend: '', remappedFrom: '', setCookie: false, problem };
+  return { sentAt, at: Date.now(), receivedAt: sentAt, status: 0, backend: '', remappedFrom: '', setCookie: false, problem };
 }
 
 /** Every failed request of the clients, by what went wrong: "0" when none, else e.g. "3 (502: 2, ECONNRESET: 1)". */
@@ -275,21 +280,25 @@ export interface Move {
   to: string;
   /** The first answer from `to` carried `X-Limpet-Remapped-From: <from>`. */
   noticed: boolean;
-  /** How long the client had sent nothing before the request that moved (ms). */
+  /**
+   * How long the client had been silent before the request that moved it (ms), as the backends saw
+   * its requests arrive: close to what limpet saw, even when a loaded machine delays them between
+   * the client and the proxy.
+   */
   silenceMs: number;
 }
 
 export function movesOf(replies: readonly Reply[]): Move[] {
   const moves: Move[] = [];
   let previous: string | undefined;
-  let previousSentAt = 0;
+  let previousReceivedAt = 0;
   for (const reply of replies) {
     if (reply.status !== 200) continue;
     if (previous !== undefined && reply.backend !== previous) {
-      moves.push({ at: reply.at, from: previous, to: reply.backend, noticed: reply.remappedFrom === previous, silenceMs: reply.sentAt - previousSentAt });
+      moves.push({ at: reply.at, from: previous, to: reply.backend, noticed: reply.remappedFrom === previous, silenceMs: reply.receivedAt - previousReceivedAt });
     }
     previous = reply.backend;
-    previousSentAt = reply.sentAt;
+    previousReceivedAt = reply.receivedAt;
   }
   return moves;
 }
