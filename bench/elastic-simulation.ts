@@ -13,6 +13,7 @@ import { ClientActivity, MoveBudget } from '../src/affinity/elastic.js';
 import { PinTable } from '../src/affinity/pin-table.js';
 import type { AffinityPolicy, ClientHints, RemapReason } from '../src/affinity/policy.js';
 import { parseConfig } from '../src/config/load.js';
+import { listedBackends } from '../src/discovery/backend-discovery.js';
 import type { LimpetConfig } from '../src/config/schema.js';
 import { affinitySettings, poolSettings } from '../src/runtime/settings.js';
 import { hashKey } from '../src/selection/hash.js';
@@ -91,10 +92,10 @@ class SimulatedProxy {
   private readonly registry: BackendRegistry;
   private readonly memory: AffinityMemory;
   private policy: AffinityPolicy;
-  private readonly hints: ClientHints = { forwardedFor: undefined, cookieHeader: undefined, affinityHeader: undefined };
+  private readonly hints: ClientHints = { forwardedFor: undefined, cookieHeader: undefined, affinityHeader: undefined, connectionAffinity: null };
 
   constructor(private readonly mode: Mode, config: LimpetConfig) {
-    this.registry = new BackendRegistry(config.backends, poolSettings(config), config.balance.slowStart);
+    this.registry = new BackendRegistry(listedBackends(config.backends), poolSettings(config), config.balance.slowStart);
     this.memory = {
       pins: new PinTable(config.affinity.sessionTtl, config.affinity.maxSessions, config.affinity.rebalance?.idleAfter ?? null),
       codec: new AffinityCookieCodec(config.affinity.cookie.secret),
@@ -108,7 +109,7 @@ class SimulatedProxy {
 
   /** Applies `config` as a reload does; a backend it adds passes its first health check at once. */
   reload(config: LimpetConfig): void {
-    this.registry.apply(config.backends, poolSettings(config), new Map(), config.balance.slowStart);
+    this.registry.apply(listedBackends(config.backends), poolSettings(config), new Map(), config.balance.slowStart);
     for (const backend of this.registry.backends) {
       if (backend.health.check !== 'pending') continue;
       backend.checkCompleted({ at: Date.now(), ok: true, status: 200, error: null, durationMs: 1 }, { rise: 2, fall: 3, cooldown: 10 * SECOND });

@@ -34,7 +34,16 @@ const scheme = (tls: PeerTls | undefined) => (tls === undefined ? 'http' : 'http
 /** Whether this process runs as root (nginx then needs to be told to keep its workers as root too). */
 const runningAsRoot = () => process.getuid?.() === 0;
 
-export function nginxConfig(dir: string, port: number, backends: Backends, workerProcesses: '1' | 'auto', tls?: PeerTls): string {
+/** What a benchmark changes in a peer's common config (bench/replicas.ts: quicker failure detection, a runtime API, stick tables). */
+export interface PeerTuning {
+  /** nginx: parameters after each server's address (`max_fails=1 fail_timeout=1s`); HAProxy: instead of `check inter 2s`. */
+  server?: string;
+  /** HAProxy: lines added to `global` (a stats socket) and to the backend (a stick table). */
+  global?: string[];
+  backend?: string[];
+}
+
+export function nginxConfig(dir: string, port: number, backends: Backends, workerProcesses: '1' | 'auto', tls?: PeerTls, tuning: PeerTuning = {}): string {
   const temp = (name: string) => path.join(dir, name);
   return [
     `worker_processes ${workerProcesses};`,
@@ -55,7 +64,7 @@ export function nginxConfig(dir: string, port: number, backends: Backends, worke
     '  keepalive_requests 1000000;',
     '  upstream backends {',
     '    hash $remote_addr consistent;',
-    ...backends.origins.map((origin) => `    server ${hostPort(origin)};`),
+    ...backends.origins.map((origin) => `    server ${hostPort(origin)}${tuning.server === undefined ? '' : ` ${tuning.server}`};`),
     // Idle upstream connections kept per worker: more than the 500 client connections of the
     // largest scenario, so no upstream connection is closed after use.
     '    keepalive 1024;',
@@ -83,14 +92,15 @@ export function nginxConfig(dir: string, port: number, backends: Backends, worke
 export type HaproxyStickiness = 'source' | 'cookie';
 
 /** `threads` undefined = HAProxy's default, one thread per CPU it may run on. */
-export function haproxyConfig(port: number, backends: Backends, stickiness: HaproxyStickiness, threads: number | undefined, tls?: PeerTls): string {
+export function haproxyConfig(port: number, backends: Backends, stickiness: HaproxyStickiness, threads: number | undefined, tls?: PeerTls, tuning: PeerTuning = {}): string {
   const servers = backends.origins.map((origin, i) => {
     const id = `b${i + 1}`;
-    return `    server ${id} ${hostPort(origin)}${stickiness === 'cookie' ? ` cookie ${id}` : ''} check inter 2s`;
+    return `    server ${id} ${hostPort(origin)}${stickiness === 'cookie' ? ` cookie ${id}` : ''} ${tuning.server ?? 'check inter 2s'}`;
   });
   return [
     'global',
     ...(threads === undefined ? [] : [`    nbthread ${threads}`]),
+    ...(tuning.global ?? []).map((line) => `    ${line}`),
     '    maxconn 4096',
     'defaults',
     '    mode http',
@@ -115,6 +125,7 @@ export function haproxyConfig(port: number, backends: Backends, stickiness: Hapr
       : ['    balance roundrobin', '    cookie SRV insert indirect nocache']),
     // Active checks like limpet's (GET /health every 2 s).
     '    option httpchk GET /health',
+    ...(tuning.backend ?? []).map((line) => `    ${line}`),
     ...servers,
     '',
   ].join('\n');
@@ -128,13 +139,14 @@ export async function startNginx(
   workerProcesses: '1' | 'auto',
   cpus: string | undefined,
   tls?: PeerTls,
+  tuning: PeerTuning = {},
 ): Promise<PeerStart> {
   const binary = findExecutable('nginx');
   if (binary === undefined) return { prepared: { name, description, reason: 'nginx not found (on PATH or in /usr/sbin, /usr/local/sbin)' } };
   const dir = path.join(tmp, name);
   mkdirSync(dir, { recursive: true });
   const port = await freePort();
-  const config = nginxConfig(dir, port, backends, workerProcesses, tls);
+  const config = nginxConfig(dir, port, backends, workerProcesses, tls, tuning);
   writeFileSync(path.join(dir, 'nginx.conf'), config);
   // -e: the error log before the config is read (the packaged default may be an unwritable file).
   const argv = [binary, '-p', `${dir}/`, '-e', 'stderr', '-c', 'nginx.conf', '-g', 'daemon off;'];
@@ -150,11 +162,12 @@ export async function startHaproxy(
   threads: number | undefined,
   cpus: string | undefined,
   tls?: PeerTls,
+  tuning: PeerTuning = {},
 ): Promise<PeerStart> {
   const binary = findExecutable('haproxy');
   if (binary === undefined) return { prepared: { name, description, reason: 'haproxy not found (on PATH or in /usr/sbin, /usr/local/sbin)' } };
   const port = await freePort();
-  const config = haproxyConfig(port, backends, stickiness, threads, tls);
+  const config = haproxyConfig(port, backends, stickiness, threads, tls, tuning);
   const file = path.join(tmp, `${name}.cfg`);
   writeFileSync(file, config);
   // -db: foreground, no daemon.

@@ -378,6 +378,7 @@ export class Limpet {
     this.health?.track(this.registry.backends, healthSettings(config));
     this.passive.configure(config.passive);
     this.memory.pins.configure(config.affinity.sessionTtl, config.affinity.maxSessions, config.affinity.rebalance?.idleAfter ?? null);
+    this.shared?.setSessionTtl(config.affinity.sessionTtl);
     this.memory.moves.configure(this.role.movesPerSecond(config));
     if (config.affinity.cookie.secret !== this.config.affinity.cookie.secret) this.memory.codec = new AffinityCookieCodec(config.affinity.cookie.secret);
     this.memory.clients = new ClientAddressResolver(config.trustedProxies, this.proxyHeaders);
