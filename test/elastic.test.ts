@@ -364,6 +364,17 @@ describe('elastic config', () => {
     ]);
   });
 
+  it('warns when pins would be forgotten before their clients count as idle (sessionTtl < idleAfter, ip/header)', async () => {
+    const { parseConfigWithWarnings } = await import('../src/config/load.js');
+    const warnings = (text: string) => parseConfigWithWarnings(text, 'f.yaml', {}).warnings;
+    expect(warnings(`affinity:\n  by: ip\n  sessionTtl: 10m\n  rebalance: { idleAfter: 30m }\n${MINIMAL}`)).toEqual([
+      expect.objectContaining({ line: 3, path: 'affinity.sessionTtl', message: expect.stringMatching(/^is shorter than affinity\.rebalance\.idleAfter/) }),
+    ]);
+    expect(warnings(`affinity:\n  by: ip\n  sessionTtl: 30m\n  rebalance: { idleAfter: 30m }\n${MINIMAL}`)).toEqual([]);
+    // Cookie mode keeps no pins to forget.
+    expect(warnings(`affinity:\n  by: cookie\n  sessionTtl: 10m\n  rebalance: { idleAfter: 30m }\n${MINIMAL}`)).toEqual([]);
+  });
+
   it('refuses impossible values with file:line, key and what was expected', () => {
     const cases: [string, number, string, RegExp][] = [
       [`affinity:\n  rebalance: { idleAfter: 500ms }\n${MINIMAL}`, 2, 'affinity.rebalance.idleAfter', /must be at least 1s/],

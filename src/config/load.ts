@@ -153,6 +153,19 @@ export function parseConfigWithWarnings(text: string, file: string, env: NodeJS.
   const warnings = bareNumbersOnSecondsKeys(configSchema, raw, []).map(({ path, ms }) =>
     locate(nodeOffset(doc, path), path, `${bareNumberHint(ms)} (or "${ms}ms" to keep ${ms}ms)`),
   );
+  const { rebalance, sessionTtl, by } = config.affinity;
+  if (rebalance !== null && by !== 'cookie' && sessionTtl < rebalance.idleAfter) {
+    // Pins are forgotten before their clients count as idle: such clients are placed afresh at their
+    // home without the remap notice and outside maxMovesPerSecond.
+    const path = ['affinity', 'sessionTtl'];
+    warnings.push(
+      locate(
+        nodeOffset(doc, path),
+        path,
+        `is shorter than affinity.rebalance.idleAfter, so a pin is forgotten before its client counts as idle and the client is placed afresh without the remap notice; make sessionTtl at least idleAfter`,
+      ),
+    );
+  }
   return { config, warnings };
 }
 
