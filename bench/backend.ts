@@ -1,7 +1,10 @@
 // Benchmark backends: N tiny HTTP servers in one process. They are deliberately cheap so that the
 // proxy in front of them is what gets measured.
 //
-//   node dist/bench/backend.js [count] [--raw]
+//   node dist/bench/backend.js [count] [--raw] [--ports=P1,P2,...] [--first-id=N]
+//
+// `--ports` listens on those ports instead of ephemeral ones (a backend restarted where it was);
+// `--first-id` names the servers b<N>, b<N+1>, … (one backend per process, each with its own id).
 //
 // Routes, the same in both modes:
 //   GET /100k  200, 102,400-byte body (the large-response scenarios of bench:compare)
@@ -31,7 +34,7 @@ function bodyFor(url: string | undefined, id: string): Buffer {
   return SMALL_BODY;
 }
 
-function startHttpBackend(id: string): Promise<net.Server> {
+function startHttpBackend(id: string, port: number): Promise<net.Server> {
   const server = http.createServer((req, res) => {
     req.resume();
     const body = bodyFor(req.url, id);
@@ -42,7 +45,7 @@ function startHttpBackend(id: string): Promise<net.Server> {
   // under a proxy between rounds (that race would show up as 502s that are not the proxy's fault).
   server.keepAliveTimeout = KEEP_ALIVE_MS;
   server.headersTimeout = KEEP_ALIVE_MS + 1000;
-  return listen(server);
+  return listen(server, port);
 }
 
 /** Complete responses, built once: the raw server only copies them to the socket. */
@@ -61,7 +64,7 @@ function rawResponses(id: string): { keepAlive: Map<string, Buffer>; close: Map<
 const NOT_IMPLEMENTED = Buffer.from('HTTP/1.1 501 Not Implemented\r\ncontent-length: 0\r\nconnection: close\r\n\r\n', 'latin1');
 const HEAD_END = Buffer.from('\r\n\r\n');
 
-function startRawBackend(id: string): Promise<net.Server> {
+function startRawBackend(id: string, port: number): Promise<net.Server> {
   const responses = rawResponses(id);
   const server = net.createServer((socket) => {
     socket.setNoDelay(true);
@@ -107,27 +110,30 @@ function startRawBackend(id: string): Promise<net.Server> {
       }
     });
   });
-  return listen(server);
+  return listen(server, port);
 }
 
-function listen(server: net.Server): Promise<net.Server> {
+function listen(server: net.Server, port: number): Promise<net.Server> {
   return new Promise((resolve, reject) => {
     server.once('error', reject);
-    server.listen(0, '127.0.0.1', () => resolve(server));
+    server.listen(port, '127.0.0.1', () => resolve(server));
   });
 }
 
 const args = process.argv.slice(2);
 const raw = args.includes('--raw');
+const option = (name: string) => args.find((arg) => arg.startsWith(`--${name}=`))?.slice(name.length + 3);
+const fixedPorts = option('ports')?.split(',').map(Number);
 const countArg = args.find((arg) => !arg.startsWith('--'));
-const count = Number(countArg ?? 3);
-if (!Number.isInteger(count) || count < 1) {
-  process.stderr.write(`backend: count must be a positive integer, got "${countArg}"\n`);
+const count = fixedPorts?.length ?? Number(countArg ?? 3);
+const firstId = Number(option('first-id') ?? 1);
+if (!Number.isInteger(count) || count < 1 || !Number.isInteger(firstId) || firstId < 1 || fixedPorts?.some((port) => !Number.isInteger(port) || port < 1 || port > 65535)) {
+  process.stderr.write(`backend: count, --first-id and --ports must be positive integers, got ${JSON.stringify(args)}\n`);
   process.exit(2);
 }
 
 const start = raw ? startRawBackend : startHttpBackend;
-const servers = await Promise.all(Array.from({ length: count }, (_, i) => start(`b${i + 1}`)));
+const servers = await Promise.all(Array.from({ length: count }, (_, i) => start(`b${firstId + i}`, fixedPorts?.[i] ?? 0)));
 const ports = servers.map((server) => (server.address() as AddressInfo).port);
 process.stdout.write(`${JSON.stringify({ ports })}\n`);
 

@@ -7,6 +7,7 @@ import { freePort } from './free-port.js';
 import { execFile, execFileSync, spawn, spawnSync, type ChildProcess } from 'node:child_process';
 import { existsSync, mkdirSync, readFileSync, readdirSync, writeFileSync } from 'node:fs';
 import http from 'node:http';
+import https from 'node:https';
 import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -107,9 +108,11 @@ export function waitForLine(child: ChildProcess, pattern: RegExp, timeoutMs = RE
   });
 }
 
+/** The status of `GET url`; over HTTPS the benchmarks' self-signed certificate is accepted. */
 function getStatus(url: string): Promise<number> {
   return new Promise((resolve) => {
-    const req = http.get(url, { agent: false, timeout: 1000 }, (res) => {
+    const get = url.startsWith('https:') ? https.get : http.get;
+    const req = get(url, { agent: false, timeout: 1000, rejectUnauthorized: false }, (res) => {
       res.resume();
       resolve(res.statusCode ?? 0);
     });
@@ -521,6 +524,8 @@ export interface LimpetVariant {
   affinity?: string;
   /** Another build's `dist/src/cli.js` (BENCH_LIMPET_BASELINE), to compare two builds in one run. */
   cli?: string;
+  /** Serve HTTPS with these PEM files (HTTP/2 on by default); the origin is then https://. */
+  tls?: { cert: string; key: string };
   cpus: string | undefined;
 }
 
@@ -536,6 +541,7 @@ export async function limpetTarget(backends: Backends, tmp: string, variant: Lim
     `admin: { listen: "127.0.0.1:${adminPort}" }`,
     'log: { level: warn }',
     variant.affinity ?? 'affinity: { by: ip }',
+    ...(variant.tls === undefined ? [] : [`tls: { cert: "${variant.tls.cert}", key: "${variant.tls.key}" }`]),
     ...variant.extraYaml,
     'backends:',
     ...backends.origins.map((origin, i) => `  - { id: b${i + 1}, url: "${origin}" }`),
@@ -543,7 +549,7 @@ export async function limpetTarget(backends: Backends, tmp: string, variant: Lim
   ].join('\n'));
   // Started as the limpet command starts it: with its runtime flags.
   const argv = [process.execPath, ...RUNTIME_FLAGS, ...variant.nodeArgs, cli, '--config', configFile];
-  return startServerTarget(name, description, argv, variant.cpus, `http://127.0.0.1:${port}`);
+  return startServerTarget(name, description, argv, variant.cpus, `${variant.tls === undefined ? 'http' : 'https'}://127.0.0.1:${port}`);
 }
 
 // ---------------------------------------------------------------------------------------------

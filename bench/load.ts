@@ -1,16 +1,18 @@
 // Load generation for the end-to-end benchmark: runs wrk when it is on PATH, autocannon otherwise,
-// and reduces either tool's output to the same LoadResult.
+// or h2load (nghttp2's, for HTTP/2 and HTTP/1.1 over TLS: bench/http2.ts), and reduces each tool's
+// output to the same LoadResult.
 //
 // autocannon runs in a child process (this file, invoked as
 // `node dist/bench/load.js autocannon URL CONNECTIONS SECONDS [HEADERS_JSON]`) so it never shares
 // an event loop or a CPU with the harness or with the process under test.
 import { spawn } from 'node:child_process';
-import { accessSync, constants } from 'node:fs';
+import { accessSync, constants, mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { createRequire } from 'node:module';
+import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 
-export type LoadTool = 'wrk' | 'autocannon';
+export type LoadTool = 'wrk' | 'autocannon' | 'h2load';
 
 /** One measurement of one target: throughput, latency percentiles and anything that went wrong. */
 export interface LoadResult {
@@ -33,6 +35,8 @@ export interface LoadOptions {
   cpus: string | undefined;
   /** Extra request headers, e.g. `Connection: close` to open a new connection per request. */
   headers?: Record<string, string>;
+  /** h2load only: concurrent streams per connection over HTTP/2; 0 for HTTP/1.1 (`--h1`, one request at a time). */
+  streams?: number;
 }
 
 /** Whether an executable of this name is on PATH. */
@@ -58,6 +62,7 @@ export function chooseLoadTool(): LoadTool {
 }
 
 export async function runLoad(options: LoadOptions): Promise<LoadResult> {
+  if (options.tool === 'h2load') return runH2load(options);
   const headers = Object.entries(options.headers ?? {});
   const command = options.tool === 'wrk'
     ? ['wrk', '-t1', `-c${options.connections}`, `-d${options.seconds}s`, '--latency', ...headers.flatMap(([name, value]) => ['-H', `${name}: ${value}`]), options.url]
@@ -114,6 +119,49 @@ export function parseWrk(text: string): LoadResult {
     requests: Number(total[1]),
     errors: socket === null ? 0 : socket.slice(1).reduce((sum, n) => sum + Number(n), 0),
     non2xx: non2xx === null ? 0 : Number(non2xx[1]),
+  };
+}
+
+/**
+ * h2load over `seconds` (`-D`), one thread. Its summary has no percentiles, so latencies come from
+ * its per-request log (start, status, µs to the end of the response).
+ */
+async function runH2load(options: LoadOptions): Promise<LoadResult> {
+  const dir = mkdtempSync(path.join(os.tmpdir(), 'limpet-h2load-'));
+  const log = path.join(dir, 'requests.tsv');
+  try {
+    const streams = options.streams ?? 1;
+    const command = [
+      'h2load', '-t1', `-c${options.connections}`, ...(streams > 0 ? [`-m${streams}`] : ['--h1']), '-D', String(options.seconds), `--log-file=${log}`,
+      ...Object.entries(options.headers ?? {}).flatMap(([name, value]) => ['-H', `${name}: ${value}`]), options.url,
+    ];
+    const output = await capture(pinnedCommand(command, options.cpus), (options.seconds + 30) * 1000);
+    return parseH2load(output, readFileSync(log, 'utf8'));
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
+}
+
+/** h2load's summary and per-request log. */
+export function parseH2load(text: string, log: string): LoadResult {
+  const rate = /^finished in [\d.]+m?s, ([\d.]+) req\/s/m.exec(text);
+  const counts = /^requests: \d+ total, \d+ started, (\d+) done, \d+ succeeded, (\d+) failed, (\d+) errored, (\d+) timeout/m.exec(text);
+  const codes = /^status codes: (\d+) 2xx, (\d+) 3xx, (\d+) 4xx, (\d+) 5xx/m.exec(text);
+  if (rate === null || counts === null || codes === null) throw new Error(`unrecognised h2load output:\n${text}`);
+  const durations = log
+    .split('\n')
+    .map((line) => line.split('\t'))
+    .filter((fields) => fields.length >= 3 && Number(fields[1]) > 0)
+    .map((fields) => Number(fields[2]) / 1000)
+    .sort((a, b) => a - b);
+  const percentile = (p: number) => (durations.length === 0 ? 0 : durations[Math.min(durations.length - 1, Math.floor((p / 100) * durations.length))]!);
+  return {
+    requestsPerSec: Number(rate[1]),
+    p50Ms: percentile(50),
+    p99Ms: percentile(99),
+    requests: Number(codes[1]) + Number(codes[2]),
+    errors: Number(counts[2]) + Number(counts[3]) + Number(counts[4]),
+    non2xx: Number(codes[3]) + Number(codes[4]),
   };
 }
 

@@ -22,10 +22,28 @@ function versionOf(binary: string): string | undefined {
 
 const hostPort = (origin: string) => new URL(origin).host;
 
+/** A peer serving HTTPS with HTTP/2 (ALPN h2, http/1.1): the PEM files, and both in one for HAProxy's `crt`. */
+export interface PeerTls {
+  cert: string;
+  key: string;
+  combined: string;
+}
+
+const scheme = (tls: PeerTls | undefined) => (tls === undefined ? 'http' : 'https');
+
 /** Whether this process runs as root (nginx then needs to be told to keep its workers as root too). */
 const runningAsRoot = () => process.getuid?.() === 0;
 
-export function nginxConfig(dir: string, port: number, backends: Backends, workerProcesses: '1' | 'auto'): string {
+/** What a benchmark changes in a peer's common config (bench/replicas.ts: quicker failure detection, a runtime API, stick tables). */
+export interface PeerTuning {
+  /** nginx: parameters after each server's address (`max_fails=1 fail_timeout=1s`); HAProxy: instead of `check inter 2s`. */
+  server?: string;
+  /** HAProxy: lines added to `global` (a stats socket) and to the backend (a stick table). */
+  global?: string[];
+  backend?: string[];
+}
+
+export function nginxConfig(dir: string, port: number, backends: Backends, workerProcesses: '1' | 'auto', tls?: PeerTls, tuning: PeerTuning = {}): string {
   const temp = (name: string) => path.join(dir, name);
   return [
     `worker_processes ${workerProcesses};`,
@@ -46,14 +64,16 @@ export function nginxConfig(dir: string, port: number, backends: Backends, worke
     '  keepalive_requests 1000000;',
     '  upstream backends {',
     '    hash $remote_addr consistent;',
-    ...backends.origins.map((origin) => `    server ${hostPort(origin)};`),
+    ...backends.origins.map((origin) => `    server ${hostPort(origin)}${tuning.server === undefined ? '' : ` ${tuning.server}`};`),
     // Idle upstream connections kept per worker: more than the 500 client connections of the
     // largest scenario, so no upstream connection is closed after use.
     '    keepalive 1024;',
     '    keepalive_requests 1000000;',
     '  }',
     '  server {',
-    `    listen 127.0.0.1:${port};`,
+    // nginx 1.22 turns HTTP/2 on in the listen directive (ALPN h2, http/1.1).
+    `    listen 127.0.0.1:${port}${tls === undefined ? '' : ' ssl http2'};`,
+    ...(tls === undefined ? [] : [`    ssl_certificate ${tls.cert};`, `    ssl_certificate_key ${tls.key};`]),
     '    location / {',
     '      proxy_pass http://backends;',
     '      proxy_http_version 1.1;',
@@ -72,14 +92,15 @@ export function nginxConfig(dir: string, port: number, backends: Backends, worke
 export type HaproxyStickiness = 'source' | 'cookie';
 
 /** `threads` undefined = HAProxy's default, one thread per CPU it may run on. */
-export function haproxyConfig(port: number, backends: Backends, stickiness: HaproxyStickiness, threads: number | undefined): string {
+export function haproxyConfig(port: number, backends: Backends, stickiness: HaproxyStickiness, threads: number | undefined, tls?: PeerTls, tuning: PeerTuning = {}): string {
   const servers = backends.origins.map((origin, i) => {
     const id = `b${i + 1}`;
-    return `    server ${id} ${hostPort(origin)}${stickiness === 'cookie' ? ` cookie ${id}` : ''} check inter 2s`;
+    return `    server ${id} ${hostPort(origin)}${stickiness === 'cookie' ? ` cookie ${id}` : ''} ${tuning.server ?? 'check inter 2s'}`;
   });
   return [
     'global',
     ...(threads === undefined ? [] : [`    nbthread ${threads}`]),
+    ...(tuning.global ?? []).map((line) => `    ${line}`),
     '    maxconn 4096',
     'defaults',
     '    mode http',
@@ -95,7 +116,7 @@ export function haproxyConfig(port: number, backends: Backends, stickiness: Hapr
     '    timeout server 30s',
     '    timeout http-keep-alive 60s',
     'frontend fe',
-    `    bind 127.0.0.1:${port}`,
+    `    bind 127.0.0.1:${port}${tls === undefined ? '' : ` ssl crt ${tls.combined} alpn h2,http/1.1`}`,
     '    default_backend backends',
     'backend backends',
     ...(stickiness === 'source'
@@ -104,6 +125,7 @@ export function haproxyConfig(port: number, backends: Backends, stickiness: Hapr
       : ['    balance roundrobin', '    cookie SRV insert indirect nocache']),
     // Active checks like limpet's (GET /health every 2 s).
     '    option httpchk GET /health',
+    ...(tuning.backend ?? []).map((line) => `    ${line}`),
     ...servers,
     '',
   ].join('\n');
@@ -116,17 +138,19 @@ export async function startNginx(
   tmp: string,
   workerProcesses: '1' | 'auto',
   cpus: string | undefined,
+  tls?: PeerTls,
+  tuning: PeerTuning = {},
 ): Promise<PeerStart> {
   const binary = findExecutable('nginx');
   if (binary === undefined) return { prepared: { name, description, reason: 'nginx not found (on PATH or in /usr/sbin, /usr/local/sbin)' } };
   const dir = path.join(tmp, name);
   mkdirSync(dir, { recursive: true });
   const port = await freePort();
-  const config = nginxConfig(dir, port, backends, workerProcesses);
+  const config = nginxConfig(dir, port, backends, workerProcesses, tls, tuning);
   writeFileSync(path.join(dir, 'nginx.conf'), config);
   // -e: the error log before the config is read (the packaged default may be an unwritable file).
   const argv = [binary, '-p', `${dir}/`, '-e', 'stderr', '-c', 'nginx.conf', '-g', 'daemon off;'];
-  return { prepared: await startServerTarget(name, description, argv, cpus, `http://127.0.0.1:${port}`), config, version: versionOf(binary) };
+  return { prepared: await startServerTarget(name, description, argv, cpus, `${scheme(tls)}://127.0.0.1:${port}`), config, version: versionOf(binary) };
 }
 
 export async function startHaproxy(
@@ -137,14 +161,16 @@ export async function startHaproxy(
   stickiness: HaproxyStickiness,
   threads: number | undefined,
   cpus: string | undefined,
+  tls?: PeerTls,
+  tuning: PeerTuning = {},
 ): Promise<PeerStart> {
   const binary = findExecutable('haproxy');
   if (binary === undefined) return { prepared: { name, description, reason: 'haproxy not found (on PATH or in /usr/sbin, /usr/local/sbin)' } };
   const port = await freePort();
-  const config = haproxyConfig(port, backends, stickiness, threads);
+  const config = haproxyConfig(port, backends, stickiness, threads, tls, tuning);
   const file = path.join(tmp, `${name}.cfg`);
   writeFileSync(file, config);
   // -db: foreground, no daemon.
-  const prepared = await startServerTarget(name, description, [binary, '-f', file, '-db'], cpus, `http://127.0.0.1:${port}`);
+  const prepared = await startServerTarget(name, description, [binary, '-f', file, '-db'], cpus, `${scheme(tls)}://127.0.0.1:${port}`);
   return { prepared, config, version: versionOf(binary) };
 }

@@ -112,6 +112,11 @@ export class DiscoveryLookupError extends LimpetError {
   }
 }
 
+/** An HTTP/2 client reset more streams than its connection's budget allows (rapid reset, CVE-2023-44487): its connection is closed. */
+export class Http2ResetFloodError extends LimpetError {
+  readonly code = 'LIMPET_HTTP2_RESET_FLOOD';
+}
+
 /** Why a bind failed, in words, for the error codes an operator meets; anything else keeps Node's message. */
 const BIND_FAILURES: Readonly<Record<string, string>> = {
   EADDRINUSE: 'address already in use',

@@ -1,4 +1,5 @@
 import type { IncomingMessage, Server, ServerResponse } from 'node:http';
+import type { Http2ServerRequest, Http2ServerResponse } from 'node:http2';
 import type { AddressInfo } from 'node:net';
 import type { Duplex } from 'node:stream';
 import { AdminServer } from './admin/admin-server.js';
@@ -13,24 +14,30 @@ import { ListenError } from './errors.js';
 import { ActiveHealthChecker } from './health/active-checks.js';
 import { PassiveEjector } from './health/passive-ejection.js';
 import type { Logger } from './observe/log.js';
-import { logBackendChange, LocalLimitLog } from './observe/backend-log.js';
+import { logBackendChange, LocalLimitLog, ResetFloodLog } from './observe/backend-log.js';
+import { ProxyProtocolRefusalLog } from './observe/proxy-protocol-log.js';
 import type { LiveFigures } from './observe/live-figures.js';
 import { drainProgress, type DrainProgress } from './observe/drain-progress.js';
 import { ProxyMetrics } from './observe/metrics.js';
 import { headLimitStatus } from './proxy/client-limits.js';
 import type { ExchangeObserver, ForwardingContext } from './proxy/context.js';
+import type { ClientChannel, ClientRequest, ClientResponse } from './proxy/client-channel.js';
 import { ClientConnection } from './proxy/client-connection.js';
 import { Exchange } from './proxy/exchange.js';
+import type { Http2StreamChannel } from './proxy/h2-stream.js';
 import { UpgradeForwarder } from './proxy/upgrade.js';
-import { affinitySettings, discoverySettings, forwardingSettings, healthSettings, poolSettings } from './runtime/settings.js';
+import { affinitySettings, discoverySettings, forwardingSettings, healthSettings, http2Settings, poolSettings, proxyProtocolSettings } from './runtime/settings.js';
 import { CookieSecret } from './runtime/cookie-secret.js';
+import { Http2Listener } from './runtime/h2-listener.js';
 import { createProxyListener, listenOn, reconfigureListener } from './runtime/listener.js';
 import { planReload } from './runtime/reload-plan.js';
+import { ProxyProtocolGate } from './runtime/proxy-protocol-gate.js';
 import { STANDALONE, type ProcessRole, type RoleBehaviour } from './runtime/roles.js';
 import type { Backend, BackendHealthUpdate, BackendSettings, DrainSetting } from './upstream/backend.js';
 import { BackendRegistry } from './upstream/backend-registry.js';
 import type { DurableState, RuntimeDrain, StateSink } from './state/durable-state.js';
 import { SharedState } from './state/shared-state.js';
+import { keepStateInFile } from './state/state-file.js';
 
 /** How long a starting proxy waits for Redis before it serves without the shared pins (they follow when Redis answers). */
 const SHARED_STATE_WAIT_MS = 2_000;
@@ -53,6 +60,8 @@ export interface LimpetOptions {
 export class Limpet {
   /** The proxy listener; null in a cluster primary, which serves no traffic itself. */
   readonly server: Server | null;
+  /** The HTTP/2 side of a TLS proxy listener (`tls.http2`); null otherwise. */
+  private readonly http2: Http2Listener | null;
   /** The admin listener; null in a worker (the primary serves it for all). */
   readonly admin: AdminServer | null;
   readonly metrics: ProxyMetrics;
@@ -70,6 +79,8 @@ export class Limpet {
   private readonly passive: PassiveEjector;
   private readonly role: RoleBehaviour;
   private readonly upgrades = new UpgradeForwarder();
+  /** Reads PROXY protocol headers ahead of the proxy listener (idle in a cluster primary, which has none). */
+  private readonly proxyHeaders: ProxyProtocolGate;
   private readonly localLimits: LocalLimitLog;
   /** Drains made through the admin API, by backend id: they outlive reloads until the file changes that backend's drain. */
   private readonly runtimeDrains = new Map<string, RuntimeDrain>();
@@ -77,6 +88,7 @@ export class Limpet {
   private readonly stateSinks: StateSink[] = [];
   /** Pins and runtime drains shared with the other replicas (the process that decides health holds it). */
   private readonly shared: SharedState | null;
+  private readonly resetFloods: ResetFloodLog;
   private readonly sweepTimer: NodeJS.Timeout;
   private readonly stampTimer: NodeJS.Timeout;
   private closing = false;
@@ -90,6 +102,7 @@ export class Limpet {
   ) {
     this.secrets = new CookieSecret(logger);
     this.localLimits = new LocalLimitLog(logger);
+    this.resetFloods = new ResetFloodLog(logger);
     const config = this.secrets.fill(configGiven);
     this.config = config;
 
@@ -140,10 +153,15 @@ export class Limpet {
     discovery?.listen((drain) => this.applyBackends(discovery.backends(this.config.backends), drain));
 
     // Affinity and the data path.
+    const refusals = new ProxyProtocolRefusalLog(logger);
+    this.proxyHeaders = new ProxyProtocolGate(proxyProtocolSettings(config), (reason, peer) => {
+      this.metrics.proxyProtocolRejections.inc({ reason });
+      refusals.seen(reason, peer);
+    });
     this.memory = {
       pins,
       codec: new AffinityCookieCodec(config.affinity.cookie.secret),
-      clients: new ClientAddressResolver(config.trustedProxies),
+      clients: new ClientAddressResolver(config.trustedProxies, this.proxyHeaders),
       onRemap: (from, to, reason) => {
         this.metrics.remapped(from, to, reason);
         this.logger.debug({ msg: 'client remapped', from, to: to.id, reason });
@@ -154,6 +172,20 @@ export class Limpet {
     this.context = this.buildContext(config);
 
     // Listeners.
+    this.http2 =
+      processRole.servesTraffic && config.tls !== null && config.tls.http2
+        ? new Http2Listener(http2Settings(config), {
+            request: this.handleStream,
+            refused: (status) => this.metrics.requestCompleted(null, status, 0),
+            connectionOpened: () => this.metrics.http2.connections++,
+            connectionClosed: () => this.metrics.http2.connections--,
+            streamReset: () => this.metrics.http2.streamsReset++,
+            resetFlood: (peer) => {
+              this.metrics.http2.resetFloods++;
+              this.resetFloods.seen(peer);
+            },
+          })
+        : null;
     this.server = processRole.servesTraffic
       ? createProxyListener(config, {
           request: this.handleRequest,
@@ -164,7 +196,7 @@ export class Limpet {
           connectionOpened: () => this.metrics.clientConnections++,
           connectionClosed: () => this.metrics.clientConnections--,
           connectionDropped: () => this.metrics.connectionsDropped.inc(),
-        })
+        }, this.proxyHeaders, this.http2)
       : null;
     this.admin = processRole.decidesHealth
       ? new AdminServer(
@@ -210,6 +242,10 @@ export class Limpet {
     const backends = discovery?.backends(config.backends) ?? options.backends ?? listedBackends(config.backends);
     const limpet = new Limpet(config, options.logger, role, backends, discovery);
     try {
+      // The process whose state counts keeps the state file, restored before anything is served
+      // (and, in a cluster, before workers are sent their start-up state).
+      const { stateFile } = limpet.config;
+      if (role.decidesHealth && stateFile !== null) await keepStateInFile(stateFile, limpet, options.logger);
       await limpet.shared?.firstSync(SHARED_STATE_WAIT_MS);
       await limpet.listen();
     } catch (error) {
@@ -342,12 +378,15 @@ export class Limpet {
     this.health?.track(this.registry.backends, healthSettings(config));
     this.passive.configure(config.passive);
     this.memory.pins.configure(config.affinity.sessionTtl, config.affinity.maxSessions, config.affinity.rebalance?.idleAfter ?? null);
+    this.shared?.setSessionTtl(config.affinity.sessionTtl);
     this.memory.moves.configure(this.role.movesPerSecond(config));
     if (config.affinity.cookie.secret !== this.config.affinity.cookie.secret) this.memory.codec = new AffinityCookieCodec(config.affinity.cookie.secret);
-    this.memory.clients = new ClientAddressResolver(config.trustedProxies);
+    this.memory.clients = new ClientAddressResolver(config.trustedProxies, this.proxyHeaders);
+    this.proxyHeaders.configure(proxyProtocolSettings(config));
     this.admin?.setToken(config.admin.token);
     this.logger.level = config.log.level;
     if (this.server !== null) reconfigureListener(this.server, config, plan.reloadTls);
+    this.http2?.reconfigure(http2Settings(config));
     this.config = config;
     this.context = this.buildContext(config);
     return plan.needsRestart;
@@ -367,6 +406,8 @@ export class Limpet {
     const server = this.server;
     const closed = server === null ? Promise.resolve() : new Promise<void>((resolve) => server.close(() => resolve()));
     server?.closeIdleConnections();
+    this.proxyHeaders.closeWaiting();
+    this.http2?.goAway();
     const idleSweep = setInterval(() => server?.closeIdleConnections(), 100);
     this.upgrades.closeAll();
     await Promise.all([closed, this.admin?.close()]);
@@ -379,6 +420,7 @@ export class Limpet {
   /** Cuts every remaining client connection (shutdown deadline passed). */
   closeAllConnections(): void {
     this.server?.closeAllConnections();
+    this.http2?.destroyAll();
   }
 
   // --- what the processes of a cluster tell each other ------------------------------------------
@@ -427,7 +469,8 @@ export class Limpet {
   // --- the data path's entry points ----------------------------------------------------------------
 
   private readonly handleRequest = (req: IncomingMessage, res: ServerResponse): void => {
-    this.admit(req, res, false);
+    if (this.closing) res.shouldKeepAlive = false;
+    this.admit(req, res, ClientConnection.of(req.socket), false);
   };
 
   /**
@@ -435,14 +478,20 @@ export class Limpet {
    * relayed) or refuses the upload before it is sent. A request over any limit is refused here.
    */
   private readonly handleExpectContinue = (req: IncomingMessage, res: ServerResponse): void => {
-    this.admit(req, res, headLimitStatus(req, this.context.limits, req.headers['content-length']) === 0);
+    if (this.closing) res.shouldKeepAlive = false;
+    this.admit(req, res, ClientConnection.of(req.socket), true);
   };
 
-  /** Every request goes through its connection, which forwards one at a time in order. */
-  private admit(req: IncomingMessage, res: ServerResponse, expectContinue: boolean): void {
-    if (this.closing) res.shouldKeepAlive = false;
-    const connection = ClientConnection.of(req.socket);
-    connection.admit(new Exchange(this.context, req, res, connection, expectContinue));
+  /** A request on an HTTP/2 stream: the same pipeline, through the stream. */
+  private readonly handleStream = (req: Http2ServerRequest, res: Http2ServerResponse, stream: Http2StreamChannel, expectContinue: boolean): void => {
+    this.metrics.http2.requests++;
+    this.admit(req, res, stream, expectContinue);
+  };
+
+  /** Every request goes through its channel: an HTTP/1.x connection forwards one at a time, in order; an HTTP/2 stream at once. */
+  private admit(req: ClientRequest, res: ClientResponse, channel: ClientChannel, expectContinue: boolean): void {
+    const forwardExpectation = expectContinue && headLimitStatus(req, this.context.limits, req.headers['content-length']) === 0;
+    channel.admit(new Exchange(this.context, req, res, channel, forwardExpectation));
   }
 
   private readonly handleUpgrade = (req: IncomingMessage, socket: Duplex, head: Buffer): void => {

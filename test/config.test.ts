@@ -61,6 +61,7 @@ describe('config values', () => {
       workers: 1,
       log: { level: 'info', access: false, accessQuery: false },
       tls: null,
+      stateFile: null,
       admin: { listen: { host: '127.0.0.1', port: 9090 }, token: '' },
       affinity: {
         by: 'cookie',
@@ -73,11 +74,12 @@ describe('config values', () => {
       },
       balance: { slowStart: 0, maxLoadFactor: null },
       trustedProxies: [],
+      proxyProtocol: null,
       healthCheck: { path: '/health', interval: 2_000, timeout: 1_000, rise: 2, fall: 3, expectStatus: { min: 200, max: 399 } },
       passive: { maxFails: 3, window: 10_000, cooldown: 10_000 },
       workerBalance: 'roundRobin',
       timeouts: { connect: 2_000, response: 30_000, clientIdle: 60_000, clientHeaders: 10_000, clientRequest: 300_000, clientSend: 60_000, tunnel: 3_600_000, shutdown: 10_000 },
-      limits: { maxHeaderSize: 16_384, maxHeaderCount: 100, maxUrlLength: 8_192, maxBodySize: 0, maxConnections: 0, allowUnderscoreHeaders: false, maxBackendConnections: 0 },
+      limits: { maxHeaderSize: 16_384, maxHeaderCount: 100, maxUrlLength: 8_192, maxBodySize: 0, maxConnections: 0, allowUnderscoreHeaders: false, maxConcurrentStreams: 100, maxBackendConnections: 0 },
       retries: 2,
       discovery: { interval: 5_000, servers: [], drainDeadline: 30_000 },
       backends: [{ id: 'a', url: 'http://127.0.0.1:3001', weight: 1, drain: false, drainDeadline: null, healthPath: null }],
@@ -128,10 +130,16 @@ describe('config values', () => {
     writeFileSync(join(dir, 'cert.pem'), '');
     writeFileSync(join(dir, 'key.pem'), '');
     const config = parseConfig(`${MINIMAL}tls: { cert: cert.pem, key: ./key.pem }\n`, join(dir, 'limpet.yaml'), {});
-    expect(config.tls).toEqual({ cert: join(dir, 'cert.pem'), key: join(dir, 'key.pem') });
+    expect(config.tls).toEqual({ cert: join(dir, 'cert.pem'), key: join(dir, 'key.pem'), http2: true });
     expect(issuesOf(`${MINIMAL}tls: { cert: cert.pem, key: missing.pem }\n`, {}, join(dir, 'limpet.yaml'))).toEqual([
       { file: join(dir, 'limpet.yaml'), line: 2, column: 29, path: 'tls.key', message: `cannot read "${join(dir, 'missing.pem')}": no such file` },
     ]);
+  });
+
+  it('resolves a relative stateFile against the config file directory, and keeps an absolute one', () => {
+    const dir = mkdtempSync(join(tmpdir(), 'limpet-config-'));
+    expect(parseConfig(`${MINIMAL}stateFile: state/limpet.state\n`, join(dir, 'limpet.yaml'), {}).stateFile).toBe(join(dir, 'state', 'limpet.state'));
+    expect(parseConfig(`${MINIMAL}stateFile: /var/lib/limpet/state\n`, join(dir, 'limpet.yaml'), {}).stateFile).toBe('/var/lib/limpet/state');
   });
 });
 
@@ -266,6 +274,14 @@ describe('config mistakes, each located exactly', () => {
         path: 'listen',
         message: 'expected an address like "0.0.0.0:8080", "[::1]:9090" or ":8080", got "::1:80" (put IPv6 addresses in brackets, e.g. "[::1]:9090")',
       },
+    ],
+    ['stateFile not a path', `${MINIMAL}stateFile: 5\n`, { line: 2, column: 12, path: 'stateFile', message: 'expected a file path, got 5' }],
+    ['stateFile empty', `${MINIMAL}stateFile: ""\n`, { line: 2, column: 12, path: 'stateFile', message: 'expected a file path, got ""' }],
+    ['stateFile a list', `${MINIMAL}stateFile: [a, b]\n`, { line: 2, column: 12, path: 'stateFile', message: 'expected a file path, got a list' }],
+    [
+      'stateFile naming a directory',
+      `${MINIMAL}stateFile: /var/lib/limpet/\n`,
+      { line: 2, column: 12, path: 'stateFile', message: 'expected a file path, not a directory, got "/var/lib/limpet/"' },
     ],
     [
       'expectStatus range out of order',

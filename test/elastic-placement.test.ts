@@ -90,7 +90,7 @@ function fleet(
 /** One request of a header-keyed client at `now`; released at once unless `hold`. */
 function visit(f: Fleet, key: string, now: number, hold = false): Placement {
   const placement = f.policy.newPlacement();
-  const hints: ClientHints = { forwardedFor: undefined, cookieHeader: undefined, affinityHeader: key };
+  const hints: ClientHints = { forwardedFor: undefined, cookieHeader: undefined, affinityHeader: key, connectionAffinity: null };
   f.policy.place(placement, SOCKET, hints, now);
   if (!hold) f.policy.released(placement);
   return placement;
@@ -99,7 +99,7 @@ function visit(f: Fleet, key: string, now: number, hold = false): Placement {
 /** One request of a cookie client; returns the placement and the cookie it holds afterwards. */
 function visitWithCookie(f: Fleet, cookie: string | undefined, now: number): { placement: Placement; cookie: string } {
   const placement = f.policy.newPlacement();
-  f.policy.place(placement, SOCKET, { forwardedFor: undefined, cookieHeader: cookie, affinityHeader: undefined }, now);
+  f.policy.place(placement, SOCKET, { forwardedFor: undefined, cookieHeader: cookie, affinityHeader: undefined, connectionAffinity: null }, now);
   const line = f.policy.responseCookie(placement);
   f.policy.released(placement);
   return { placement, cookie: line === null ? (cookie as string) : (line.split(';')[0] as string) };

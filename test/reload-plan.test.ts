@@ -31,6 +31,14 @@ describe('planReload: the pure difference between the running config and a new o
     expect(plan.applied.limits.maxBodySize).toBe(1024 * 1024);
   });
 
+  it('keeps the state file it started with: turning it on, off or moving it needs a restart', () => {
+    for (const [before, after] of [['', 'stateFile: /var/lib/limpet/state\n'], ['stateFile: /var/lib/limpet/state\n', ''], ['stateFile: /a/state\n', 'stateFile: /b/state\n']] as const) {
+      const plan = planReload(config(base + before), config(base + after));
+      expect(plan.needsRestart).toEqual(['stateFile']);
+      expect(plan.applied.stateFile).toBe(config(base + before).stateFile);
+    }
+  });
+
   it('reports a drain change only for backends whose drain the file itself changed', () => {
     const next = config(base.replace('drain: true', 'drain: false').replace('3001" }', '3001", drain: true }') + '  - { id: c, url: "http://127.0.0.1:3003", drain: true }\n');
     const plan = planReload(config(base), next);
@@ -47,7 +55,16 @@ describe('planReload: the pure difference between the running config and a new o
     expect(plan.needsRestart).toEqual(['tls (switching between HTTP and HTTPS)']);
     expect(plan.applied.tls).toBeNull();
     expect(plan.reloadTls).toBe(false);
-    const withTls = { ...config(base), tls: { cert: '/x/cert.pem', key: '/x/key.pem' } } as ReturnType<typeof config>;
+    const withTls = { ...config(base), tls: { cert: '/x/cert.pem', key: '/x/key.pem', http2: true } } as ReturnType<typeof config>;
     expect(planReload(withTls, withTls).reloadTls).toBe(true);
+  });
+
+  it('keeps HTTP/2 on or off until a restart (the listener offers its protocols when it is created), and still re-reads the certificate', () => {
+    const withTls = (http2: boolean) => ({ ...config(base), tls: { cert: '/x/cert.pem', key: '/x/key.pem', http2 } }) as ReturnType<typeof config>;
+    const next = { ...withTls(false), tls: { cert: '/y/cert.pem', key: '/y/key.pem', http2: false } };
+    const plan = planReload(withTls(true), next);
+    expect(plan.needsRestart).toEqual(['tls.http2']);
+    expect(plan.applied.tls).toEqual({ cert: '/y/cert.pem', key: '/y/key.pem', http2: true });
+    expect(plan.reloadTls).toBe(true);
   });
 });

@@ -3,6 +3,7 @@ import { execFileSync } from 'node:child_process';
 import { mkdtempSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { parseConfig } from '../src/config/load.js';
 import type { Limpet } from '../src/limpet.js';
 import { decodeEvent, drainMessage, pinsMessage, forgottenMessage } from '../src/state/shared-protocol.js';
 import { answerWithId, backendsYaml, startBackend, type BackendHandler } from './support/backends.js';
@@ -160,6 +161,23 @@ describe('two replicas sharing Redis', () => {
     // 200 requests: what Redis saw is the once-a-second heartbeat (and our own INFO), nothing per request.
     const seen = (await commands()) - before - 1;
     expect(seen).toBeLessThanOrEqual(Math.ceil(seconds) + 2);
+  });
+
+  it('gives shared pins the sessionTtl in force, also after a reload changes it', async () => {
+    const redis = cleanup.add(await startRedis());
+    const backends = cleanup.add(await Promise.all(['app-1', 'app-2'].map((id) => startBackend(id))));
+    const yaml = (ttl: string) => `affinity: { by: ip, sessionTtl: ${ttl} }\nsharedState: { redis: "${redis.url}" }\n${backendsYaml(backends)}`;
+    const a = await startProxy(yaml('30m'));
+    cleanup.add(a.limpet);
+    const ttlOf = async (client: string) => Number(await redis.command('PTTL', `limpet:pin:${client}`));
+    await backendOf(a, address(0));
+    await waitFor(async () => (await ttlOf(address(0))) > 0, 5_000, 'the first pin written');
+    expect(await ttlOf(address(0))).toBeLessThanOrEqual(30 * 60_000);
+
+    a.limpet.reload(parseConfig(`listen: 127.0.0.1:0\nadmin: { listen: "127.0.0.1:0" }\n${yaml('2h')}`, 'test.yaml', {}));
+    await backendOf(a, address(1));
+    await waitFor(async () => (await ttlOf(address(1))) > 0, 5_000, 'the pin written after the reload');
+    expect(await ttlOf(address(1))).toBeGreaterThan(60 * 60_000);
   });
 });
 

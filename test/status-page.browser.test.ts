@@ -1,19 +1,14 @@
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { mkdir, mkdtemp, rm } from 'node:fs/promises';
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
-import { chromium, type BrowserContext, type Page } from 'playwright-core';
+import { describe, expect, it } from 'vitest';
+import { mkdir } from 'node:fs/promises';
+import type { Page } from 'playwright-core';
 import { answerWithId, backendsYaml, startBackend, type BackendHandler } from './support/backends.js';
+import { useChromium } from './support/chromium.js';
 import { useCleanup } from './support/cleanup.js';
-import { commandFrom } from './support/debian-packages.js';
 import { request } from './support/client.js';
 import { startProxy } from './support/proxy.js';
 import { parseConfig } from '../src/config/load.js';
 
-/**
- * The admin status page in a real browser: Debian's chromium driven by playwright-core (no browser is
- * ever downloaded). Without chromium the tests fail and name the apt-get command that installs it.
- */
+/** The admin status page in a real browser (test/support/chromium.ts). */
 
 const FAST_HEALTH = 'healthCheck: { interval: 100ms, timeout: 150ms, rise: 1, fall: 2 }';
 /** The page polls every 2 s; leave room for a slow machine. */
@@ -70,25 +65,8 @@ function trafficFrom(port: number, addresses: string[]) {
 }
 
 describe('status page in a browser', () => {
-  let context: BrowserContext;
-  let profile: string;
+  const browser = useChromium({ viewport: { width: 1200, height: 640 } });
   const cleanup = useCleanup();
-
-  beforeAll(async () => {
-    profile = await mkdtemp(join(tmpdir(), 'limpet-chromium-'));
-    // launchPersistentContext is playwright's way of passing a fresh --user-data-dir.
-    context = await chromium.launchPersistentContext(profile, {
-      executablePath: commandFrom('chromium'),
-      headless: true,
-      args: ['--headless', '--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run', '--disable-background-networking', '--disable-component-update', '--disable-sync'],
-      viewport: { width: 1200, height: 640 },
-    });
-  });
-
-  afterAll(async () => {
-    await context?.close();
-    if (profile) await rm(profile, { recursive: true, force: true });
-  });
 
   it('shows every backend up, request rates once traffic flows, and a backend whose health fails as down', async () => {
     const health = new Map<string, number>();
@@ -104,7 +82,7 @@ describe('status page in a browser', () => {
     const proxy = cleanup.add(started.limpet);
     const ids = backends.map((b) => b.id);
 
-    const page = cleanup.add(await context.newPage());
+    const page = cleanup.add(await browser.context().newPage());
     const pageErrors: string[] = [];
     page.on('pageerror', (error) => pageErrors.push(String(error)));
     const response = await page.goto(`http://127.0.0.1:${proxy.adminAddress.port}/`);

@@ -1,22 +1,15 @@
 import { describe, expect, it } from 'vitest';
-import { execFileSync } from 'node:child_process';
-import { mkdtempSync } from 'node:fs';
 import { request as httpsRequest } from 'node:https';
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
 import { backendsYaml, startBackends } from './support/backends.js';
 import { useCleanup } from './support/cleanup.js';
-import { commandFrom } from './support/debian-packages.js';
 import { startProxy } from './support/proxy.js';
+import { selfSignedCertificate } from './support/tls.js';
 
 const cleanup = useCleanup();
 
 describe('TLS listener', () => {
   it('serves HTTPS, sets a Secure cookie by default and tells the backend the scheme', async () => {
-    const dir = mkdtempSync(join(tmpdir(), 'limpet-tls-'));
-    const cert = join(dir, 'cert.pem');
-    const key = join(dir, 'key.pem');
-    execFileSync(commandFrom('openssl'), ['req', '-x509', '-newkey', 'rsa:2048', '-nodes', '-keyout', key, '-out', cert, '-days', '1', '-subj', '/CN=localhost'], { stdio: 'ignore' });
+    const { cert, key } = selfSignedCertificate();
     const backends = cleanup.add(await startBackends(1));
     const started = await startProxy(`tls: { cert: "${cert}", key: "${key}" }\naffinity: { by: cookie, cookie: { secret: s } }\n${backendsYaml(backends)}`);
     cleanup.add(started.limpet);

@@ -60,13 +60,23 @@ export class CookieAffinity extends OrderedAffinity<CookiePlacement> {
     const nowSeconds = Math.floor(nowMs / 1000);
     placement.placedAt = nowSeconds;
     const value = hints.cookieHeader === undefined ? undefined : findCookie(hints.cookieHeader, this.attributes.name);
-    const cookie = value === undefined ? null : this.codec.decode(value, nowSeconds);
-    if (cookie === null) this.placeNew(placement);
-    else this.placeByCookie(placement, cookie, nowSeconds, nowMs);
+    let cookie = value === undefined ? null : this.codec.decode(value, nowSeconds);
+    const connection = hints.connectionAffinity;
+    if (cookie === null && connection !== null && connection.cookie !== null) {
+      // An HTTP/2 connection's later cookie-less requests present the cookie its first one was given.
+      cookie = connection.cookie;
+      placement.issueCookie = true;
+    }
+    if (cookie !== null) this.placeByCookie(placement, cookie, nowSeconds, nowMs);
+    else this.placeNew(placement);
     const { nonce, backend } = placement;
     if (nonce === null || backend === null) return;
     this.began(placement, nonce);
     if (this.seen.get(nonce, nowSeconds) !== backend) this.seen.set(nonce, backend, nowSeconds);
+    // The connection's cookie-less requests go where its first one went, and follow it when it moves.
+    if (connection !== null && (connection.cookie === null || (connection.cookie.nonce === nonce && connection.cookie.backendId !== backend.id))) {
+      connection.cookie = { nonce, backendId: backend.id, homeId: placement.homeId, expiresAt: 0, seenAt: 0 };
+    }
   }
 
   responseCookie(placement: CookiePlacement): string | null {

@@ -2,6 +2,7 @@ import type { Socket } from 'node:net';
 import { mix32 } from '../selection/hash.js';
 import type { Backend } from '../upstream/backend.js';
 import type { BackendSet } from '../upstream/backend-set.js';
+import type { AffinityCookie } from './cookie.js';
 import type { ClientActivity, MoveBudget } from './elastic.js';
 import type { PinTable } from './pin-table.js';
 
@@ -13,6 +14,18 @@ export interface ClientHints {
   forwardedFor: string | undefined;
   cookieHeader: string | undefined;
   affinityHeader: string | undefined;
+  /** HTTP/2: what the client's connection remembers for its requests without an affinity cookie; null otherwise. */
+  connectionAffinity: ConnectionAffinity | null;
+}
+
+/**
+ * What one HTTP/2 connection remembers for its requests that carry no affinity cookie. A browser
+ * sends a page's requests in parallel on one connection before the first Set-Cookie is back: they
+ * are one client, and go where the first of them went, with the same cookie (haproxy#2295).
+ */
+export class ConnectionAffinity {
+  /** The cookie the connection's first cookie-less request was given; null until then. */
+  cookie: AffinityCookie | null = null;
 }
 
 /** Receives a remap as it happens (metrics, logs); called once per client moved, not per request. */

@@ -90,7 +90,7 @@ export function parseConfig(text: string, file: string, env: NodeJS.ProcessEnv =
  * Parses and validates config text. Everything wrong with it — YAML syntax, `${VAR}` substitution,
  * schema and cross-key checks — is collected and thrown together as one ConfigError, sorted by
  * position. A valid config comes with its warnings, located the same way. `file` names the text in
- * messages and anchors relative tls paths.
+ * messages and anchors relative tls and stateFile paths.
  */
 export function parseConfigWithWarnings(text: string, file: string, env: NodeJS.ProcessEnv = process.env): ParsedConfig {
   const lines = new LineCounter();
@@ -147,8 +147,9 @@ export function parseConfigWithWarnings(text: string, file: string, env: NodeJS.
   if (issues.length > 0 || !result.success) return fail();
 
   const config = result.data;
-  if (config.tls !== null) config.tls = { cert: resolve(base, config.tls.cert), key: resolve(base, config.tls.key) };
+  if (config.tls !== null) config.tls = { ...config.tls, cert: resolve(base, config.tls.cert), key: resolve(base, config.tls.key) };
   if (config.sharedState?.tlsCa) config.sharedState = { ...config.sharedState, tlsCa: resolve(base, config.sharedState.tlsCa) };
+  if (config.stateFile !== null) config.stateFile = resolve(base, config.stateFile);
   const warnings = bareNumbersOnSecondsKeys(configSchema, raw, []).map(({ path, ms }) =>
     locate(nodeOffset(doc, path), path, `${bareNumberHint(ms)} (or "${ms}ms" to keep ${ms}ms)`),
   );

@@ -390,12 +390,23 @@ export const configSchema = z
           {
             cert: text('a file path').min(1, { error: expected('a file path') }).describe('PEM certificate chain, relative to this file.'),
             key: text('a file path').min(1, { error: expected('a file path') }).describe('PEM private key, relative to this file.'),
+            http2: bool()
+              .default(true)
+              .describe('Offer HTTP/2 beside HTTP/1.1 (ALPN "h2", "http/1.1"); backends still get HTTP/1.1. Changing it needs a restart. Default true.'),
           },
           { error: expected('a map with cert and key') },
         )
         .nullable()
         .default(null)
         .describe('Serve HTTPS instead of HTTP. Default: plain HTTP.'),
+      stateFile: text('a file path')
+        .min(1, { error: expected('a file path') })
+        .refine((path) => !path.endsWith('/'), { error: (issue) => `expected a file path, not a directory, got ${show(issue.input)}` })
+        .nullable()
+        .default(null)
+        .describe(
+          'File keeping remembered pins and drains made through the admin API across a restart, relative to this file; written within about a second of a change and at shutdown. Default null: kept in memory only.',
+        ),
       admin: section({
         listen: listen.prefault('127.0.0.1:9090').describe('host:port of /metrics, /healthz, /readyz, /backends and the status page. Default "127.0.0.1:9090".'),
         token: text().default('').describe('When not empty, mutating admin calls need "Authorization: Bearer <token>". Default "" (no token).'),
@@ -467,6 +478,21 @@ export const configSchema = z
         .array(cidr, { error: expected('a list of addresses or CIDRs') })
         .default([])
         .describe('Addresses or CIDRs whose X-Forwarded-For is believed. Default [].'),
+      proxyProtocol: z
+        .strictObject(
+          {
+            from: z
+              .array(cidr, { error: expected('a list of addresses or CIDRs') })
+              .min(1, { error: 'expected at least one address or CIDR (leave proxyProtocol out to turn it off)' })
+              .describe('Peers (L4 balancers) whose every connection must open with a PROXY protocol v1 or v2 header; other peers must not send one.'),
+          },
+          { error: expected('a map with from') },
+        )
+        .nullable()
+        .default(null)
+        .describe(
+          'Read the PROXY protocol header of connections from balancers in front: its source address is the client. Default null: off.',
+        ),
       healthCheck: section({
         path: pattern('a path starting with "/"', URL_PATH).default('/health').describe('Path probed with GET on each backend. Default "/health".'),
         interval: seconds(100).prefault('2s').describe('Time between checks, at least 100ms. Default "2s".'),
@@ -517,6 +543,12 @@ export const configSchema = z
           .describe(
             'Forward request header fields whose names contain "_". Off by default, as in nginx: backends that read X_Forwarded_For ' +
               'as X-Forwarded-For (CGI, WSGI, PHP) would believe a forged one. Default false.',
+          ),
+        maxConcurrentStreams: integer(1, 10_000)
+          .default(100)
+          .describe(
+            'HTTP/2: most requests (streams) one client connection may have open at once; more are refused for the client to retry. ' +
+              'Applies to connections opened after a change. Default 100.',
           ),
         maxBackendConnections: integer(0, 1_000_000)
           .default(0)

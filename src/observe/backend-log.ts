@@ -1,6 +1,6 @@
 import type { LocalResourceError } from '../errors.js';
 import type { Backend, BackendChange } from '../upstream/backend.js';
-import type { Logger } from './log.js';
+import { ThrottledLog, type Logger } from './log.js';
 
 /** One log line per backend transition, at the level an operator wants to see it. */
 export function logBackendChange(logger: Logger, backend: Backend, change: BackendChange, maxFails: number): void {
@@ -28,25 +28,21 @@ export function logBackendChange(logger: Logger, backend: Backend, change: Backe
   }
 }
 
-/** How often, at most, limpet says it is out of descriptors or ports: once in a flood, not per request. */
-const LOCAL_LIMIT_LOG_EVERY_MS = 5_000;
-
 /**
  * Says that limpet itself is out of something (descriptors, local ports): the first time at once,
  * then at most every few seconds with how many requests it cost meanwhile.
  */
-export class LocalLimitLog {
-  private lastAt = 0;
-  private since = 0;
+export class LocalLimitLog extends ThrottledLog<LocalResourceError> {
+  constructor(logger: Logger) {
+    super((failure, requests) =>
+      logger.error({ msg: 'limpet is out of a resource of its own: requests answered 503, no backend blamed', cause: failure.message, requests }),
+    );
+  }
+}
 
-  constructor(private readonly logger: Logger) {}
-
-  seen(failure: LocalResourceError): void {
-    this.since++;
-    const now = Date.now();
-    if (now - this.lastAt < LOCAL_LIMIT_LOG_EVERY_MS) return;
-    this.logger.error({ msg: 'limpet is out of a resource of its own: requests answered 503, no backend blamed', cause: failure.message, requests: this.since });
-    this.lastAt = now;
-    this.since = 0;
+/** Says that HTTP/2 connections were closed for a reset flood: the first at once, then at most every few seconds with how many. */
+export class ResetFloodLog extends ThrottledLog<string> {
+  constructor(logger: Logger) {
+    super((client, connections) => logger.warn({ msg: 'HTTP/2 connection closed: too many streams reset (rapid reset)', client, connections }));
   }
 }

@@ -3,6 +3,7 @@ import type { Backend } from '../upstream/backend.js';
 import type { RemapReason } from '../affinity/policy.js';
 import type { DrainProgress } from './drain-progress.js';
 import type { LiveFigures } from './live-figures.js';
+import { PROXY_PROTOCOL_REFUSALS } from '../runtime/proxy-protocol-gate.js';
 
 /** Bucket bounds for backend response time: from half a millisecond to ten seconds. */
 const DURATION_BUCKETS = [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10];
@@ -91,8 +92,11 @@ export class ProxyMetrics {
   readonly healthChecks: Counter<'backend' | 'result'>;
   readonly configReloads: Counter<'result'>;
   readonly connectionsDropped: Counter;
+  readonly proxyProtocolRejections: Counter<'reason'>;
   /** Open client connections of this process, kept by the listener. */
   clientConnections = 0;
+  /** HTTP/2, kept by its listener: open connections, requests, streams the client reset, connections closed for a reset flood. */
+  readonly http2 = { connections: 0, requests: 0, streamsReset: 0, resetFloods: 0 };
   private readonly meters = new Map<Backend, BackendMeters>();
   /** Requests answered by the proxy itself before any backend was chosen (no backend available, bad target). */
   private readonly unplaced = new Float64Array(HIGHEST_STATUS - LOWEST_STATUS + 1);
@@ -189,6 +193,13 @@ export class ProxyMetrics {
       help: 'Client connections closed on arrival because limits.maxConnections were open.',
       registers,
     });
+    this.proxyProtocolRejections = new Counter({
+      name: 'limpet_proxy_protocol_rejections_total',
+      help: 'Client connections closed for their PROXY protocol header (proxyProtocol), by reason.',
+      labelNames: ['reason'],
+      registers,
+    });
+    for (const reason of PROXY_PROTOCOL_REFUSALS) this.proxyProtocolRejections.inc({ reason }, 0);
     const metrics = this;
     new Gauge({
       name: 'limpet_client_connections',
@@ -223,6 +234,28 @@ export class ProxyMetrics {
         if (shared !== null) this.inc(shared.outages);
       },
     });
+    new Gauge({
+      name: 'limpet_http2_connections',
+      help: 'Open HTTP/2 client connections (also counted in limpet_client_connections).',
+      registers,
+      aggregator: 'sum',
+      collect() {
+        this.set(metrics.http2.connections);
+      },
+    });
+    const http2Counter = (name: string, help: string, read: () => number) =>
+      this.registry.registerMetric(scrapeTimeMetric(name, help, 'counter', () => [{ labels: {}, value: read() }]) as unknown as Metric);
+    http2Counter('limpet_http2_requests_total', 'Requests received over HTTP/2 (also counted in limpet_requests_total).', () => this.http2.requests);
+    http2Counter(
+      'limpet_http2_streams_reset_total',
+      'HTTP/2 streams the client reset (or broke the protocol on) before their answer was complete.',
+      () => this.http2.streamsReset,
+    );
+    http2Counter(
+      'limpet_http2_reset_floods_total',
+      'HTTP/2 connections closed with ENHANCE_YOUR_CALM for resetting more streams than their budget (rapid reset).',
+      () => this.http2.resetFloods,
+    );
     this.configReloads.inc({ result: 'success' }, 0);
     this.configReloads.inc({ result: 'failure' }, 0);
   }

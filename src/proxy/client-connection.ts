@@ -1,36 +1,37 @@
+import type { ServerResponse } from 'node:http';
 import type { Socket } from 'node:net';
 import type { Duplex } from 'node:stream';
+import type { ClientChannel, QueuedRequest, Sequenced } from './client-channel.js';
 import { ClientSendWatch } from './client-send.js';
 import { sendProxyError } from './respond.js';
-
-/** What a client connection sequences: a request that can be started once the ones before it are answered. */
-export interface Sequenced {
-  start(): void;
-  /** Whether the whole request (head and body) has arrived. */
-  readonly received: boolean;
-}
 
 const kConnection = Symbol('limpet.clientConnection');
 type SocketWithConnection = Duplex & {
   [kConnection]?: ClientConnection;
   _httpMessage?: { headersSent: boolean; writableEnded: boolean; shouldKeepAlive: boolean } | null;
 };
+/** Node's own path for interim responses, ordered with the rest of the connection's output. */
+interface RawWritable {
+  _writeRaw(data: string, encoding: BufferEncoding): boolean;
+}
 
 /**
- * One client connection's requests, forwarded one at a time in arrival order. Pipelined requests
- * (RFC 9112 §9.3.2) wait until the one before them is answered, as nginx and HAProxy do: responses
- * stay in order, a non-safe request never overtakes an answer, and one connection holds at most one
- * upstream request. A request Node cannot parse behind pipelined ones is answered after them.
+ * One HTTP/1.x client connection's requests, forwarded one at a time in arrival order. Pipelined
+ * requests (RFC 9112 §9.3.2) wait until the one before them is answered, as nginx and HAProxy do:
+ * responses stay in order, a non-safe request never overtakes an answer, and one connection holds
+ * at most one upstream request. A request Node cannot parse behind pipelined ones is answered after them.
  */
-export class ClientConnection {
+export class ClientConnection implements ClientChannel {
   private current: Sequenced | null = null;
   private readonly waiting: Sequenced[] = [];
   /** A parse error seen while earlier requests were still being answered: written after them. */
   private refusal: { status: number; message: string } | null = null;
   /** timeouts.clientSend, from the first time a write to this client returned false. */
   private sendWatch: ClientSendWatch | null = null;
+  /** The request waiting for a backend connection, if any (one at a time, as requests go one at a time). */
+  private queuedRequest: QueuedRequest | null = null;
 
-  private constructor(private readonly socket: Duplex) {}
+  private constructor(readonly socket: Socket) {}
 
   /** The connection a request arrived on (created on its first request). */
   static of(socket: Socket): ClientConnection {
@@ -72,6 +73,53 @@ export class ClientConnection {
     else this.sendWatch.stalled();
   }
 
+  get closed(): boolean {
+    return this.socket.destroyed;
+  }
+
+  /** An HTTP/1.x head says everything in its header fields. */
+  completeHead(): boolean {
+    return true;
+  }
+
+  /**
+   * A half-closed client is answered once its request has gone out; while the request has not, the
+   * end of the client's side is taken as its leaving (HAProxy's abortonclose for queued requests).
+   */
+  queued(request: QueuedRequest): void {
+    this.queuedRequest = request;
+    this.socket.once('end', onQueuedClientEnd);
+  }
+
+  dequeued(): void {
+    if (this.queuedRequest === null) return;
+    this.queuedRequest = null;
+    this.socket.off('end', onQueuedClientEnd);
+  }
+
+  sendHead(res: ServerResponse, status: number, statusText: string, fields: string[]): boolean {
+    if (statusText) res.writeHead(status, statusText, fields);
+    else res.writeHead(status, fields);
+    return true;
+  }
+
+  /** Written the way Node writes its own (writeProcessing, writeEarlyHints): in order with the connection's other responses. */
+  sendInterim(res: ServerResponse, status: number, statusText: string, fields: string[]): void {
+    let head = `HTTP/1.1 ${status} ${statusText}\r\n`;
+    for (let i = 0; i < fields.length; i += 2) head += `${fields[i]}: ${fields[i + 1]}\r\n`;
+    (res as unknown as RawWritable)._writeRaw(`${head}\r\n`, 'latin1');
+  }
+
+  closeAfterAnswer(res: ServerResponse): void {
+    res.shouldKeepAlive = false;
+  }
+
+  /** The client ended its side while its request waited for a backend connection: it has left. */
+  clientEndedWhileQueued(): void {
+    this.queuedRequest?.onClientClose();
+    this.socket.destroy();
+  }
+
   /**
    * Answers a request Node could not parse (or did not receive in time) with `status` and closes
    * the connection — after the answers to the whole requests before it, never in their place. An
@@ -85,6 +133,10 @@ export class ClientConnection {
     }
     return writeRefusal(socket, status, message);
   }
+}
+
+function onQueuedClientEnd(this: SocketWithConnection): void {
+  this[kConnection]?.clientEndedWhileQueued();
 }
 
 function writeRefusal(socket: Duplex, status: number, message: string): boolean {

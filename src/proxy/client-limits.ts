@@ -1,6 +1,7 @@
-import type { IncomingMessage, ServerResponse } from 'node:http';
 import { Transform, type TransformCallback } from 'node:stream';
 import { BodyTooLargeError } from '../errors.js';
+import type { ClientChannel, ClientRequest, ClientResponse } from './client-channel.js';
+import { leadingPseudoFields } from './headers.js';
 import { sendProxyError } from './respond.js';
 
 /** What a client may send, checked on every request before it is placed or forwarded. */
@@ -19,9 +20,13 @@ export interface ClientLimits {
  */
 const DISCARD_AT_MOST = 1024 * 1024;
 
-/** The status a request's head earns for breaking a limit (431, 414 or 413), or 0 within limits. */
-export function headLimitStatus(req: IncomingMessage, limits: ClientLimits, contentLength: string | undefined): 0 | 413 | 414 | 431 {
-  if (req.rawHeaders.length > 2 * limits.maxHeaderCount) return 431;
+/**
+ * The status a request's head earns for breaking a limit (431, 414 or 413), or 0 within limits.
+ * HTTP/2's pseudo-header fields (the request line's parts) are not header fields here.
+ */
+export function headLimitStatus(req: ClientRequest, limits: ClientLimits, contentLength: string | undefined): 0 | 413 | 414 | 431 {
+  const raw = req.rawHeaders;
+  if (raw.length - 2 * leadingPseudoFields(raw) > 2 * limits.maxHeaderCount) return 431;
   if ((req.url as string).length > limits.maxUrlLength) return 414;
   if (limits.maxBodySize > 0 && contentLength !== undefined && Number(contentLength) > limits.maxBodySize) return 413;
   return 0;
@@ -31,8 +36,8 @@ export function headLimitStatus(req: IncomingMessage, limits: ClientLimits, cont
 export const LIMIT_MESSAGES = { 413: 'Request body too large', 414: 'Request target too long', 431: 'Too many request header fields' } as const;
 
 /** Answers a request that broke a limit without forwarding it, and gets rid of its unread body. */
-export function rejectOverLimit(req: IncomingMessage, res: ServerResponse, status: 413 | 414 | 431, unreadBytes: number): void {
-  if (unreadBytes > DISCARD_AT_MOST) res.shouldKeepAlive = false;
+export function rejectOverLimit(req: ClientRequest, res: ClientResponse, channel: ClientChannel, status: 413 | 414 | 431, unreadBytes: number): void {
+  if (unreadBytes > DISCARD_AT_MOST) channel.closeAfterAnswer(res);
   // Reading the rest lets the client see the answer rather than a reset while it is still sending.
   req.resume();
   sendProxyError(res, status, LIMIT_MESSAGES[status]);

@@ -61,6 +61,8 @@ export class ClientSendWatch {
   constructor(
     private readonly socket: Duplex,
     timeoutMs: number,
+    /** How a stalled client is cut off: its connection reset, or (HTTP/2) its stream cancelled. */
+    private readonly cutOff: (stalled: Duplex) => void = resetClientConnection,
   ) {
     this.waiting = socket.writableLength;
     this.unwritten = unwrittenOfCurrentWrite(socket);
@@ -97,7 +99,7 @@ export class ClientSendWatch {
     this.waiting = waiting;
     this.unwritten = unwritten;
     this.stuck = tookSome ? 0 : this.stuck + 1;
-    if (this.stuck >= CHECKS_PER_PERIOD) resetClientConnection(socket);
+    if (this.stuck >= CHECKS_PER_PERIOD) this.cutOff(socket);
     else this.timer.refresh();
   }
 }

@@ -1,5 +1,3 @@
-import type { IncomingMessage, ServerResponse } from 'node:http';
-import type { Socket } from 'node:net';
 import type { Readable } from 'node:stream';
 import type { Dispatcher } from 'undici';
 import type { Placement } from '../affinity/policy.js';
@@ -13,19 +11,13 @@ import { copyResponseHeaders } from './headers.js';
 import { RequestHead } from './request-head.js';
 import { sendProxyError, sendUpstreamFailure } from './respond.js';
 import { BodySizeLimit, rejectOverLimit } from './client-limits.js';
-import type { ClientConnection, Sequenced } from './client-connection.js';
+import type { ClientChannel, ClientRequest, ClientResponse, QueuedRequest, Sequenced } from './client-channel.js';
 import type { ForwardingContext } from './context.js';
 import { prepareForward } from './prepare.js';
 import { countsAgainstBackend, retryAction, type AttemptFacts } from './retry-policy.js';
 
 const kExchange = Symbol('limpet.exchange');
-type ResponseWithExchange = ServerResponse & { [kExchange]?: Exchange };
-/** Node's own path for interim responses, ordered with the rest of the connection's output. */
-interface RawWritable {
-  _writeRaw(data: string, encoding: BufferEncoding): boolean;
-}
-const kQueued = Symbol('limpet.queuedExchange');
-type SocketWithQueuedExchange = Socket & { [kQueued]?: Exchange | undefined };
+type ResponseWithExchange = ClientResponse & { [kExchange]?: Exchange };
 
 /** Methods that may be sent twice without changing the outcome (RFC 9110 §9.2.2). */
 const IDEMPOTENT_METHODS = new Set(['GET', 'HEAD', 'OPTIONS', 'PUT', 'DELETE', 'TRACE']);
@@ -34,7 +26,7 @@ const IDEMPOTENT_METHODS = new Set(['GET', 'HEAD', 'OPTIONS', 'PUT', 'DELETE', '
  * One client request on its way through the proxy: placement, the forwarded request, and the
  * streamed response. It is its own undici dispatch handler, so forwarding allocates no closures.
  */
-export class Exchange implements Dispatcher.DispatchHandler, Sequenced, InflightRequest {
+export class Exchange implements Dispatcher.DispatchHandler, Sequenced, InflightRequest, QueuedRequest {
   inflightPrev: InflightRequest | null = null;
   inflightNext: InflightRequest | null = null;
   private readonly placement: Placement;
@@ -61,10 +53,10 @@ export class Exchange implements Dispatcher.DispatchHandler, Sequenced, Inflight
 
   constructor(
     private readonly context: ForwardingContext,
-    private readonly req: IncomingMessage,
-    private readonly res: ServerResponse,
-    /** The client connection, which forwards its requests one at a time. */
-    private readonly connection: ClientConnection,
+    private readonly req: ClientRequest,
+    private readonly res: ClientResponse,
+    /** Where the request came from: an HTTP/1.x connection (its requests one at a time) or an HTTP/2 stream. */
+    private readonly channel: ClientChannel,
     /** The client sent `Expect: 100-continue`: the backend decides whether the body is wanted. */
     private readonly expectContinue = false,
   ) {
@@ -76,20 +68,20 @@ export class Exchange implements Dispatcher.DispatchHandler, Sequenced, Inflight
   }
 
   start(): void {
-    const { req, res, context, head } = this;
+    const { req, res, context, head, channel } = this;
     // The client left while this request waited behind an earlier one on its connection.
-    if (req.socket.destroyed) {
+    if (channel.closed) {
       this.finish(null, 499);
       return;
     }
-    const path = prepareForward(context, req, head, this.placement);
+    const path = prepareForward(context, req, channel, head, this.placement);
     if (typeof path !== 'string') {
       if (path.status === 400 || path.status === 501) {
         // A request no backend should see: the connection is closed, as for a parse error.
-        res.shouldKeepAlive = false;
+        channel.closeAfterAnswer(res);
         sendProxyError(res, path.status, path.message);
       } else if (path.status === 503) sendProxyError(res, 503, path.message, path.headers);
-      else rejectOverLimit(req, res, path.status, head.chunked ? Infinity : Number(head.contentLength ?? 0));
+      else rejectOverLimit(req, res, channel, path.status, head.chunked ? Infinity : Number(head.contentLength ?? 0));
       this.finish(null, path.status);
       return;
     }
@@ -128,20 +120,21 @@ export class Exchange implements Dispatcher.DispatchHandler, Sequenced, Inflight
     const codings = copyResponseHeaders(rawHeaders, flat);
     if (codings !== null) {
       // A coding besides chunked travels with the body: relayed as sent (Node frames the chunks
-      // again), except to an HTTP/1.0 client, which cannot take a chunked body.
-      if (this.req.httpVersionMinor === 0) {
-        this.abortUpstream?.(new UpstreamProtocolError(`transfer coding "${codings}" cannot reach an HTTP/1.0 client`));
+      // again), except to an HTTP/1.0 or HTTP/2 client, which has no chunked framing.
+      if (this.req.httpVersion !== '1.1') {
+        this.abortUpstream?.(new UpstreamProtocolError(`transfer coding "${codings}" cannot reach an HTTP/${this.req.httpVersion} client`));
         return false;
       }
       flat.push('Transfer-Encoding', codings);
     }
-    this.responded = true;
-    this.resumeUpstream = resume;
     const setCookie = this.context.affinity.responseCookie(this.placement);
     if (setCookie !== null) flat.push('Set-Cookie', setCookie);
-    const res = this.res;
-    if (statusText) res.writeHead(statusCode, statusText, flat);
-    else res.writeHead(statusCode, flat);
+    if (!this.channel.sendHead(this.res, statusCode, statusText, flat)) {
+      this.abortUpstream?.(new UpstreamProtocolError(`the response head cannot be relayed over HTTP/${this.req.httpVersion}`));
+      return false;
+    }
+    this.responded = true;
+    this.resumeUpstream = resume;
     this.status = statusCode;
     return true;
   }
@@ -155,7 +148,7 @@ export class Exchange implements Dispatcher.DispatchHandler, Sequenced, Inflight
   onData(chunk: Buffer): boolean {
     bodyRelayed(chunk.length);
     if (this.res.write(chunk)) return true;
-    this.connection.sendStalled(this.context.clientSendTimeout);
+    this.channel.sendStalled(this.context.clientSendTimeout);
     // One listener for the whole response: 'drain' only follows a write that returned false, and
     // a large body pauses many times (once() would wrap a new listener each time).
     if (!this.drainListening) {
@@ -168,7 +161,7 @@ export class Exchange implements Dispatcher.DispatchHandler, Sequenced, Inflight
   onComplete(): void {
     this.res.end();
     // The end of the response, still waiting for the client, is under timeouts.clientSend too.
-    if (this.res.writableLength > 0) this.connection.sendStalled(this.context.clientSendTimeout);
+    if (this.res.writableLength > 0) this.channel.sendStalled(this.context.clientSendTimeout);
     this.finish(this.placement.backend, this.status);
   }
 
@@ -183,8 +176,8 @@ export class Exchange implements Dispatcher.DispatchHandler, Sequenced, Inflight
     }
     if (error instanceof BodyTooLargeError) {
       // The client's fault, not the backend's: no passive failure, no retry.
-      if (this.responded) this.res.destroy();
-      else rejectOverLimit(this.req, this.res, 413, Infinity);
+      if (this.responded) this.res.destroy(error);
+      else rejectOverLimit(this.req, this.res, this.channel, 413, Infinity);
       this.finish(backend, 413);
       return;
     }
@@ -261,24 +254,20 @@ export class Exchange implements Dispatcher.DispatchHandler, Sequenced, Inflight
    * §15.2 asks of a proxy; not to an HTTP/1.0 client, which knows none.
    */
   private relayInformational(statusCode: number, rawHeaders: Buffer[], statusText: string): void {
-    if (statusCode === 101 || this.req.httpVersionMinor === 0 || this.res.headersSent) return;
+    if (statusCode === 101 || this.req.httpVersion === '1.0' || this.res.headersSent) return;
     if (statusCode === 100 || statusCode === CONTINUE_STAND_IN) {
       // Only a client that asked for it is invited to send its body; to others it is news.
       if (this.expectContinue) this.res.writeContinue();
-      else (this.res as unknown as RawWritable)._writeRaw('HTTP/1.1 100 Continue\r\n\r\n', 'latin1');
+      else this.channel.sendInterim(this.res, 100, 'Continue', []);
       return;
     }
     const flat: string[] = [];
     copyResponseHeaders(rawHeaders, flat);
-    let head = `HTTP/1.1 ${statusCode} ${statusText}\r\n`;
-    for (let i = 0; i < flat.length; i += 2) head += `${flat[i]}: ${flat[i + 1]}\r\n`;
-    // Node writes interim responses this way itself (writeProcessing, writeEarlyHints), in order
-    // with the connection's other responses.
-    (this.res as unknown as RawWritable)._writeRaw(`${head}\r\n`, 'latin1');
+    this.channel.sendInterim(this.res, statusCode, statusText, flat);
   }
 
 
-  private body(chunked: boolean): IncomingMessage | BodySizeLimit {
+  private body(chunked: boolean): ClientRequest | BodySizeLimit {
     const max = this.context.limits.maxBodySize;
     if (!chunked || max === 0) return this.req;
     // Counts a chunked body; a Content-Length was checked up front.
@@ -310,11 +299,7 @@ export class Exchange implements Dispatcher.DispatchHandler, Sequenced, Inflight
     this.queuedOn = backend;
     backend.queueEntered();
     this.queueTimer = setTimeout(queueTimedOut, this.context.responseTimeout, this);
-    // A half-closed client is answered once its request has gone out; while the request has not,
-    // the end of the client's side is taken as its leaving (HAProxy's abortonclose for queued requests).
-    const socket = this.req.socket as SocketWithQueuedExchange;
-    socket[kQueued] = this;
-    socket.once('end', onQueuedClientEnd);
+    this.channel.queued(this);
   }
 
   private leaveQueue(): void {
@@ -323,11 +308,7 @@ export class Exchange implements Dispatcher.DispatchHandler, Sequenced, Inflight
     this.queuedOn.queueLeft();
     this.queuedOn = null;
     this.queueTimer = null;
-    const socket = this.req.socket as SocketWithQueuedExchange | null;
-    if (socket !== null) {
-      socket[kQueued] = undefined;
-      socket.off('end', onQueuedClientEnd);
-    }
+    this.channel.dequeued();
   }
 
   /**
@@ -362,11 +343,16 @@ export class Exchange implements Dispatcher.DispatchHandler, Sequenced, Inflight
         backend: backend?.id ?? null,
         remappedFrom: this.placement.remappedFrom,
         ms: Math.round(seconds * 1e4) / 10,
-        // undici unsets `req.socket` when it destroys a request body it has sent.
-        client: (this.req.socket ?? this.res.socket)?.remoteAddress ?? null,
+        client: this.logClient(),
+        http: this.req.httpVersion,
       });
     }
-    this.connection.finished();
+    this.channel.finished();
+  }
+
+  /** The access log's client: the connection's peer (the address a PROXY protocol header claimed, if any). */
+  private logClient(): string | null {
+    return this.context.clients.peerAddress(this.channel.socket) || null;
   }
 
   /** The client went away: stop the upstream request and free its socket. */
@@ -397,12 +383,6 @@ function resendExchange(exchange: Exchange, backend: Backend, newConnection: boo
 
 function onClientClose(this: ResponseWithExchange): void {
   this[kExchange]?.onClientClose();
-}
-
-/** The client ended its side while its request waited for a backend connection: it has left. */
-function onQueuedClientEnd(this: SocketWithQueuedExchange): void {
-  this[kQueued]?.onClientClose();
-  this.destroy();
 }
 
 function onClientDrain(this: ResponseWithExchange): void {

@@ -1,3 +1,10 @@
+/** How many pseudo-header fields (":method", ":path", …) open a raw header list: HTTP/2 sends them first, HTTP/1.x none. */
+export function leadingPseudoFields(raw: readonly string[]): number {
+  let count = 0;
+  while (2 * count < raw.length && (raw[2 * count] as string).charCodeAt(0) === 58 /* : */) count++;
+  return count;
+}
+
 /** Headers that describe one connection, not the message: never forwarded in either direction. */
 const HOP_BY_HOP = new Set([
   'connection',

@@ -1,5 +1,5 @@
-import type { IncomingMessage } from 'node:http';
 import type { Placement } from '../affinity/policy.js';
+import type { ClientChannel, ClientRequest } from './client-channel.js';
 import { UNAVAILABLE_HEADERS } from './respond.js';
 import { headLimitStatus, LIMIT_MESSAGES } from './client-limits.js';
 import type { ForwardingContext } from './context.js';
@@ -24,24 +24,24 @@ const OVER_LIMIT: Record<413 | 414 | 431, Refusal> = {
 };
 
 /**
- * The first half of every forwarded request, plain or upgrade: the target reduced to origin form,
- * the head copied and checked (Host, limits), the client placed, the forwarding headers added.
- * Returns the path to send upstream, or why the request must be refused.
+ * The first half of every forwarded request, plain or upgrade, HTTP/1.x or HTTP/2: the target
+ * reduced to origin form, the head copied and checked (Host, limits), the client placed, the
+ * forwarding headers added. Returns the path to send upstream, or why the request must be refused.
  */
-export function prepareForward(context: ForwardingContext, req: IncomingMessage, head: RequestHead, placement: Placement): string | Refusal {
+export function prepareForward(context: ForwardingContext, req: ClientRequest, channel: ClientChannel, head: RequestHead, placement: Placement): string | Refusal {
   const target = req.url ?? '';
   const path = originFormPath(target);
   if (path === null) return BAD_TARGET;
-  head.copy(req, context.affinityHeader, context.limits.allowUnderscoreHeaders);
-  if (head.hostConflicts(target, path)) return BAD_HOST;
+  head.copy(req.rawHeaders, context.affinityHeader, context.limits.allowUnderscoreHeaders);
+  if (!channel.completeHead(head) || head.hostConflicts(target, path)) return BAD_HOST;
   const codings = head.transferCodings();
   if (codings === 'unframed') return BAD_FRAMING;
   // The body would reach the backend without its coding: refused, as nginx does.
   if (codings === 'unsupported') return OTHER_CODING;
   const overLimit = headLimitStatus(req, context.limits, head.contentLength);
   if (overLimit !== 0) return OVER_LIMIT[overLimit];
-  context.affinity.place(placement, req.socket, head, Date.now());
+  context.affinity.place(placement, channel.socket, head, Date.now());
   if (placement.backend === null) return NO_BACKEND;
-  head.appendForwarding(req, context.clients, context.protocol, placement.remappedFrom);
+  head.appendForwarding(channel.socket, context.clients, context.protocol, placement.remappedFrom);
   return path;
 }

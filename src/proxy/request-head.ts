@@ -1,7 +1,7 @@
-import type { IncomingMessage } from 'node:http';
+import type { Socket } from 'node:net';
 import type { ClientAddressResolver } from '../affinity/client-address.js';
-import type { ClientHints } from '../affinity/policy.js';
-import { connectionListedHeaders, isHopByHop, removeHeaders } from './headers.js';
+import type { ClientHints, ConnectionAffinity } from '../affinity/policy.js';
+import { connectionListedHeaders, isHopByHop, leadingPseudoFields, removeHeaders } from './headers.js';
 
 /**
  * The request head as it will go to the backend, built in one pass over the client's raw headers:
@@ -12,10 +12,15 @@ export class RequestHead implements ClientHints {
   forwardedFor: string | undefined = undefined;
   cookieHeader: string | undefined = undefined;
   affinityHeader: string | undefined = undefined;
+  /** HTTP/2: what the client's connection remembers of its requests without an affinity cookie. */
+  connectionAffinity: ConnectionAffinity | null = null;
+  /** This proxy's Via entry: the protocol the request was received in (RFC 9110 §7.6.3), and its name. */
+  viaEntry = '1.1 limpet';
   host: string | undefined = undefined;
   /** Two Host fields: proxies and backends could each believe a different one, so it is refused. */
   duplicateHost = false;
   contentLength: string | undefined = undefined;
+  /** The body's length is not known ahead: `Transfer-Encoding: chunked`, or an HTTP/2 body without Content-Length. It goes on chunked. */
   chunked = false;
   /** The Transfer-Encoding codings as sent, when they are more than plain `chunked`. */
   codings: string | undefined = undefined;
@@ -24,17 +29,19 @@ export class RequestHead implements ClientHints {
   private via: string | undefined = undefined;
   /** Where the X-Limpet-Remapped-From value sits in `headers`; -1 when there is none. */
   private remapNoticeAt = -1;
+  /** Where the Cookie value sits in `headers`; -1 when there is none. */
+  private cookieAt = -1;
 
   /**
    * `affinityHeaderName`: lower-case name of the header that keys clients in header mode, else null.
    * Names with "_" are dropped unless `allowUnderscores`: backends that map "_" to "-" would read
-   * `X_Forwarded_For` as the forwarding header limpet vouches for.
+   * `X_Forwarded_For` as the forwarding header limpet vouches for. HTTP/2's pseudo-header fields
+   * are not copied: the channel turns what they say into HTTP/1.1 (completeHead).
    */
-  copy(req: IncomingMessage, affinityHeaderName: string | null, allowUnderscores: boolean): void {
-    const raw = req.rawHeaders;
+  copy(raw: readonly string[], affinityHeaderName: string | null, allowUnderscores: boolean): void {
     const out = this.headers;
     let connectionValue: string | undefined;
-    for (let i = 0; i < raw.length; i += 2) {
+    for (let i = 2 * leadingPseudoFields(raw); i < raw.length; i += 2) {
       const name = raw[i] as string;
       const value = raw[i + 1] as string;
       const lower = name.toLowerCase();
@@ -44,8 +51,16 @@ export class RequestHead implements ClientHints {
           this.host = value;
           break;
         case 'cookie':
-          this.cookieHeader = this.cookieHeader === undefined ? value : `${this.cookieHeader}; ${value}`;
-          break;
+          // Several Cookie fields (HTTP/2 sends one per cookie) go on as one, joined with "; "
+          // (RFC 9113 §8.2.3): an HTTP/1.1 request has at most one (RFC 6265 §5.4).
+          if (this.cookieHeader === undefined) {
+            this.cookieHeader = value;
+            this.cookieAt = out.length + 1;
+            break;
+          }
+          this.cookieHeader = `${this.cookieHeader}; ${value}`;
+          out[this.cookieAt] = this.cookieHeader;
+          continue;
         case 'content-length':
           this.contentLength = value;
           break;
@@ -86,6 +101,19 @@ export class RequestHead implements ClientHints {
   }
 
   /**
+   * HTTP/2's `:authority` becomes the Host field an HTTP/1.1 request needs (RFC 9113 §8.3.1), first
+   * in the head. A Host field beside it must name the same authority. False when they differ, or
+   * when the request names no authority at all.
+   */
+  adoptAuthority(authority: string | undefined): boolean {
+    if (authority === undefined) return this.host !== undefined;
+    if (this.host !== undefined) return this.host.toLowerCase() === authority.toLowerCase();
+    this.host = authority;
+    this.headers.unshift('Host', authority);
+    return true;
+  }
+
+  /**
    * Two Host fields, or an absolute-form target naming another host than Host: the backend could
    * read the request as meant for a different site, so such a request is refused.
    */
@@ -113,16 +141,15 @@ export class RequestHead implements ClientHints {
    * X-Forwarded-* from a trusted proxy are extended; from anyone else they are replaced, so a client
    * cannot make the backend believe a forged address, scheme or host.
    */
-  appendForwarding(req: IncomingMessage, clients: ClientAddressResolver, protocol: string, remappedFrom: string | null): void {
+  appendForwarding(socket: Socket, clients: ClientAddressResolver, protocol: string, remappedFrom: string | null): void {
     const out = this.headers;
-    const socket = req.socket;
     const peer = clients.peerAddress(socket);
     const trusted = clients.peerIsTrusted(socket);
     out.push('X-Forwarded-For', trusted && this.forwardedFor !== undefined ? `${this.forwardedFor}, ${peer}` : peer);
     out.push('X-Forwarded-Proto', trusted && this.forwardedProto !== undefined ? this.forwardedProto : protocol);
     const host = trusted && this.forwardedHost !== undefined ? this.forwardedHost : this.host;
     if (host !== undefined) out.push('X-Forwarded-Host', host);
-    out.push('Via', this.via === undefined ? '1.1 limpet' : `${this.via}, 1.1 limpet`);
+    out.push('Via', this.via === undefined ? this.viaEntry : `${this.via}, ${this.viaEntry}`);
     if (remappedFrom !== null) this.setRemapNotice(remappedFrom);
   }
 

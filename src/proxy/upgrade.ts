@@ -42,7 +42,7 @@ export class UpgradeForwarder {
     client.on('error', noop);
     const head = new RequestHead();
     const placement = context.affinity.newPlacement();
-    const path = prepareForward(context, req, head, placement);
+    const path = prepareForward(context, req, ClientConnection.of(req.socket), head, placement);
     if (typeof path !== 'string') return void sendProxyError(client, path.status, path.message, path.headers);
     // Busy until the client's socket closes: through the upgrade, the tunnel, or a failure before it.
     client.once('close', () => context.affinity.released(placement));

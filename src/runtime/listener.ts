@@ -1,11 +1,13 @@
 import { createServer, type IncomingMessage, type Server, type ServerOptions, type ServerResponse } from 'node:http';
 import { createServer as createTlsServer, type Server as TlsServer } from 'node:https';
-import { Server as TlsBaseServer } from 'node:tls';
+import { Server as TlsBaseServer, type TLSSocket } from 'node:tls';
 import { readFileSync } from 'node:fs';
 import type { AddressInfo, Socket } from 'node:net';
 import type { Duplex } from 'node:stream';
 import type { LimpetConfig } from '../config/schema.js';
 import { ClientConnection } from '../proxy/client-connection.js';
+import type { ProxyProtocolGate } from './proxy-protocol-gate.js';
+import type { Http2Listener } from './h2-listener.js';
 
 /** What the proxy listener hands on: requests, upgrades, and what it sees of connections. */
 export interface ListenerHandlers {
@@ -26,14 +28,21 @@ export interface ListenerHandlers {
 /** How often Node checks client header and request timers; Node's 30 s default would let a slowloris linger. */
 const CLIENT_TIMER_CHECK_MS = 500;
 
-/** The client-facing listener, HTTP or HTTPS, with the client limits of `config`. */
-export function createProxyListener(config: LimpetConfig, handlers: ListenerHandlers): Server {
+/**
+ * The client-facing listener, HTTP or HTTPS, with the client limits of `config`. `proxyHeaders`
+ * reads PROXY protocol headers before the HTTP or TLS server sees a connection's bytes. With
+ * `http2`, the HTTPS listener offers h2 by ALPN and hands the connections that choose it to `http2`.
+ */
+export function createProxyListener(config: LimpetConfig, handlers: ListenerHandlers, proxyHeaders: ProxyProtocolGate, http2: Http2Listener | null): Server {
   const options: ServerOptions = {
     maxHeaderSize: config.limits.maxHeaderSize,
     connectionsCheckingInterval: CLIENT_TIMER_CHECK_MS,
     noDelay: true,
   };
-  const server = config.tls === null ? createServer(options, handlers.request) : createTlsServer({ ...options, ...readTlsFiles(config.tls) }, handlers.request);
+  const server = config.tls === null ? createServer(options, handlers.request) : createTlsServer({ ...options, ...readTlsFiles(config.tls), ...alpn(http2) }, handlers.request);
+  if (http2 !== null) sendHttp2Elsewhere(server as TlsServer, http2);
+  // Before the listeners below, which count a connection from its arrival.
+  proxyHeaders.guard(server);
   applyClientLimits(server, config);
   server.on('upgrade', handlers.upgrade);
   server.on('checkContinue', handlers.checkContinue);
@@ -64,6 +73,24 @@ export function createProxyListener(config: LimpetConfig, handlers: ListenerHand
     server.emit(server instanceof TlsBaseServer ? 'secureConnection' : 'connection', socket);
   });
   return server;
+}
+
+/** HTTP/2 first when it is on: browsers take the first protocol of the server's list that they speak. */
+function alpn(http2: Http2Listener | null): { ALPNProtocols?: string[] } {
+  return http2 === null ? {} : { ALPNProtocols: ['h2', 'http/1.1'] };
+}
+
+/**
+ * Connections that chose h2 go to the HTTP/2 listener; every other one (http/1.1, or no ALPN) to
+ * Node's HTTP/1.1 handling of the HTTPS server, exactly as without HTTP/2.
+ */
+function sendHttp2Elsewhere(server: TlsServer, http2: Http2Listener): void {
+  const http1 = server.listeners('secureConnection') as ((socket: TLSSocket) => void)[];
+  server.removeAllListeners('secureConnection');
+  server.on('secureConnection', (socket: TLSSocket) => {
+    if (socket.alpnProtocol === 'h2') http2.accept(socket);
+    else for (const listener of http1) listener.call(server, socket);
+  });
 }
 
 const kCounted = Symbol('limpet.counted');

@@ -16,8 +16,8 @@ export interface ReloadPlan {
 
 /**
  * The pure difference between the running config and a new one. Listener addresses, process
- * layout and the header-size limit are fixed at start; a drain set through the admin API stays
- * until the file itself changes that backend's drain.
+ * layout, the header-size limit, HTTP/2 on the TLS listener and the state file are fixed at start;
+ * a drain set through the admin API stays until the file itself changes that backend's drain.
  */
 export function planReload(old: LimpetConfig, next: LimpetConfig): ReloadPlan {
   const needsRestart: string[] = [];
@@ -29,6 +29,8 @@ export function planReload(old: LimpetConfig, next: LimpetConfig): ReloadPlan {
   if (JSON.stringify(old.sharedState) !== JSON.stringify(next.sharedState)) needsRestart.push('sharedState');
   const tlsSwitch = (old.tls === null) !== (next.tls === null);
   if (tlsSwitch) needsRestart.push('tls (switching between HTTP and HTTPS)');
+  if (old.stateFile !== next.stateFile) needsRestart.push('stateFile');
+  if (old.tls !== null && next.tls !== null && old.tls.http2 !== next.tls.http2) needsRestart.push('tls.http2');
   const applied: LimpetConfig = {
     ...next,
     listen: old.listen,
@@ -36,8 +38,9 @@ export function planReload(old: LimpetConfig, next: LimpetConfig): ReloadPlan {
     workers: old.workers,
     workerBalance: old.workerBalance,
     limits: { ...next.limits, maxHeaderSize: old.limits.maxHeaderSize },
-    tls: tlsSwitch ? old.tls : next.tls,
+    tls: tlsSwitch ? old.tls : sameHttp2(old.tls, next.tls),
     sharedState: old.sharedState,
+    stateFile: old.stateFile,
   };
   const drainBefore = new Map(listedBackends(old.backends).map((entry) => [entry.id, entry]));
   const drain = new Map<string, DrainSetting>();
@@ -48,6 +51,11 @@ export function planReload(old: LimpetConfig, next: LimpetConfig): ReloadPlan {
     }
   }
   return { applied, needsRestart, drain, reloadTls: !tlsSwitch && next.tls !== null };
+}
+
+/** The new TLS settings with HTTP/2 as it runs: the listener offers its protocols (ALPN) when it is created. */
+function sameHttp2(old: LimpetConfig['tls'], next: LimpetConfig['tls']): LimpetConfig['tls'] {
+  return old === null || next === null ? next : { ...next, http2: old.http2 };
 }
 
 function sameHostPort(a: { host: string; port: number }, b: { host: string; port: number }): boolean {

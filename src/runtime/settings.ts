@@ -3,8 +3,10 @@ import type { AffinitySettings } from '../affinity/build-affinity.js';
 import type { LimpetConfig } from '../config/schema.js';
 import type { DiscoverySettings } from '../discovery/backend-discovery.js';
 import type { HealthCheckSettings } from '../health/active-checks.js';
+import type { Http2Settings } from './h2-listener.js';
 import type { ForwardingContext } from '../proxy/context.js';
 import type { PoolSettings } from '../upstream/pools.js';
+import type { ProxyProtocolSettings } from './proxy-protocol-gate.js';
 
 /** The config's view for each part of the proxy: each part sees only the keys it needs. */
 
@@ -48,6 +50,16 @@ export function workerCount(config: LimpetConfig): number {
   return config.workers === 'auto' ? availableParallelism() : config.workers;
 }
 
+export function http2Settings(config: LimpetConfig): Http2Settings {
+  return {
+    maxConcurrentStreams: config.limits.maxConcurrentStreams,
+    maxHeaderSize: config.limits.maxHeaderSize,
+    maxHeaderCount: config.limits.maxHeaderCount,
+    clientIdle: config.timeouts.clientIdle,
+    clientRequest: config.timeouts.clientRequest,
+  };
+}
+
 export function healthSettings(config: LimpetConfig): HealthCheckSettings {
   return { ...config.healthCheck, cooldown: config.passive.cooldown };
 }
@@ -58,4 +70,8 @@ export function poolSettings(config: LimpetConfig): PoolSettings {
 
 export function discoverySettings(config: LimpetConfig): DiscoverySettings {
   return config.discovery;
+}
+
+export function proxyProtocolSettings(config: LimpetConfig): ProxyProtocolSettings | null {
+  return config.proxyProtocol === null ? null : { from: config.proxyProtocol.from, headerTimeout: config.timeouts.clientHeaders };
 }

@@ -16,7 +16,7 @@ export interface SharedStateTarget {
 
 export interface SharedStateSettings extends RedisSettings {
   keyPrefix: string;
-  /** affinity.sessionTtl: how long a shared pin lives after it was last written. */
+  /** affinity.sessionTtl at start: how long a shared pin lives after it was last written (see setSessionTtl). */
   sessionTtl: number;
   /** False in cookie mode: the cookie is the pin, so only runtime drains are shared. */
   sharePins: boolean;
@@ -60,6 +60,8 @@ export class SharedState implements StateSink {
   private lastContact = 0;
   private downSince: number | null = null;
   private lastError = '';
+  /** affinity.sessionTtl in force: a reload may change it. */
+  private sessionTtl: number;
   private readonly timer: NodeJS.Timeout;
   private closed = false;
   /** Outages so far, for limpet_shared_state_outages_total. */
@@ -71,6 +73,7 @@ export class SharedState implements StateSink {
     private readonly logger: Logger,
   ) {
     this.keys = sharedKeys(settings.keyPrefix);
+    this.sessionTtl = settings.sessionTtl;
     this.connection = connectRedis(settings, (error) => {
       this.lastError = error.message;
     });
@@ -83,6 +86,11 @@ export class SharedState implements StateSink {
 
   get up(): boolean {
     return this.upFlag;
+  }
+
+  /** A reload changed affinity.sessionTtl: pins written from now on live that long in Redis, as they do here. */
+  setSessionTtl(ms: number): void {
+    this.sessionTtl = ms;
   }
 
   /** Resolves once the shared table has been read, or after `waitMs` (the proxy then serves and syncs when it can). */
@@ -161,7 +169,7 @@ export class SharedState implements StateSink {
     this.pendingPins = new Map();
     this.pendingDrains = new Map();
     const commands: string[][] = [];
-    const ttl = String(this.settings.sessionTtl);
+    const ttl = String(this.sessionTtl);
     let batch: [string, string][] = [];
     for (const [key, backendId] of pins) {
       commands.push(['SET', this.keys.pinPrefix + key, backendId, 'PX', ttl]);
@@ -220,7 +228,7 @@ export class SharedState implements StateSink {
           if (typeof value !== 'string' || !(ttl > 0)) return;
           const pin = decodePin(this.keys, redisKey, value);
           // Written sessionTtl before it expires: its age is when the client was last seen.
-          if (pin !== null) pins.push([pin[0], pin[1], nowSeconds - Math.ceil((this.settings.sessionTtl - ttl) / 1000)]);
+          if (pin !== null) pins.push([pin[0], pin[1], nowSeconds - Math.ceil((this.sessionTtl - ttl) / 1000)]);
         });
       } while (cursor !== '0');
     }
@@ -235,7 +243,7 @@ export class SharedState implements StateSink {
     const nowMs = Date.now();
     let commands: string[][] = [];
     for (const [key, backendId, seen] of this.target.durableState().pins) {
-      const left = this.settings.sessionTtl - (nowMs - seen * 1000);
+      const left = this.sessionTtl - (nowMs - seen * 1000);
       if (left <= 0) continue;
       commands.push(['SET', this.keys.pinPrefix + key, backendId, 'PX', String(Math.ceil(left)), 'NX']);
       if (commands.length === BATCH) {

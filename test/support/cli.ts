@@ -21,6 +21,10 @@ export interface CliProxy {
   /** The whole config text for `body`: the ports this proxy listens on, then `body`. */
   render(body: string): string;
   stop(): Promise<void>;
+  /** SIGKILL, as a crash or an OOM kill: nothing is closed or written on the way out. Resolves once it is gone. */
+  kill(): Promise<void>;
+  /** Starts limpet again on the same config file and ports, once this one has exited. */
+  restart(): Promise<CliProxy>;
 }
 
 /**
@@ -42,6 +46,20 @@ export async function startCli(
   const text = body({ port, adminPort });
   const header = `listen: 127.0.0.1:${port}\nadmin: { listen: "127.0.0.1:${adminPort}" }\n${/^log:/m.test(text) ? '' : 'log: { level: info }\n'}`;
   writeFileSync(file, header + text);
+  return launchCli({ port, adminPort, dir, file, header }, nodeArgs, launch);
+}
+
+/** Where a CLI proxy lives: its ports and its config file, the same across restarts. */
+interface CliPlace {
+  port: number;
+  adminPort: number;
+  dir: string;
+  file: string;
+  header: string;
+}
+
+async function launchCli(place: CliPlace, nodeArgs: readonly string[], launch: CliLaunch): Promise<CliProxy> {
+  const { port, adminPort, dir, file, header } = place;
   const { command, config } = launch(file);
   const [program, ...args] = [...command, process.execPath, ...nodeArgs, 'dist/src/cli.js', '--config', config];
   const child = spawn(program!, args, { stdio: ['ignore', 'pipe', 'inherit'] });
@@ -85,6 +103,14 @@ export async function startCli(
     async stop() {
       if (child.exitCode === null) child.kill('SIGTERM');
       await exited;
+    },
+    async kill() {
+      if (child.exitCode === null && child.signalCode === null) child.kill('SIGKILL');
+      await exited;
+    },
+    async restart() {
+      await exited;
+      return launchCli(place, nodeArgs, launch);
     },
   };
 }

@@ -34,3 +34,8 @@ export function sample(exposition: Exposition, name: string, labels: Record<stri
   if (found === undefined) throw new Error(`no sample ${name}${JSON.stringify(labels)}`);
   return found.value;
 }
+
+/** `limpet_proxy_protocol_rejections_total{reason}` in exposition text. */
+export function refusalCount(text: string, reason: string): number {
+  return sample(parseExposition(text), 'limpet_proxy_protocol_rejections_total', { reason });
+}
