@@ -31,9 +31,10 @@ export interface HotPathRow {
   disturbedRuns: number;
   requestsPerSecOff: number;
   requestsPerSecOn: number;
-  /** Nanoseconds per placement of 1,000 returning clients, in-process, off and on (median of 7). */
+  /** Nanoseconds per placement of 1,000 returning clients, in-process, off and on (medians of 15), and the median of the on − off differences of back-to-back pairs. */
   placementOffNs: number;
   placementOnNs: number;
+  placementAddedNs: number;
 }
 
 export interface HotPathFigures {
@@ -65,14 +66,20 @@ async function headersFor(target: Target, mode: Mode): Promise<Record<string, st
   return { cookie };
 }
 
-async function placementMedians(mode: Mode): Promise<{ off: number; on: number }> {
+/** Placement cost off and on, measured in back-to-back pairs (order alternating) so drift hits both alike. */
+async function placementMedians(mode: Mode): Promise<{ off: number; on: number; added: number }> {
   const off: number[] = [];
   const on: number[] = [];
-  for (let i = 0; i < 7; i++) {
-    off.push(await placementNs(mode, false));
-    on.push(await placementNs(mode, true));
+  for (let i = 0; i < 15; i++) {
+    if (i % 2 === 0) {
+      off.push(await placementNs(mode, false));
+      on.push(await placementNs(mode, true));
+    } else {
+      on.push(await placementNs(mode, true));
+      off.push(await placementNs(mode, false));
+    }
   }
-  return { off: round(median(off), 0), on: round(median(on), 0) };
+  return { off: round(median(off), 0), on: round(median(on), 0), added: round(median(on.map((ns, i) => ns - (off[i] as number))), 0) };
 }
 
 export async function hotPath(): Promise<HotPathFigures> {
@@ -112,6 +119,7 @@ export async function hotPath(): Promise<HotPathFigures> {
         requestsPerSecOn: Math.round(median(results.on.map((r) => r.requestsPerSec))),
         placementOffNs: placement.off,
         placementOnNs: placement.on,
+        placementAddedNs: placement.added,
       });
     }
   } finally {

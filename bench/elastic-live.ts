@@ -20,22 +20,22 @@ export const IDLE_AFTER = '2s';
 const IDLE_AFTER_MS = 2_000;
 /** Idle long enough for rebalance: idleAfter, plus the up to one second a last-seen stamp may lag, plus a margin. */
 const IDLE_WAIT_MS = 4_000;
-// A generous check timeout: the backends share this process with a thousand clients, and a check
-// answered late must not take a backend down in the middle of a measurement.
+// A generous check timeout: the backends share two cores with limpet and a thousand clients, and a
+// check answered late must not take a backend down in the middle of a measurement.
 const HEALTH = 'healthCheck: { interval: 500ms, timeout: 2s }';
 const CLIENTS = 1_000;
 const ACTIVE_INTERVAL_MS = 500;
 /** The backend added by a scale-up and drained by a scale-down. */
 const NEWEST = 'b5';
 
+/** The backends as bench/peers.ts configures a peer over them (it reads only the origins). */
 function fleetBackends(backends: readonly FleetBackend[]): Backends {
   return { pid: process.pid, origins: backends.map((backend) => backend.origin) };
 }
 
-function clientsFrom(block: number, count: number, port: number, cookieName: string | null): FleetClient[] {
-  return loopbackAddresses(block, count).map((address) => new FleetClient(address, port, cookieName));
+function clientsFrom(block: number, howMany: number, port: number, cookieName: string | null): FleetClient[] {
+  return loopbackAddresses(block, howMany).map((address) => new FleetClient(address, port, cookieName));
 }
-
 
 // ---------------------------------------------------------------------------------------------
 // 4 → 5 backends
@@ -68,10 +68,10 @@ export interface ScaleUpFigures {
   active: number;
   /** Active clients (a request every 0.5 s) whose backend changed at any time. */
   activeMoved: number;
-  /** Of those, the ones moved by a request that came less than idleAfter after their previous one. */
+  /** Of those, the ones moved by a request that reached the backends less than idleAfter after their previous one. */
   activeMovedWhileActive: number;
   /**
-   * The shortest time a client had sent nothing before a request that moved it (ms): at least
+   * The shortest silence before a request that moved its client (ms; see `Move.silenceMs`): at least
    * idleAfter for a rebalance; an "active" client that the machine held up that long was idle.
    */
   shortestSilenceBeforeMoveMs: number | null;

@@ -161,7 +161,7 @@ export function hotPathTable(h: HotPathFigures): string {
         (r.onUs / r.offUs).toFixed(3),
         range(r.roundRatios),
         `${r.requestsPerSecOff.toLocaleString('en-US')} / ${r.requestsPerSecOn.toLocaleString('en-US')}`,
-        `${r.placementOffNs} → ${r.placementOnNs} ns (+${r.placementOnNs - r.placementOffNs} ns)`,
+        `${r.placementOffNs} → ${r.placementOnNs} ns (median difference of the pairs: ${r.placementAddedNs >= 0 ? '+' : '−'}${Math.abs(r.placementAddedNs)} ns)`,
         String(r.disturbedRuns),
       ]),
     ),

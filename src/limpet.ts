@@ -303,7 +303,10 @@ export class Limpet {
 
   /** The pins and runtime drains to keep, as of now. */
   durableState(): DurableState {
-    return { pins: this.memory.pins.records(), drains: [...this.runtimeDrains.values()] };
+    // A runtime drain of a backend since removed is kept in memory (the backend may come back by
+    // reload or DNS) but not handed on.
+    const drains = [...this.runtimeDrains.values()].filter((drain) => this.registry.get(drain.id) !== undefined);
+    return { pins: this.memory.pins.records(), drains };
   }
 
   /**

@@ -44,8 +44,6 @@ describe('the state file format', () => {
       drains: [
         { id: 'app-1', draining: true, deadlineAt: Date.now() + 600_000 },
         { id: 'app-2', draining: false, deadlineAt: null },
-        // A backend the config no longer has: left out.
-        { id: 'gone', draining: true, deadlineAt: null },
       ],
     };
     const kept = decodeState(encoded(state));

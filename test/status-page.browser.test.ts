@@ -153,7 +153,7 @@ describe('status page in a browser', () => {
     expect((await request(proxy.adminAddress.port, { path: '/backends/app-1/drain?deadline=10m', method: 'POST' })).status).toBe(200);
     proxy.reload(parseConfig(`listen: 127.0.0.1:0\nadmin: { listen: "127.0.0.1:0" }\n${base}${backendsYaml(backends)}`, 'test.yaml', {}));
 
-    const page = cleanup.add(await context.newPage());
+    const page = cleanup.add(await browser.context().newPage());
     await page.goto(`http://127.0.0.1:${proxy.adminAddress.port}/`);
     const rows = await waitForRows(
       page,

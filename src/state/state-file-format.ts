@@ -67,8 +67,8 @@ const NEEDS_QUOTING = /^"|[\u0000-\u001f\u007f\ud800-\udfff]/;
 
 /**
  * The file's text for `state`, in chunks. Each runtime drain is written with the config's drain of
- * its backend, so a file edited while limpet was stopped can be told apart; drains of backends the
- * config no longer has are left out.
+ * its backend (none for one discovered from DNS), so a file edited while limpet was stopped can be
+ * told apart. The proxy hands on drains of existing backends only (`Limpet.durableState`).
  */
 export function* encodeState(state: DurableState, config: LimpetConfig): Generator<string> {
   const written = Math.floor(Date.now() / 1000);
