@@ -1,8 +1,7 @@
-import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdirSync, mkdtempSync, writeFileSync } from 'node:fs';
 import { connect, type Socket } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { chromium } from 'playwright-core';
 import { describe, expect, it } from 'vitest';
 import { parseConfig } from '../src/config/load.js';
 import type { Limpet } from '../src/limpet.js';
@@ -10,7 +9,7 @@ import { answerWithId, startBackend, type BackendHandler, type TestBackend } fro
 import { useCleanup } from './support/cleanup.js';
 import { request, waitFor } from './support/client.js';
 import { runCliToExit, startCli } from './support/cli.js';
-import { commandFrom } from './support/debian-packages.js';
+import { useChromium } from './support/chromium.js';
 import { startDns, type DnsmasqServer } from './support/dns.js';
 import { parseExposition, sample } from './support/exposition.js';
 import { startProxy, type LogCapture } from './support/proxy.js';
@@ -344,22 +343,14 @@ describe('discovery: lookups that fail', () => {
 });
 
 describe('discovery: status page', () => {
+  const browser = useChromium({ viewport: { width: 1200, height: 360 } });
+
   it('shows in a browser which entry each discovered backend came from, and none for a listed one', async () => {
     const [listed] = cleanup.add([await startBackend('listed')]);
     const backends = await startBackendsAt(['127.0.0.15', '127.0.0.16']);
     const dns = cleanup.add(await startDns({ hosts: { [APP]: ['127.0.0.15', '127.0.0.16'] } }));
     const proxy = await startDiscovering(`${FAST}${discovery(dns)}backends:\n  - { id: listed, url: "${listed!.url}" }\n  - { dns: "${APP}:${backends[0]!.port}" }\n`);
-    const profile = mkdtempSync(join(tmpdir(), 'limpet-chromium-'));
-    cleanup.add(() => rmSync(profile, { recursive: true, force: true }));
-    const browser = cleanup.add(
-      await chromium.launchPersistentContext(profile, {
-        executablePath: commandFrom('chromium'),
-        headless: true,
-        args: ['--headless', '--no-sandbox', '--disable-gpu', '--no-first-run', '--disable-background-networking', '--disable-component-update', '--disable-sync'],
-        viewport: { width: 1200, height: 360 },
-      }),
-    );
-    const page = await browser.newPage();
+    const page = cleanup.add(await browser.context().newPage());
     await page.goto(`http://127.0.0.1:${proxy.admin}/`);
     // Runs in the page; a string, so no transpiler helper leaks in.
     const readSources = `Array.from(document.querySelectorAll('#rows tr[data-backend]')).map((tr) => [tr.dataset.backend, tr.querySelector('[data-field="source"]')?.textContent ?? null])`;
