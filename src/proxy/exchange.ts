@@ -77,7 +77,7 @@ export class Exchange implements Dispatcher.DispatchHandler, Sequenced, Inflight
     const path = prepareForward(context, req, channel, head, this.placement);
     if (typeof path !== 'string') {
       if (path.status === 400 || path.status === 501) {
-        // A request no backend should see: the connection is closed, as for a parse error.
+        // A request no backend should see: the connection (HTTP/2: the stream) is closed, as for a parse error.
         channel.closeAfterAnswer(res);
         sendProxyError(res, path.status, path.message);
       } else if (path.status === 503) sendProxyError(res, 503, path.message, path.headers);
