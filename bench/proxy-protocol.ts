@@ -4,36 +4,40 @@
 //   npm run build && node dist/bench/proxy-protocol.js
 //
 // Cost: wrk opens a new connection per request (`Connection: close`) to HAProxy, which relays each
-// one to limpet. Four ways, in interleaved rounds: HAProxy sending no header to a limpet without
-// `proxyProtocol` (the baseline), `send-proxy` (v1) and `send-proxy-v2` to a limpet that lists
-// HAProxy's source address, and no header from a peer that limpet does not list (what the key costs
-// everyone else). limpet is pinned alone to one core; HAProxy, wrk and the backends share the
-// other. Reported: limpet's CPU time and instructions per connection (the same harness as
-// `npm run bench`), so the difference to the baseline is the price of the header.
+// one to limpet. Five ways, each with a limpet of its own: HAProxy sending no header to a limpet
+// without `proxyProtocol` (the baseline), `send-proxy` (v1) and `send-proxy-v2` to a limpet that
+// lists HAProxy's source address, and no header from a peer that limpet does not list (what the key
+// costs everyone else); and the baseline again in another process, which shows how far two
+// identical limpets differ (the noise floor). The five run at the same time, round after round, the limpets on one core
+// and HAProxy, wrk and the backends on the other: on a machine shared with other work, whatever
+// that work does to one way it does to all five in the same seconds. Reported: each limpet's CPU
+// time per connection, from the nanosecond run times in /proc schedstat (the 10 ms ticks of /proc
+// stat are too coarse for short rounds), and the median over rounds of each way's difference to
+// the baseline of the same round — the price of the header.
 //
 // Stickiness: BENCH_CLIENTS clients, each from its own loopback address, send 4 requests each on
 // new connections through HAProxy `send-proxy-v2` to limpet (by: ip, three backends); then the same
 // through HAProxy without a header to a limpet without the key, where every client is HAProxy.
 //
-// Environment: BENCH_ROUNDS (3), BENCH_DURATION seconds per run (5), BENCH_CONNECTIONS (50),
-// BENCH_CLIENTS (500).
+// Environment: BENCH_ROUNDS (10), BENCH_DURATION seconds per round (3), BENCH_CONNECTIONS per way
+// (16), BENCH_CLIENTS (500).
 import http from 'node:http';
-import { mkdtempSync, rmSync } from 'node:fs';
+import { mkdtempSync, readdirSync, readFileSync, rmSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { spawnSync } from 'node:child_process';
 import {
-  CLIENT_CPU, describeMachine, describeRun, findExecutable, fmtCpuPerReq, fmtRate, freePort, intFromEnv, isSkipped, limpetTarget, measure,
-  pinningDescription, SERVER_CPU, startBackends, stopChildren, summarise, writeResult, type RunResult, type Summary, type Target,
+  CLIENT_CPU, describeMachine, findExecutable, fmtRate, freePort, intFromEnv, isSkipped, limpetTarget, median, pinningDescription, SERVER_CPU,
+  startBackends, stopChildren, writeResult, type Target,
 } from './harness.js';
 import { startHaproxyRelay, type Relay, type RelaySettings } from './haproxy-relay.js';
-import { chooseLoadTool, pinnedCommand } from './load.js';
+import { chooseLoadTool, pinnedCommand, runLoad } from './load.js';
 import { v1, v2 } from './proxy-headers.js';
 import { readProxyHeader } from '../src/runtime/proxy-protocol.js';
 
-const ROUNDS = intFromEnv('BENCH_ROUNDS', 3);
-const SECONDS = intFromEnv('BENCH_DURATION', 5);
-const CONNECTIONS = intFromEnv('BENCH_CONNECTIONS', 50);
+const ROUNDS = intFromEnv('BENCH_ROUNDS', 10);
+const SECONDS = intFromEnv('BENCH_DURATION', 3);
+const CONNECTIONS = intFromEnv('BENCH_CONNECTIONS', 16);
 const CLIENTS = intFromEnv('BENCH_CLIENTS', 500);
 const REQUESTS_PER_CLIENT = 4;
 const BALANCER = '127.0.0.200';
@@ -49,6 +53,7 @@ interface Way {
 
 const WAYS: Way[] = [
   { name: 'no header, key off', description: 'HAProxy sends no header; limpet without proxyProtocol (baseline)', limpet: 'off', send: 'none', source: BALANCER },
+  { name: 'the same, another process', description: 'the baseline again in a process of its own: how far two alike differ', limpet: 'off', send: 'none', source: BALANCER },
   { name: 'send-proxy (v1)', description: 'HAProxy send-proxy; limpet lists HAProxy', limpet: 'on', send: 'send-proxy', source: BALANCER },
   { name: 'send-proxy-v2', description: 'HAProxy send-proxy-v2; limpet lists HAProxy', limpet: 'on', send: 'send-proxy-v2', source: BALANCER },
   { name: 'no header, unlisted', description: 'HAProxy sends no header from an address limpet does not list (key on)', limpet: 'on', send: 'none', source: UNLISTED },
@@ -68,49 +73,58 @@ process.on('exit', () => {
 });
 try {
   const backends = await startBackends(3, ['--raw']);
-  const limpets = {
-    off: await limpetTarget(backends, tmp, { name: 'limpet-off', description: 'limpet', nodeArgs: [], extraYaml: [], cpus: SERVER_CPU }),
-    on: await limpetTarget(backends, tmp, { name: 'limpet-on', description: 'limpet', nodeArgs: [], extraYaml: [`proxyProtocol: { from: ["${BALANCER}"] }`], cpus: SERVER_CPU }),
-  };
-  for (const target of Object.values(limpets)) if (isSkipped(target)) throw new Error(`${target.name}: ${target.reason}`);
-  const limpetOf = (way: Way) => limpets[way.limpet] as Target;
+  // One limpet per way, so each one's CPU time is that way's alone; all on the server core.
+  const limpets: Target[] = [];
+  for (const [i, way] of WAYS.entries()) {
+    const extraYaml = way.limpet === 'on' ? [`proxyProtocol: { from: ["${BALANCER}"] }`] : [];
+    const target = await limpetTarget(backends, tmp, { name: `limpet-${i}`, description: way.description, nodeArgs: [], extraYaml, cpus: SERVER_CPU });
+    if (isSkipped(target)) throw new Error(`${target.name}: ${target.reason}`);
+    limpets.push(target);
+  }
   const relayTo = async (target: Target, send: RelaySettings['send'], source: string): Promise<string> => {
     const port = await freePort();
     relays.push(await startHaproxyRelay(haproxy, { port, target: Number(new URL(target.origin).port), send, source }, pinnedCommand([], CLIENT_CPU)));
     return `http://127.0.0.1:${port}`;
   };
-  const targets: Target[] = [];
-  for (const way of WAYS) {
-    const limpet = limpetOf(way);
-    targets.push({ name: way.name, description: way.description, origin: await relayTo(limpet, way.send, way.source), proxyPid: limpet.proxyPid, serverPid: limpet.serverPid });
-  }
+  const origins: string[] = [];
+  for (const [i, way] of WAYS.entries()) origins.push(await relayTo(limpets[i]!, way.send, way.source));
 
   const tool = chooseLoadTool();
   console.log(`PROXY protocol cost per connection: ${describeMachine()}; ${pinningDescription()}`);
-  console.log(`${tool}, ${CONNECTIONS} connections, a new connection per request, ${SECONDS} s × ${ROUNDS} rounds\n`);
-  const runs = new Map<string, RunResult[]>(targets.map((target) => [target.name, []]));
-  const ourPids = [backends.pid, ...Object.values(limpets).map((t) => (t as Target).serverPid), ...relays.map((r) => r.child.pid!)];
-  // Not recorded: every path through limpet compiled and warm before the first measured run.
-  for (const target of targets) await measure(target, { tool, connections: CONNECTIONS, seconds: 2, headers: { Connection: 'close' }, path: '/' }, { ourPids });
-  for (let round = 1; round <= ROUNDS; round++) {
-    console.log(`round ${round}`);
-    for (const target of targets) {
-      const run = await measure(target, { tool, connections: CONNECTIONS, seconds: SECONDS, headers: { Connection: 'close' }, path: '/' }, { ourPids });
-      runs.get(target.name)!.push(run);
-      console.log(describeRun(target.name, run));
-    }
+  console.log(`${tool}, ${CONNECTIONS} connections per way, all ways at once, a new connection per request, ${SECONDS} s × ${ROUNDS} rounds\n`);
+  /** Runs every way at the same time; per way, limpet's CPU per connection (µs) and the load result. */
+  const round = async (seconds: number) => {
+    const before = limpets.map((limpet) => runNanoseconds(limpet.serverPid));
+    const loads = await Promise.all(
+      origins.map((origin) => runLoad({ tool, url: `${origin}/`, connections: CONNECTIONS, seconds, cpus: CLIENT_CPU, headers: { Connection: 'close' } })),
+    );
+    return loads.map((load, i) => ({ load, cpu: (runNanoseconds(limpets[i]!.serverPid) - before[i]!) / 1000 / Math.max(1, load.requests) }));
+  };
+  // Not recorded: every path through limpet compiled and warm before the first measured round.
+  await round(2);
+  const perWay = WAYS.map(() => ({ cpu: [] as number[], overBaseline: [] as number[], rate: [] as number[], errors: 0 }));
+  for (let r = 1; r <= ROUNDS; r++) {
+    const results = await round(SECONDS);
+    results.forEach(({ load, cpu }, i) => {
+      const way = perWay[i]!;
+      way.cpu.push(cpu);
+      // Paired with the baseline of the same seconds: what other work on the machine did to both cancels out.
+      way.overBaseline.push(cpu - results[0]!.cpu);
+      way.rate.push(load.requestsPerSec);
+      way.errors += load.errors + load.non2xx;
+    });
+    console.log(`round ${r}: ${results.map(({ load, cpu }, i) => `${WAYS[i]!.name} ${fmtRate(load.requestsPerSec)} req/s ${cpu.toFixed(1)} µs/conn`).join('; ')}`);
   }
-  const summaries = new Map<string, Summary>([...runs].map(([name, list]) => [name, summarise(list)]));
-  const baseline = summaries.get(WAYS[0]!.name)!;
-  const costRows = WAYS.map((way) => {
-    const s = summaries.get(way.name)!;
-    const delta = (a: number | null, b: number | null, digits: number) => (a === null || b === null ? '—' : `${a - b >= 0 ? '+' : ''}${(a - b).toFixed(digits)}`);
-    return `| ${way.name} | ${fmtRate(s.requestsPerSec)} | ${fmtCpuPerReq(s.cpuUsPerRequest)} | ${delta(s.cpuUsPerRequest, baseline.cpuUsPerRequest, 1)} µs | ${s.kInstructionsPerRequest ?? '—'} k | ${delta(s.kInstructionsPerRequest, baseline.kInstructionsPerRequest, 1)} k | ${s.errors + s.non2xx}${s.disturbedRounds > 0 ? ` (${s.disturbedRounds} disturbed)` : ''} |`;
+  const costRows = WAYS.map((way, i) => {
+    const { cpu, overBaseline, rate, errors } = perWay[i]!;
+    const change = median(overBaseline);
+    const share = (100 * change) / median(perWay[0]!.cpu);
+    return `| ${way.name} | ${fmtRate(median(rate))} | ${median(cpu).toFixed(1)} µs | ${i === 0 ? '—' : `${change >= 0 ? '+' : ''}${change.toFixed(1)} µs (${share >= 0 ? '+' : ''}${share.toFixed(1)} %)`} | ${errors} |`;
   });
 
   console.log('\nStickiness by claimed address');
-  const sticky = await stickiness(await relayTo(limpets.on as Target, 'send-proxy-v2', BALANCER));
-  const unsticky = await stickiness(targets[0]!.origin);
+  const sticky = await stickiness(origins[WAYS.findIndex((way) => way.send === 'send-proxy-v2')]!);
+  const unsticky = await stickiness(origins[0]!);
   const stickRow = (name: string, s: Stickiness) =>
     `| ${name} | ${s.clients} | ${(100 * s.oneBackend / s.clients).toFixed(1)} % | ${s.perBackend.join(' / ')} | ${s.errors} |`;
 
@@ -118,10 +132,10 @@ try {
   const markdown = [
     `PROXY protocol through ${spawnSync(haproxy, ['-v'], { encoding: 'utf8' }).stdout.split('\n')[0]} (mode tcp), ${new Date().toISOString().slice(0, 10)}; ${describeMachine()}.`,
     '',
-    `Cost per connection: ${tool}, ${CONNECTIONS} connections, a new connection per request, ${SECONDS} s × ${ROUNDS} rounds, medians; limpet alone on one core.`,
+    `Cost per connection: ${tool}, ${CONNECTIONS} connections per way, the ${WAYS.length} ways at once (one limpet each, all on one core), a new connection per request, ${SECONDS} s × ${ROUNDS} rounds; limpet's CPU time from /proc schedstat; medians, and the median of each round's difference to the baseline of the same round.`,
     '',
-    '| way | req/s | limpet CPU per connection | vs baseline | instructions per connection | vs baseline | errors |',
-    '|---|---|---|---|---|---|---|',
+    '| way | req/s | limpet CPU per connection | over the baseline, same round | errors |',
+    '|---|---|---|---|---|',
     ...costRows,
     '',
     `The header reader alone (readProxyHeader, in this process): ${parse.map(({ name, ns }) => `${name} ${ns} ns`).join(', ')} per header.`,
@@ -159,6 +173,19 @@ function parseCost(): { name: string; ns: number }[] {
     for (let i = 0; i < calls; i++) readProxyHeader(input);
     return { name, ns: Math.round(Number(process.hrtime.bigint() - start) / calls) };
   });
+}
+
+/** Time the threads of `pid` have run on a CPU so far, in nanoseconds (/proc schedstat: no 10 ms ticks). */
+function runNanoseconds(pid: number): number {
+  let total = 0;
+  for (const task of readdirSync(`/proc/${pid}/task`)) {
+    try {
+      total += Number(readFileSync(`/proc/${pid}/task/${task}/schedstat`, 'utf8').split(' ')[0]);
+    } catch {
+      // the thread ended meanwhile
+    }
+  }
+  return total;
 }
 
 interface Stickiness {
