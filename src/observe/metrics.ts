@@ -162,8 +162,10 @@ export class ProxyMetrics {
       aggregator: 'min',
       collect() {
         this.reset();
-        const progress = drained.drainProgress();
-        for (const backend of drained.backends()) this.set({ backend: backend.id }, progress.get(backend)?.drained === true ? 1 : 0);
+        const backends = drained.backends();
+        // Counting live clients walks the pins: only worth it while some backend drains.
+        const progress = backends.some((backend) => backend.draining) ? drained.drainProgress() : null;
+        for (const backend of backends) this.set({ backend: backend.id }, progress?.get(backend)?.drained === true ? 1 : 0);
       },
     });
     this.gauge('limpet_backend_inflight_requests', 'Requests being forwarded to the backend now.', (b) => b.inflight, 'sum');
