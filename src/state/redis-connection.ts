@@ -1,4 +1,5 @@
 import { readFileSync } from 'node:fs';
+import { isIP } from 'node:net';
 import { createClient, createSentinel, type RedisClientOptions } from 'redis';
 import type { HostPort } from '../config/schema.js';
 
@@ -31,7 +32,8 @@ export function connectRedis(settings: RedisSettings, onError: (error: Error) =>
   const tls = url.protocol === 'rediss:';
   const ca = settings.tlsCa === null ? undefined : readFileSync(settings.tlsCa);
   const socket = tls
-    ? { tls: true as const, ca, servername: url.hostname, connectTimeout: CONNECT_TIMEOUT_MS, reconnectStrategy }
+    ? // SNI carries host names only (RFC 6066); an address is checked against the certificate's IP entries.
+      { tls: true as const, ca, servername: isIP(url.hostname) === 0 ? url.hostname : undefined, connectTimeout: CONNECT_TIMEOUT_MS, reconnectStrategy }
     : { connectTimeout: CONNECT_TIMEOUT_MS, reconnectStrategy };
   if (settings.sentinel === null) return plainConnection({ url: settings.redis, socket, disableOfflineQueue: true, pingInterval: 5_000 }, url, onError);
   const database = url.pathname.length > 1 ? Number(url.pathname.slice(1)) : undefined;
