@@ -318,11 +318,12 @@ describe('stateFile with workers: 2', () => {
     cli = cleanup.add(await cli.restart());
     expect(cli.logs.find((l) => l.msg === 'state restored')?.pins as number).toBeGreaterThanOrEqual(CLIENTS);
     const requestsBefore = cli.logs.filter((l) => l.msg === 'request').length;
-    // Each client three times, each time on a new connection: the workers take turns.
-    const rounds = [];
-    for (let round = 0; round < 3; round++) rounds.push(await servedBy(cli.port));
-    for (const round of rounds) expect(round).toEqual(served);
-    const workers = new Set(cli.logs.filter((l) => l.msg === 'request').slice(requestsBefore).map((l) => l.pid));
-    expect(workers.size, 'requests served by both workers').toBe(2);
+    const workers = () => new Set(cli.logs.filter((l) => l.msg === 'request').slice(requestsBefore).map((l) => l.pid));
+    // Each client served again and again, each time on a new connection, until both workers have
+    // served (a loaded machine may start one later): every round routes them as before the kill.
+    await waitFor(async () => {
+      expect(await servedBy(cli.port)).toEqual(served);
+      return workers().size === 2;
+    }, 20_000, 'both workers to serve the restored clients');
   });
 });
