@@ -5,10 +5,12 @@
 // 2. Memory per idle HTTP/2 connection: limpet beside a bare node:http2 server (the floor any Node
 //    proxy stands on), and limpet's idle HTTPS/1.1 connection.
 // 3. A rapid-reset flood (CVE-2023-44487): a client opening and cancelling streams as fast as it can,
-//    reconnecting whenever it is thrown out, while h2load plays another client; what limpet did.
+//    reconnecting whenever it is thrown out, while h2load plays another client; what limpet did, and
+//    nginx and HAProxy under the same flood.
 //
 // Environment: BENCH_ROUNDS (default 3), BENCH_DURATION seconds per run (default 5),
-// BENCH_IDLE_CONNECTIONS (default 1000; needs ulimit -n above 2×), BENCH_FLOOD_SECONDS (default 10).
+// BENCH_IDLE_CONNECTIONS (default 3000; needs ulimit -n above 2×), BENCH_FLOOD_SECONDS (default 10),
+// BENCH_SECTIONS (default "throughput,idle,flood": which parts to run).
 // Needs h2load (Debian nghttp2-client) and openssl; nginx and HAProxy are skipped when absent.
 //
 // `node dist/bench/http2.js flood URL SECONDS` is the flooding client (a child process of its own).
@@ -24,14 +26,15 @@ import {
   measure, median, otherLoadAtStart, pinningDescription, recordOutput, SERVER_CPU, startBackends, startChild, startServerTarget, stopChildren,
   summarise, treeCpuSeconds, waitForLine, writeResult, type Backends, type RunResult, type Skipped, type Summary, type Target,
 } from './harness.js';
-import { capture, parseH2load, pinnedCommand } from './load.js';
+import { capture, parseH2load, pinnedCommand, type LoadResult } from './load.js';
 import { startHaproxy, startNginx, type PeerTls } from './peers.js';
 import { RUNTIME_FLAGS } from '../src/runtime/runtime-flags.js';
 
 const ROUNDS = intFromEnv('BENCH_ROUNDS', 3);
 const SECONDS = intFromEnv('BENCH_DURATION', 5);
-const IDLE_CONNECTIONS = intFromEnv('BENCH_IDLE_CONNECTIONS', 1000);
+const IDLE_CONNECTIONS = intFromEnv('BENCH_IDLE_CONNECTIONS', 3000);
 const FLOOD_SECONDS = intFromEnv('BENCH_FLOOD_SECONDS', 10);
+const SECTIONS = new Set((process.env.BENCH_SECTIONS ?? 'throughput,idle,flood').split(',').map((name) => name.trim()));
 const BACKEND_COUNT = 3;
 const LIMPET = 'limpet';
 
@@ -78,18 +81,24 @@ async function throughput(backends: Backends, tls: PeerTls, tmp: string): Promis
   const targets = prepared.filter(isTarget);
   for (const skipped of prepared.filter((t): t is Skipped => !isTarget(t))) console.log(`  skipped: ${skipped.name} — ${skipped.reason}`);
   const ourPids = [backends.pid, ...targets.map((t) => t.serverPid)];
-  const run = (target: Target, scenario: Scenario, seconds: number) =>
-    measure(target, { tool: 'h2load', path: '/', connections: scenario.connections, streams: scenario.streams, seconds }, { ourPids });
+  // Counted runs (h2load -n), sized to last about SECONDS at each target's last rate.
+  const rates = new Map<string, number>();
+  const run = async (target: Target, scenario: Scenario, requests: number) => {
+    const result = await measure(target, { tool: 'h2load', path: '/', connections: scenario.connections, streams: scenario.streams, seconds: SECONDS, requests }, { ourPids });
+    rates.set(`${target.name} ${scenario.name}`, result.requestsPerSec);
+    return result;
+  };
+  const sized = (target: Target, scenario: Scenario) => Math.max(2_000, Math.round((rates.get(`${target.name} ${scenario.name}`) ?? 1_000) * SECONDS));
 
   console.log('warm-up');
-  for (const target of targets) for (const scenario of SCENARIOS) console.log(describeRun(`${target.name} ${scenario.name}`, await run(target, scenario, 2)));
+  for (const target of targets) for (const scenario of SCENARIOS) console.log(describeRun(`${target.name} ${scenario.name}`, await run(target, scenario, 3_000)));
   const runs = new Map(SCENARIOS.map((s) => [s.name, new Map<string, RunResult[]>(targets.map((t) => [t.name, []]))]));
   for (let r = 1; r <= ROUNDS; r++) {
     for (const [si, scenario] of SCENARIOS.entries()) {
       console.log(`round ${r}/${ROUNDS} — ${scenario.label}`);
       const shift = (r - 1 + si) % targets.length;
       for (const target of targets.map((_, i) => targets[(i + shift) % targets.length]!)) {
-        const result = await run(target, scenario, SECONDS);
+        const result = await run(target, scenario, sized(target, scenario));
         runs.get(scenario.name)!.get(target.name)!.push(result);
         console.log(describeRun(target.name, result));
       }
@@ -177,37 +186,52 @@ async function bytesPerIdleConnection(pid: number, open: () => Promise<() => voi
   return Math.round(((after - before) * 1024) / IDLE_CONNECTIONS);
 }
 
-async function idleMemory(backends: Backends, tls: PeerTls, tmp: string): Promise<string[]> {
-  // The floor: Node's own HTTP/2 server, as a Node proxy would build it (allowHTTP1 for the second column).
-  const barePort = await freePort();
-  const bareChild = startChild(
+/** A server for the idle measurements, fresh for each: `pid` to read, `origin` to connect to, `stop`. */
+interface IdleServer {
+  pid: number;
+  origin: string;
+  stop(): void;
+}
+
+/** The floor: Node's own HTTP/2 server, as a Node proxy would build it (allowHTTP1, so it takes HTTPS/1.1 too). */
+async function bareHttp2Server(tls: PeerTls): Promise<IdleServer> {
+  const port = await freePort();
+  const child = startChild(
     [
       process.execPath,
       '-e',
-      `const fs = require('fs'); require('http2').createSecureServer({ cert: fs.readFileSync(${JSON.stringify(tls.cert)}), key: fs.readFileSync(${JSON.stringify(tls.key)}), allowHTTP1: true }, (q, s) => s.end('ok')).listen(${barePort}, '127.0.0.1', () => console.log('listening'));`,
+      `const fs = require('fs'); require('http2').createSecureServer({ cert: fs.readFileSync(${JSON.stringify(tls.cert)}), key: fs.readFileSync(${JSON.stringify(tls.key)}), allowHTTP1: true }, (q, s) => s.end('ok')).listen(${port}, '127.0.0.1', () => console.log('listening'));`,
     ],
     undefined,
   );
-  await waitForLine(bareChild, /^listening$/m);
-  const limpet = await limpetTarget(backends, tmp, {
-    name: 'limpet-idle',
-    description: 'limpet for idle connections',
-    nodeArgs: [],
-    extraYaml: ['timeouts: { clientIdle: 10m }'],
-    tls,
-    cpus: undefined,
-  });
+  await waitForLine(child, /^listening$/m);
+  return { pid: child.pid!, origin: `https://127.0.0.1:${port}`, stop: () => child.kill('SIGTERM') };
+}
+
+async function limpetServer(backends: Backends, tls: PeerTls, tmp: string): Promise<IdleServer> {
+  const limpet = await limpetTarget(backends, tmp, { name: 'limpet-idle', description: 'limpet for idle connections', nodeArgs: [], extraYaml: ['timeouts: { clientIdle: 10m }'], tls, cpus: undefined });
   if (!isTarget(limpet)) throw new Error(`limpet did not start: ${limpet.reason}`);
-  const bareOrigin = `https://127.0.0.1:${barePort}`;
-  const lines = [
+  return { pid: limpet.serverPid, origin: limpet.origin, stop: () => process.kill(limpet.serverPid, 'SIGTERM') };
+}
+
+/** Each figure from a server process of its own, so one kind of connection does not reuse memory another freed. */
+async function idleMemory(backends: Backends, tls: PeerTls, tmp: string): Promise<string[]> {
+  const measureOn = async (start: () => Promise<IdleServer>, open: (origin: string) => Promise<() => void>) => {
+    const server = await start();
+    try {
+      return fmtBytes(await bytesPerIdleConnection(server.pid, () => open(server.origin)));
+    } finally {
+      server.stop();
+    }
+  };
+  const bare = () => bareHttp2Server(tls);
+  const limpet = () => limpetServer(backends, tls, tmp);
+  return [
     `| server | per idle HTTP/2 connection | per idle HTTPS/1.1 connection |`,
     '|---|---:|---:|',
-    `| bare node:http2 (createSecureServer, allowHTTP1) | ${fmtBytes(await bytesPerIdleConnection(bareChild.pid!, () => idleHttp2(bareOrigin)))} | ${fmtBytes(await bytesPerIdleConnection(bareChild.pid!, () => idleHttps1(bareOrigin)))} |`,
-    `| limpet | ${fmtBytes(await bytesPerIdleConnection(limpet.serverPid, () => idleHttp2(limpet.origin)))} | ${fmtBytes(await bytesPerIdleConnection(limpet.serverPid, () => idleHttps1(limpet.origin)))} |`,
+    `| bare node:http2 (createSecureServer, allowHTTP1) | ${await measureOn(bare, idleHttp2)} | ${await measureOn(bare, idleHttps1)} |`,
+    `| limpet | ${await measureOn(limpet, idleHttp2)} | ${await measureOn(limpet, idleHttps1)} |`,
   ];
-  bareChild.kill('SIGTERM');
-  process.kill(limpet.serverPid, 'SIGTERM');
-  return lines;
 }
 
 const fmtBytes = (bytes: number) => `${(bytes / 1024).toFixed(1)} KB`;
@@ -273,7 +297,36 @@ function sampleOf(text: string, pattern: RegExp): number {
   return text.split('\n').filter((line) => pattern.test(line)).reduce((sum, line) => sum + Number(line.split(' ').at(-1)), 0);
 }
 
-async function rapidReset(backends: Backends, tls: PeerTls, tmp: string): Promise<string[]> {
+/** h2load as the other client, `FLOOD_SECONDS` long, connected during a second of warm-up so the timed part has every client serving. */
+async function otherClient(origin: string): Promise<LoadResult> {
+  const dir = mkdtempSync(path.join(os.tmpdir(), 'limpet-h2load-'));
+  try {
+    const log = path.join(dir, 'requests.tsv');
+    const command = ['h2load', '-t1', '-c10', '-m10', '--warm-up-time=1', '-D', String(FLOOD_SECONDS), `--log-file=${log}`, `${origin}/`];
+    const output = await capture(pinnedCommand(command, CLIENT_CPU), (FLOOD_SECONDS + 30) * 1000);
+    return parseH2load(output, readFileSync(log, 'utf8'));
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
+}
+
+/** The other client alone, then again while the flooding client runs; and what the flood cost the server. */
+async function floodOne(target: Target): Promise<{ quiet: LoadResult; flooded: LoadResult; report: FloodReport; cpuShare: number }> {
+  const quiet = await otherClient(target.origin);
+  const cpuBefore = treeCpuSeconds(target.serverPid) ?? 0;
+  const flooder = startChild([process.execPath, fileURLToPath(import.meta.url), 'flood', target.origin, String(FLOOD_SECONDS)], CLIENT_CPU);
+  const floodOutput = recordOutput(flooder);
+  const reportLine = waitForLine(flooder, /^\{.*\}$/m, (FLOOD_SECONDS + 30) * 1000);
+  const flooded = await otherClient(target.origin);
+  const line = await reportLine.catch((error: Error) => {
+    throw new Error(`${error.message}\n${floodOutput()}`);
+  });
+  const cpu = (treeCpuSeconds(target.serverPid) ?? 0) - cpuBefore;
+  return { quiet, flooded, report: JSON.parse(line[0]) as FloodReport, cpuShare: cpu / (FLOOD_SECONDS + 1) };
+}
+
+/** A fresh limpet (TLS, HTTP/2, default limits) with an admin port whose counters say what it did. */
+async function floodLimpet(backends: Backends, tls: PeerTls, tmp: string): Promise<{ target: Target; adminPort: number }> {
   const port = await freePort();
   const adminPort = await freePort();
   const config = path.join(tmp, 'limpet-flood.yaml');
@@ -290,46 +343,56 @@ async function rapidReset(backends: Backends, tls: PeerTls, tmp: string): Promis
       '',
     ].join('\n'),
   );
-  const origin = `https://127.0.0.1:${port}`;
-  const limpet = await startServerTarget('limpet-flood', 'limpet under a rapid-reset flood', [process.execPath, ...RUNTIME_FLAGS, path.join(distRoot, 'src', 'cli.js'), '--config', config], SERVER_CPU, origin);
-  if (!isTarget(limpet)) throw new Error(`limpet did not start: ${limpet.reason}`);
-  const bystander = async () => {
-    const dir = mkdtempSync(path.join(os.tmpdir(), 'limpet-h2load-'));
-    const log = path.join(dir, 'requests.tsv');
-    const output = await capture(pinnedCommand(['h2load', '-t1', '-c10', '-m10', '-D', String(FLOOD_SECONDS), `--log-file=${log}`, `${origin}/`], CLIENT_CPU), (FLOOD_SECONDS + 30) * 1000);
-    const result = parseH2load(output, readFileSync(log, 'utf8'));
-    rmSync(dir, { recursive: true, force: true });
-    return result;
-  };
-  const quiet = await bystander();
-  const before = await scrape(adminPort);
-  const cpuBefore = treeCpuSeconds(limpet.serverPid) ?? 0;
-  const flooder = startChild([process.execPath, fileURLToPath(import.meta.url), 'flood', origin, String(FLOOD_SECONDS)], CLIENT_CPU);
-  const floodOutput = recordOutput(flooder);
-  const reportLine = waitForLine(flooder, /^\{.*\}$/m, (FLOOD_SECONDS + 30) * 1000);
-  const flooded = await bystander();
-  const report = JSON.parse((await reportLine.catch((error: Error) => { throw new Error(`${error.message}\n${floodOutput()}`); }))[0]) as FloodReport;
-  const cpu = (treeCpuSeconds(limpet.serverPid) ?? 0) - cpuBefore;
-  const after = await scrape(adminPort);
-  const delta = (pattern: RegExp) => sampleOf(after, pattern) - sampleOf(before, pattern);
-  const floodsClosed = delta(/^limpet_http2_reset_floods_total /);
-  const resets = delta(/^limpet_http2_streams_reset_total /);
-  const dispatched = delta(/^limpet_requests_total\{backend="b\d+",code="499"\}/);
-  const stoppedFirst = delta(/^limpet_requests_total\{backend="none",code="499"\}/);
-  process.kill(limpet.serverPid, 'SIGTERM');
-  const goaways = Object.entries(report.goaways).map(([code, count]) => `${count} × ${code === String(constants.NGHTTP2_ENHANCE_YOUR_CALM) ? 'ENHANCE_YOUR_CALM' : code === 'none' ? 'no GOAWAY' : `code ${code}`}`);
+  const argv = [process.execPath, ...RUNTIME_FLAGS, path.join(distRoot, 'src', 'cli.js'), '--config', config];
+  const target = await startServerTarget(LIMPET, 'limpet under a rapid-reset flood', argv, SERVER_CPU, `https://127.0.0.1:${port}`);
+  if (!isTarget(target)) throw new Error(`limpet did not start: ${target.reason}`);
+  return { target, adminPort };
+}
+
+/** The same flood against limpet, nginx and HAProxy, each fresh and alone on the server core. */
+async function rapidReset(backends: Backends, tls: PeerTls, tmp: string): Promise<string[]> {
+  const describeGoaways = (report: FloodReport) =>
+    Object.entries(report.goaways)
+      .map(([code, count]) => `${count} × ${code === String(constants.NGHTTP2_ENHANCE_YOUR_CALM) ? 'ENHANCE_YOUR_CALM' : code === 'none' ? 'none read before the flood ended' : `code ${code}`}`)
+      .join(', ');
+  const rows: string[] = [];
+  let limpetCounters = '';
+  const limpet = await floodLimpet(backends, tls, tmp);
+  const before = await scrape(limpet.adminPort);
+  const peers = [
+    { name: LIMPET, start: async () => limpet.target },
+    { name: 'nginx', start: async () => (await startNginx('nginx-flood', 'nginx under a rapid-reset flood', backends, tmp, '1', SERVER_CPU, tls)).prepared },
+    { name: 'haproxy', start: async () => (await startHaproxy('haproxy-flood', 'HAProxy under a rapid-reset flood', backends, tmp, 'source', 1, SERVER_CPU, tls)).prepared },
+  ];
+  for (const peer of peers) {
+    const target = await peer.start();
+    if (!isTarget(target)) {
+      rows.push(`| ${peer.name} | skipped: ${target.reason} | | | | | |`);
+      continue;
+    }
+    console.log(`  flooding ${peer.name}`);
+    const { quiet, flooded, report, cpuShare } = await floodOne(target);
+    rows.push(
+      `| ${peer.name} | ${fmtRate(quiet.requestsPerSec)} → ${fmtRate(flooded.requestsPerSec)} | ${fmtMs(quiet.p99Ms)} → ${fmtMs(flooded.p99Ms)} | ` +
+        `${quiet.errors + quiet.non2xx} / ${flooded.errors + flooded.non2xx} | ${fmtRate(report.connections)} connections, ${fmtRate(report.streams)} streams | ` +
+        `${describeGoaways(report)} | ${report.streamsPerConnection.median} (at most ${report.streamsPerConnection.max}) | ${Math.round(100 * cpuShare)} % |`,
+    );
+    if (peer.name === LIMPET) {
+      const after = await scrape(limpet.adminPort);
+      const delta = (pattern: RegExp) => sampleOf(after, pattern) - sampleOf(before, pattern);
+      limpetCounters =
+        `limpet counted ${fmtRate(delta(/^limpet_http2_streams_reset_total /))} streams reset and closed ${fmtRate(delta(/^limpet_http2_reset_floods_total /))} connections for it; ` +
+        `of the cancelled streams, ${fmtRate(delta(/^limpet_requests_total\{backend="none",code="499"\}/))} were stopped before any backend was chosen and ` +
+        `${fmtRate(delta(/^limpet_requests_total\{backend="b\d+",code="499"\}/))} had been handed to a backend's pool (and aborted).`;
+    }
+    process.kill(target.serverPid, 'SIGTERM');
+  }
   return [
-    `| | the other client alone | the other client during the flood |`,
-    '|---|---:|---:|',
-    `| requests/s | ${fmtRate(quiet.requestsPerSec)} | ${fmtRate(flooded.requestsPerSec)} |`,
-    `| p50 / p99 | ${fmtMs(quiet.p50Ms)} / ${fmtMs(quiet.p99Ms)} | ${fmtMs(flooded.p50Ms)} / ${fmtMs(flooded.p99Ms)} |`,
-    `| failed requests | ${quiet.errors + quiet.non2xx} | ${flooded.errors + flooded.non2xx} |`,
+    '| server | the other client, req/s alone → during the flood | its p99 | its failed requests, alone / during | the flood | GOAWAYs the flooder read | streams it had sent per connection | server core busy during the flood |',
+    '|---|---:|---:|---:|---|---|---:|---:|',
+    ...rows,
     '',
-    `The flood (${FLOOD_SECONDS} s): ${fmtRate(report.connections)} connections, ${fmtRate(report.streams)} streams opened and cancelled; ` +
-      `closed with ${goaways.join(', ')}; streams a connection had sent by the time it read its GOAWAY: median ${report.streamsPerConnection.median}, at most ${report.streamsPerConnection.max} (bursts of 100). ` +
-      `limpet counted ${fmtRate(resets)} streams reset and closed ${fmtRate(floodsClosed)} connections for it; of the cancelled streams ` +
-      `${fmtRate(stoppedFirst)} were stopped before any backend was chosen and ${fmtRate(dispatched)} had been handed to a backend's pool; ` +
-      `limpet used ${cpu.toFixed(1)} CPU-seconds (${Math.round((100 * cpu) / FLOOD_SECONDS)} % of its core).`,
+    limpetCounters,
   ];
 }
 
@@ -341,7 +404,7 @@ async function main(): Promise<void> {
   console.log(`limpet HTTP/2 bench — ${date}`);
   console.log(`machine: ${describeMachine()}`);
   console.log(`pinning: ${pinningDescription()}`);
-  console.log(`load: h2load -t1, ${SECONDS} s per run, ${ROUNDS} interleaved rounds, median reported`);
+  console.log(`load: h2load -t1, runs of about ${SECONDS} s (a request count from the target's last rate), ${ROUNDS} interleaved rounds, median reported`);
   const otherLoad = await otherLoadAtStart();
   console.log(`before start: CPU ${otherLoad.cpuBusyPercent ?? '?'}% busy over 1 s, load average ${otherLoad.loadAverage.join(' ')}`);
   const tmp = mkdtempSync(path.join(os.tmpdir(), 'limpet-http2-'));
@@ -349,32 +412,29 @@ async function main(): Promise<void> {
   try {
     const tls = certificate(tmp);
     const backends = await startBackends(BACKEND_COUNT, ['--raw']);
-    const { markdown: throughputTable, rows } = await throughput(backends, tls, tmp);
-    console.log(`\nidle connections (${IDLE_CONNECTIONS} each)`);
-    const memoryTable = await idleMemory(backends, tls, tmp);
-    console.log(memoryTable.join('\n'));
-    console.log(`\nrapid-reset flood (${FLOOD_SECONDS} s)`);
-    const floodTable = await rapidReset(backends, tls, tmp);
-    console.log(floodTable.join('\n'));
-    const markdown = [
-      `${describeMachine()}; ${date.slice(0, 10)}; load average at start ${otherLoad.loadAverage.join(' ')}. Backends: bench/backend.ts --raw on CPU 1 with h2load.`,
-      '',
-      `### Throughput, one core each (median of ${ROUNDS} interleaved rounds, ${SECONDS} s per run)`,
-      '',
-      ...throughputTable,
-      '',
-      `### Memory per idle connection (${IDLE_CONNECTIONS} connections, one request each)`,
-      '',
-      ...memoryTable,
-      '',
-      `### Rapid-reset flood (${FLOOD_SECONDS} s; the other client: h2load -c10 -m10)`,
-      '',
-      ...floodTable,
-      '',
-    ];
+    const markdown = [`${describeMachine()}; ${date.slice(0, 10)}; load average at start ${otherLoad.loadAverage.join(' ')}. Backends: bench/backend.ts --raw on CPU 1 with h2load.`, ''];
+    let throughputRows: Map<string, Map<string, Row>> | null = null;
+    if (SECTIONS.has('throughput')) {
+      const { markdown: table, rows } = await throughput(backends, tls, tmp);
+      throughputRows = rows;
+      markdown.push(`### Throughput, one core each (median of ${ROUNDS} interleaved rounds of about ${SECONDS} s each)`, '', ...table, '');
+    }
+    if (SECTIONS.has('idle')) {
+      console.log(`\nidle connections (${IDLE_CONNECTIONS} each)`);
+      const table = await idleMemory(backends, tls, tmp);
+      console.log(table.join('\n'));
+      markdown.push(`### Memory per idle connection (${IDLE_CONNECTIONS} connections, one request each)`, '', ...table, '');
+    }
+    if (SECTIONS.has('flood')) {
+      console.log(`\nrapid-reset flood (${FLOOD_SECONDS} s)`);
+      const table = await rapidReset(backends, tls, tmp);
+      console.log(table.join('\n'));
+      markdown.push(`### Rapid-reset flood (${FLOOD_SECONDS} s; the flooder opens and cancels streams in bursts of 100, a PING between bursts, and reconnects when thrown out; the other client: h2load -c10 -m10)`, '', ...table, '');
+    }
     console.log(`\n${markdown.join('\n')}`);
     writeResult('http2-latest.md', `${markdown.join('\n')}\n`);
-    writeResult('http2-latest.json', `${JSON.stringify({ date, rounds: ROUNDS, seconds: SECONDS, throughput: Object.fromEntries([...rows].map(([s, m]) => [s, Object.fromEntries(m)])) }, null, 2)}\n`);
+    const throughputJson = throughputRows === null ? null : Object.fromEntries([...throughputRows].map(([s, m]) => [s, Object.fromEntries(m)]));
+    writeResult('http2-latest.json', `${JSON.stringify({ date, rounds: ROUNDS, seconds: SECONDS, throughput: throughputJson }, null, 2)}\n`);
   } finally {
     stopChildren();
   }

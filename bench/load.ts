@@ -37,6 +37,11 @@ export interface LoadOptions {
   headers?: Record<string, string>;
   /** h2load only: concurrent streams per connection over HTTP/2; 0 for HTTP/1.1 (`--h1`, one request at a time). */
   streams?: number;
+  /**
+   * h2load only: run until this many requests are done (`-n`) rather than for `seconds` (`-D`).
+   * A timed h2load run can hang at its end against a server still busy with its first requests.
+   */
+  requests?: number;
 }
 
 /** Whether an executable of this name is on PATH. */
@@ -123,8 +128,8 @@ export function parseWrk(text: string): LoadResult {
 }
 
 /**
- * h2load over `seconds` (`-D`), one thread. Its summary has no percentiles, so latencies come from
- * its per-request log (start, status, µs to the end of the response).
+ * h2load for `requests` requests (`-n`) or over `seconds` (`-D`), one thread. Its summary has no
+ * percentiles, so latencies come from its per-request log (start, status, µs to the end of the response).
  */
 async function runH2load(options: LoadOptions): Promise<LoadResult> {
   const dir = mkdtempSync(path.join(os.tmpdir(), 'limpet-h2load-'));
@@ -132,10 +137,12 @@ async function runH2load(options: LoadOptions): Promise<LoadResult> {
   try {
     const streams = options.streams ?? 1;
     const command = [
-      'h2load', '-t1', `-c${options.connections}`, ...(streams > 0 ? [`-m${streams}`] : ['--h1']), '-D', String(options.seconds), `--log-file=${log}`,
+      'h2load', '-t1', `-c${options.connections}`, ...(streams > 0 ? [`-m${streams}`] : ['--h1']),
+      ...(options.requests === undefined ? ['-D', String(options.seconds)] : ['-n', String(options.requests)]), `--log-file=${log}`,
       ...Object.entries(options.headers ?? {}).flatMap(([name, value]) => ['-H', `${name}: ${value}`]), options.url,
     ];
-    const output = await capture(pinnedCommand(command, options.cpus), (options.seconds + 30) * 1000);
+    // A counted run takes as long as the target needs: allow it several times the planned seconds.
+    const output = await capture(pinnedCommand(command, options.cpus), (4 * options.seconds + 60) * 1000);
     return parseH2load(output, readFileSync(log, 'utf8'));
   } finally {
     rmSync(dir, { recursive: true, force: true });
