@@ -63,7 +63,7 @@ describe('behind HAProxy in mode tcp', () => {
     await throughRelay(port, 3);
     expectClaimedAndPinned(backends, 3);
     const metrics = await started.limpet.metrics.exposition();
-    for (const reason of ['missing', 'malformed', 'truncated', 'unlisted']) expect(refusalCount(metrics, reason)).toBe(0);
+    for (const reason of ['missing', 'malformed', 'truncated', 'unlisted']) expect(refusalCount(metrics, reason), reason).toBe(0);
   });
 
   it("send-proxy-v2 with HAProxy's own health checks, which open with a v2 LOCAL header", async () => {

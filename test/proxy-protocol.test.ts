@@ -1,6 +1,6 @@
 import { execFileSync } from 'node:child_process';
 import { mkdtempSync } from 'node:fs';
-import { connect as tcpConnect, createServer, isIP, SocketAddress, type AddressInfo, type Socket } from 'node:net';
+import { connect as tcpConnect, createServer, isIP, Socket, SocketAddress, type AddressInfo } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { connect as tlsConnect } from 'node:tls';
@@ -294,6 +294,22 @@ describe('ProxyProtocolGate', () => {
     expect(gate.of(socket)).toBe('192.0.2.44');
     client.destroy();
     await waitFor(() => socket.destroyed && gate.of(socket) === undefined, 5_000, 'the claim to be forgotten');
+  });
+});
+
+describe('ProxyProtocolGate and a connection reset before it is read', () => {
+  it('closes it without counting it: with no peer address there is no list to check it against', async () => {
+    const refused: string[] = [];
+    const gate = new ProxyProtocolGate({ from: [BALANCER], headerTimeout: 5_000 }, (reason) => refused.push(reason));
+    const server = createServer(() => {
+      throw new Error('handed on');
+    });
+    gate.guard(server);
+    // What the listener is given for a connection the peer reset before the first event: no address.
+    const gone = new Socket();
+    server.emit('connection', gone);
+    expect(gone.destroyed).toBe(true);
+    expect(refused).toEqual([]);
   });
 });
 

@@ -63,6 +63,8 @@ export class ProxyProtocolGate implements ClaimedAddresses {
       // Already through (a socket handed back after a refused CONNECT), or nothing to read.
       if ((socket as Admitted)[kAdmitted] === true || this.settings === null) return handOn(socket);
       const peer = normaliseAddress(socket.remoteAddress ?? '');
+      // No peer address: the connection was reset before it could be asked for one. Nobody to serve.
+      if (peer === '') return void socket.destroy();
       this.waiting.add(new HeaderWait(this, socket, peer, (this.listed as AddressSet).has(peer), this.settings.headerTimeout, handOn));
     });
   }
