@@ -9,6 +9,7 @@ import { waitFor } from './support/client.js';
 import { parseExposition, sample } from './support/exposition.js';
 import { curl, h2Connect, h2Request, rawHttp2Request } from './support/h2-client.js';
 import { parseConfig } from '../src/config/load.js';
+import { ResetBudget } from '../src/runtime/h2-listener.js';
 import { startProxy } from './support/proxy.js';
 import { selfSignedCertificate } from './support/tls.js';
 
@@ -457,5 +458,17 @@ describe('HTTP/2 on the TLS listener', () => {
     expect(await metric(started, 'limpet_http2_requests_total')).toBe(2);
     expect(await metric(started, 'limpet_requests_total', { backend: 'app-1', code: '200' })).toBe(2);
     expect(await metric(started, 'limpet_http2_connections')).toBe(1);
+  });
+});
+
+describe('the reset budget of an HTTP/2 connection', () => {
+  it('allows a burst of its capacity, then refills at its capacity per 10 s', () => {
+    const budget = new ResetBudget(4, 0);
+    expect([1, 2, 3, 4, 5].map(() => budget.take(0))).toEqual([true, true, true, true, false]);
+    // A quarter of the window refills a quarter of the capacity: one reset.
+    expect([budget.take(2_500), budget.take(2_500)]).toEqual([true, false]);
+    // Never more than the capacity, however long the connection was quiet.
+    const rested = [1, 2, 3, 4, 5].map(() => budget.take(3_600_000));
+    expect(rested).toEqual([true, true, true, true, false]);
   });
 });

@@ -127,7 +127,11 @@ const LISTEN = /^(?:\[([^\]]*)\]|([^:[\]]*)):(\d{1,5})$/;
 const listenError = (issue: { input?: unknown }) => {
   const { input } = issue;
   const hint =
-    typeof input === 'number' ? ` (write ":${input}" to listen on every address)` : isIP(String(input)) === 6 ? ' (put IPv6 addresses in brackets, e.g. "[::1]:9090")' : '';
+    typeof input === 'number'
+      ? ` (write ":${input}" to listen on every address)`
+      : typeof input === 'string' && isIP(input) === 6
+        ? ' (put IPv6 addresses in brackets, e.g. "[::1]:9090")'
+        : '';
   return `expected ${LISTEN_TEXT}, got ${show(input)}${hint}`;
 };
 

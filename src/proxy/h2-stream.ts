@@ -21,8 +21,8 @@ export interface Http2ClientConnection {
 }
 
 /**
- * One HTTP/2 stream as the pipeline sees it: a request forwarded at once, beside the connection's
- * other streams, whose answer goes back in HTTP/2's terms — `:authority` made the Host an HTTP/1.1
+ * One HTTP/2 stream as the pipeline sees it: a request forwarded beside the connection's other
+ * streams, waiting for none of them, whose answer goes back in HTTP/2's terms — `:authority` made the Host an HTTP/1.1
  * backend needs, a body without Content-Length sent on chunked, the response head as HTTP/2 header
  * fields (no status text, no connection-specific fields), interim responses as extra HEADERS frames.
  */
